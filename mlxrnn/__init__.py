@@ -1,0 +1,30 @@
+"""mlxrnn: verified recurrent networks with hand-written BPTT on MLX (Metal) or NumPy.
+
+Importing this package loads NumPy only: MLX is imported when the MLX backend is requested,
+and click (the CLI's dependency) never.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .backend import auto_choice, get_backend, mlx_installed
+from .cells import GRUCell, LSTMCell, RNNCell, make_cell
+from .clip import clip_grad_norm, clip_grad_value, global_norm
+from .errors import BackendUnavailable, CheckpointError, ConfigError, DataError, MLXRNNError, ShapeError
+from .layers import GRU, LSTM, RNN, Embedding, Linear, Recurrent, lengths_to_mask, make_recurrent, one_hot
+from .losses import binary_cross_entropy_with_logits, mean_squared_error, softmax_cross_entropy
+from .models import SequenceModel, SequenceModelConfig
+from .optim import SGD, Adam, AdamW, Optimizer, RMSProp, make_optimizer
+from .train import StepResult, Trainer
+
+__all__ = [
+    "__version__", "auto_choice", "get_backend", "mlx_installed",
+    "RNNCell", "GRUCell", "LSTMCell", "make_cell",
+    "RNN", "GRU", "LSTM", "Recurrent", "make_recurrent", "Embedding", "Linear", "one_hot", "lengths_to_mask",
+    "softmax_cross_entropy", "binary_cross_entropy_with_logits", "mean_squared_error",
+    "clip_grad_norm", "clip_grad_value", "global_norm",
+    "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "make_optimizer",
+    "SequenceModel", "SequenceModelConfig", "Trainer", "StepResult",
+    "MLXRNNError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "BackendUnavailable",
+]

@@ -1,0 +1,319 @@
+"""Recurrent cells: the math of one time step, forward and backward, in one place.
+
+Every cell is written once against the array-backend protocol (``xp``), so the same code runs
+on NumPy and on MLX. Conventions, shared by all cells:
+
+* Row vectors: ``x`` is (B, D), the hidden state ``h`` is (B, H). The course notes write
+  column vectors, a⟨t⟩ = g(W_aa a⟨t−1⟩ + W_ax x⟨t⟩ + b_a); here ``W_h = W_aaᵀ`` (H, G·H) and
+  ``W_x = W_axᵀ`` (D, G·H), with the G gate blocks fused side by side.
+* The input projection ``x_proj = x @ W_x + b`` (B, G·H) does not depend on the state, so the
+  layer computes it for all time steps in one matmul and hands each step its slice.
+  A cell's :meth:`step` only does the recurrent part.
+* ``state`` is a tuple: ``(h,)`` for RNN and GRU, ``(h, c)`` for LSTM. ``state[0]`` is the
+  output of the step.
+* :meth:`step_backward` takes the gradient of the loss with respect to the new state and
+  returns ``(d_x_proj, d_recurrent, d_prev_state)``: the gradient with respect to the input
+  projection (from which the layer gets dW_x, db and dx with one matmul each over all steps),
+  the gradient with respect to the recurrent pre-activations (from which
+  :meth:`recurrent_grads` gets dW_h with one matmul over all steps), and the gradient flowing
+  into the previous state.
+
+Initialisation draws every parameter from one NumPy ``Generator`` in float64, so both backends
+start from bit-identical weights after the cast to their dtype:
+W_x, W_h ~ U(−1/√H, 1/√H) (as PyTorch does), biases 0, the LSTM forget-gate bias 1
+(Jozefowicz et al., 2015), peephole weights ~ U(−1/√H, 1/√H).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+Params = dict[str, Any]
+Cache = dict[str, Any]
+
+
+def _uniform(rng: np.random.Generator, shape: tuple[int, ...], hidden_size: int) -> np.ndarray:
+    bound = 1.0 / np.sqrt(hidden_size)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+class Cell:
+    """Base class: sizes, shared initialisation and the recurrent weight gradient."""
+
+    num_gates: int = 1
+    state_size: int = 1  # number of arrays in the state tuple
+    #: cache keys whose (T·B, H) stacks :meth:`recurrent_grads` multiplies with d_recurrent
+    recurrent_input_keys: tuple[str, ...] = ("h_prev",)
+
+    def __init__(self, input_size: int, hidden_size: int):
+        for label, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{label} must be a positive integer, got {value!r}")
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+
+    @property
+    def gate_width(self) -> int:
+        """G·H: the width of the fused pre-activations."""
+        return self.num_gates * self.hidden_size
+
+    def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Draw the parameters (float64 NumPy) from ``rng``: W_x (D, G·H), W_h (H, G·H), b (G·H,)."""
+        H, GH = self.hidden_size, self.gate_width
+        return {
+            "W_x": _uniform(rng, (self.input_size, GH), H),
+            "W_h": _uniform(rng, (H, GH), H),
+            "b": np.zeros(GH),
+        }
+
+    def recurrent_grads(self, xp, params: Params, stacked: Cache, d_recurrent: Any) -> Params:
+        """dW_h = Σ_t h⟨t−1⟩ᵀ d_recurrent⟨t⟩ as one GEMM; ``stacked`` holds (T·B, ·) cache stacks."""
+        h_prev = stacked["h_prev"]
+        return {"W_h": xp.matmul(xp.permute_dims(h_prev, (1, 0)), d_recurrent)}
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class RNNCell(Cell):
+    """Vanilla (Elman) RNN cell.
+
+    a⟨t⟩ = g(W_aa a⟨t−1⟩ + W_ax x⟨t⟩ + b_a),  g = tanh or ReLU.
+
+    Row form: ``h = g(x_proj + h_prev @ W_h)`` with x_proj (B, H), h_prev (B, H), W_h (H, H).
+    """
+
+    num_gates = 1
+    state_size = 1
+
+    def __init__(self, input_size: int, hidden_size: int, activation: str = "tanh"):
+        super().__init__(input_size, hidden_size)
+        if activation not in ("tanh", "relu"):
+            raise ConfigError(f"RNN activation must be 'tanh' or 'relu', got {activation!r}")
+        self.activation = activation
+
+    def describe(self) -> str:
+        return f"RNNCell({self.activation})"
+
+    def step(self, xp, params: Params, x_proj, state: tuple) -> tuple[tuple, Cache]:
+        (h_prev,) = state
+        pre = x_proj + xp.matmul(h_prev, params["W_h"])
+        h = xp.tanh(pre) if self.activation == "tanh" else xp.maximum(pre, 0.0)
+        return (h,), {"h_prev": h_prev, "h": h}
+
+    def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
+        (d_h,) = d_state
+        h = cache["h"]
+        if self.activation == "tanh":
+            d_pre = d_h * (1.0 - h * h)  # tanh' = 1 − tanh²
+        else:
+            d_pre = d_h * (h > 0)  # ReLU' = 1 where the output is positive (0 at the kink)
+        d_h_prev = xp.matmul(d_pre, xp.permute_dims(params["W_h"], (1, 0)))
+        return d_pre, d_pre, (d_h_prev,)
+
+
+class GRUCell(Cell):
+    """Gated recurrent unit in three variants; gate blocks are ordered [u, r, c].
+
+    ``variant="full"`` (the notes' full GRU; Cho et al. 2014), c⟨t−1⟩ = a⟨t−1⟩ = h_prev:
+        Γ_u = σ(W_u [c⟨t−1⟩, x⟨t⟩] + b_u)                 update gate
+        Γ_r = σ(W_r [c⟨t−1⟩, x⟨t⟩] + b_r)                 relevance (reset) gate
+        c̃⟨t⟩ = tanh(W_c [Γ_r ∗ c⟨t−1⟩, x⟨t⟩] + b_c)      reset applied *before* the matmul
+        c⟨t⟩ = Γ_u ∗ c̃⟨t⟩ + (1 − Γ_u) ∗ c⟨t−1⟩
+
+    ``variant="reset_after"`` (PyTorch, cuDNN, Keras ``reset_after=True``): the reset gate
+    multiplies the recurrent projection *after* the matmul, which has its own bias b_hn (H,):
+        c̃⟨t⟩ = tanh(x W_xc + b_c + Γ_r ∗ (c⟨t−1⟩ W_hc + b_hn))
+    (PyTorch writes h = (1 − z) n + z h_prev, i.e. its z is our 1 − Γ_u.)
+
+    ``variant="simple"`` (the notes' simplified GRU, update gate only; blocks [u, c]):
+        c̃⟨t⟩ = tanh(W_c [c⟨t−1⟩, x⟨t⟩] + b_c),  Γ_u = σ(W_u [c⟨t−1⟩, x⟨t⟩] + b_u)
+
+    Shapes: x_proj (B, G·H) with G = 3 (2 for simple), W_h (H, G·H), state (h,) with h (B, H).
+    """
+
+    state_size = 1
+    VARIANTS = ("full", "reset_after", "simple")
+
+    def __init__(self, input_size: int, hidden_size: int, variant: str = "full"):
+        super().__init__(input_size, hidden_size)
+        if variant not in self.VARIANTS:
+            raise ConfigError(f"GRU variant must be one of {', '.join(self.VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        self.num_gates = 2 if variant == "simple" else 3
+        self.recurrent_input_keys = ("h_prev", "reset_h") if variant == "full" else ("h_prev",)
+
+    def describe(self) -> str:
+        return f"GRUCell({self.variant})"
+
+    def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        params = super().init_params(rng)
+        if self.variant == "reset_after":
+            params["b_hn"] = np.zeros(self.hidden_size)
+        return params
+
+    def step(self, xp, params: Params, x_proj, state: tuple) -> tuple[tuple, Cache]:
+        (h_prev,) = state
+        H = self.hidden_size
+        W_h = params["W_h"]
+        if self.variant == "simple":
+            pre = x_proj + xp.matmul(h_prev, W_h)
+            u, cand = xp.sigmoid(pre[:, :H]), xp.tanh(pre[:, H:])
+            cache = {"h_prev": h_prev, "u": u, "cand": cand}
+        elif self.variant == "full":
+            gates = x_proj[:, : 2 * H] + xp.matmul(h_prev, W_h[:, : 2 * H])
+            u, r = xp.sigmoid(gates[:, :H]), xp.sigmoid(gates[:, H:])
+            reset_h = r * h_prev
+            cand = xp.tanh(x_proj[:, 2 * H :] + xp.matmul(reset_h, W_h[:, 2 * H :]))
+            cache = {"h_prev": h_prev, "u": u, "r": r, "cand": cand, "reset_h": reset_h}
+        else:  # reset_after
+            rec = xp.matmul(h_prev, W_h)
+            u = xp.sigmoid(x_proj[:, :H] + rec[:, :H])
+            r = xp.sigmoid(x_proj[:, H : 2 * H] + rec[:, H : 2 * H])
+            rec_cand = rec[:, 2 * H :] + params["b_hn"]
+            cand = xp.tanh(x_proj[:, 2 * H :] + r * rec_cand)
+            cache = {"h_prev": h_prev, "u": u, "r": r, "cand": cand, "rec_cand": rec_cand}
+        h = u * cand + (1.0 - u) * h_prev
+        return (h,), cache
+
+    def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
+        (d_h,) = d_state
+        H = self.hidden_size
+        W_h = params["W_h"]
+        h_prev, u, cand = cache["h_prev"], cache["u"], cache["cand"]
+        d_u_pre = d_h * (cand - h_prev) * u * (1.0 - u)
+        d_cand_pre = d_h * u * (1.0 - cand * cand)
+        d_h_prev = d_h * (1.0 - u)
+        if self.variant == "simple":
+            d_x_proj = xp.concat([d_u_pre, d_cand_pre], axis=1)
+            d_h_prev = d_h_prev + xp.matmul(d_x_proj, xp.permute_dims(W_h, (1, 0)))
+            return d_x_proj, d_x_proj, (d_h_prev,)
+        r = cache["r"]
+        if self.variant == "full":
+            d_reset_h = xp.matmul(d_cand_pre, xp.permute_dims(W_h[:, 2 * H :], (1, 0)))
+            d_r_pre = d_reset_h * h_prev * r * (1.0 - r)
+            d_gates = xp.concat([d_u_pre, d_r_pre], axis=1)
+            d_h_prev = (
+                d_h_prev + d_reset_h * r + xp.matmul(d_gates, xp.permute_dims(W_h[:, : 2 * H], (1, 0)))
+            )
+            d_x_proj = xp.concat([d_gates, d_cand_pre], axis=1)
+            # The candidate block's recurrent input is r ∗ h_prev; recurrent_grads knows that.
+            return d_x_proj, d_x_proj, (d_h_prev,)
+        # reset_after
+        d_r_pre = d_cand_pre * cache["rec_cand"] * r * (1.0 - r)
+        d_x_proj = xp.concat([d_u_pre, d_r_pre, d_cand_pre], axis=1)
+        d_recurrent = xp.concat([d_u_pre, d_r_pre, d_cand_pre * r], axis=1)
+        d_h_prev = d_h_prev + xp.matmul(d_recurrent, xp.permute_dims(W_h, (1, 0)))
+        return d_x_proj, d_recurrent, (d_h_prev,)
+
+    def recurrent_grads(self, xp, params: Params, stacked: Cache, d_recurrent: Any) -> Params:
+        H = self.hidden_size
+        h_prev_t = xp.permute_dims(stacked["h_prev"], (1, 0))
+        if self.variant == "full":
+            reset_h_t = xp.permute_dims(stacked["reset_h"], (1, 0))
+            d_W_h = xp.concat(
+                [xp.matmul(h_prev_t, d_recurrent[:, : 2 * H]), xp.matmul(reset_h_t, d_recurrent[:, 2 * H :])],
+                axis=1,
+            )
+            return {"W_h": d_W_h}
+        grads = {"W_h": xp.matmul(h_prev_t, d_recurrent)}
+        if self.variant == "reset_after":
+            grads["b_hn"] = xp.sum(d_recurrent[:, 2 * H :], axis=0)
+        return grads
+
+
+class LSTMCell(Cell):
+    """Long short-term memory cell, optionally with peephole connections; blocks [u, f, c̃, o].
+
+        Γ_u = σ(W_u [a⟨t−1⟩, x⟨t⟩] + b_u (+ p_u ∗ c⟨t−1⟩))     update (input) gate
+        Γ_f = σ(W_f [a⟨t−1⟩, x⟨t⟩] + b_f (+ p_f ∗ c⟨t−1⟩))     forget gate, b_f initialised to 1
+        c̃⟨t⟩ = tanh(W_c [a⟨t−1⟩, x⟨t⟩] + b_c)                  candidate cell
+        c⟨t⟩ = Γ_u ∗ c̃⟨t⟩ + Γ_f ∗ c⟨t−1⟩
+        Γ_o = σ(W_o [a⟨t−1⟩, x⟨t⟩] + b_o (+ p_o ∗ c⟨t⟩))        output gate (peephole sees c⟨t⟩)
+        a⟨t⟩ = Γ_o ∗ tanh(c⟨t⟩)
+
+    Peepholes (Gers & Schmidhuber, 2000) are diagonal: p_u, p_f, p_o are (H,) vectors.
+    The gate order matches PyTorch's (i, f, g, o). Shapes: x_proj (B, 4H), W_h (H, 4H),
+    state (h, c) with h, c (B, H).
+    """
+
+    num_gates = 4
+    state_size = 2
+
+    def __init__(self, input_size: int, hidden_size: int, peephole: bool = False, forget_bias: float = 1.0):
+        super().__init__(input_size, hidden_size)
+        self.peephole = bool(peephole)
+        self.forget_bias = float(forget_bias)
+
+    def describe(self) -> str:
+        return "LSTMCell(peephole)" if self.peephole else "LSTMCell"
+
+    def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        params = super().init_params(rng)
+        H = self.hidden_size
+        params["b"][H : 2 * H] = self.forget_bias
+        if self.peephole:
+            for name in ("p_u", "p_f", "p_o"):
+                params[name] = _uniform(rng, (H,), H)
+        return params
+
+    def step(self, xp, params: Params, x_proj, state: tuple) -> tuple[tuple, Cache]:
+        h_prev, c_prev = state
+        H = self.hidden_size
+        pre = x_proj + xp.matmul(h_prev, params["W_h"])
+        pre_u, pre_f, pre_o = pre[:, :H], pre[:, H : 2 * H], pre[:, 3 * H :]
+        if self.peephole:
+            pre_u = pre_u + params["p_u"] * c_prev
+            pre_f = pre_f + params["p_f"] * c_prev
+        u, f = xp.sigmoid(pre_u), xp.sigmoid(pre_f)
+        cand = xp.tanh(pre[:, 2 * H : 3 * H])
+        c = f * c_prev + u * cand
+        if self.peephole:
+            pre_o = pre_o + params["p_o"] * c
+        o = xp.sigmoid(pre_o)
+        tanh_c = xp.tanh(c)
+        h = o * tanh_c
+        cache = {"h_prev": h_prev, "c_prev": c_prev, "u": u, "f": f, "cand": cand, "o": o, "c": c, "tanh_c": tanh_c}
+        return (h, c), cache
+
+    def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
+        d_h, d_c = d_state
+        u, f, cand, o, tanh_c, c_prev = (cache[k] for k in ("u", "f", "cand", "o", "tanh_c", "c_prev"))
+        d_o_pre = d_h * tanh_c * o * (1.0 - o)
+        d_c = d_c + d_h * o * (1.0 - tanh_c * tanh_c)
+        if self.peephole:
+            d_c = d_c + d_o_pre * params["p_o"]
+        d_u_pre = d_c * cand * u * (1.0 - u)
+        d_f_pre = d_c * c_prev * f * (1.0 - f)
+        d_cand_pre = d_c * u * (1.0 - cand * cand)
+        d_c_prev = d_c * f
+        if self.peephole:
+            d_c_prev = d_c_prev + d_u_pre * params["p_u"] + d_f_pre * params["p_f"]
+        d_pre = xp.concat([d_u_pre, d_f_pre, d_cand_pre, d_o_pre], axis=1)
+        d_h_prev = xp.matmul(d_pre, xp.permute_dims(params["W_h"], (1, 0)))
+        return d_pre, d_pre, (d_h_prev, d_c_prev)
+
+    @property
+    def recurrent_input_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("h_prev", "c_prev", "c") if self.peephole else ("h_prev",)
+
+    def recurrent_grads(self, xp, params: Params, stacked: Cache, d_recurrent: Any) -> Params:
+        grads = super().recurrent_grads(xp, params, stacked, d_recurrent)
+        if self.peephole:
+            H = self.hidden_size
+            grads["p_u"] = xp.sum(d_recurrent[:, :H] * stacked["c_prev"], axis=0)
+            grads["p_f"] = xp.sum(d_recurrent[:, H : 2 * H] * stacked["c_prev"], axis=0)
+            grads["p_o"] = xp.sum(d_recurrent[:, 3 * H :] * stacked["c"], axis=0)
+        return grads
+
+
+def make_cell(kind: str, input_size: int, hidden_size: int, **options: Any) -> Cell:
+    """Build a cell by name: ``rnn`` (activation), ``gru`` (variant), ``lstm`` (peephole)."""
+    kinds = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+    if kind not in kinds:
+        raise ConfigError(f"unknown cell {kind!r}: choose one of {', '.join(kinds)}")
+    return kinds[kind](input_size, hidden_size, **options)

@@ -1,0 +1,458 @@
+"""Sequence layers: the time loop, its backward through time, stacking and both directions.
+
+``RNN``, ``GRU`` and ``LSTM`` are :class:`Recurrent` layers with a different cell. Inputs are
+batch-first, (B, T, D), as in ``mlx.nn``; internally the loop runs time-major (T, B, ·) so each
+step reads a contiguous slice.
+
+Forward, per layer ℓ and direction:
+    P = X W_x + b                       one (T·B, D) × (D, G·H) matmul for all steps (hoisted)
+    state⟨t⟩ = cell.step(P⟨t⟩, state⟨t−1⟩)          only the recurrent matmul stays in the loop
+With a mask m⟨t⟩ ∈ {0, 1} (B,), padded steps carry the state through unchanged and output 0:
+    state⟨t⟩ = m ∗ new + (1 − m) ∗ state⟨t−1⟩,   y⟨t⟩ = m ∗ new
+so the final state is each sequence's last valid step, and the reverse direction, walking
+t = T−1 … 0, starts from its initial state at each sequence's own last step (right padding).
+
+Backward walks the same steps in reverse; only dh⟨t−1⟩ = dP⟨t⟩ W_hᵀ is a per-step matmul.
+dW_x = Xᵀ dP, db = Σ dP, dX = dP W_xᵀ and dW_h = Σ_t h⟨t−1⟩ᵀ dP⟨t⟩ are one GEMM each after the
+loop (see :meth:`mlxrnn.cells.Cell.recurrent_grads`).
+
+States use PyTorch's layout: (L·D, B, H) with index 2ℓ + d (d = 0 forward, 1 backward);
+an LSTM's state is the pair (h, c). States returned by one call can be passed as the next
+call's ``initial_state``: gradients never flow back across calls (truncated BPTT), because
+backward only reaches them through ``d_final_state``, which the trainer leaves at zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cells import Cell, GRUCell, LSTMCell, RNNCell
+from .errors import ConfigError, ShapeError
+from .module import Module, check_positive_int, check_probability
+
+DIRECTION_NAMES = ("fwd", "bwd")
+
+
+def _shape_error(name: str, expected: str, got: Any) -> ShapeError:
+    return ShapeError(f"{name} must have shape {expected}; got {tuple(got)}")
+
+
+def lengths_to_mask(lengths: Any, max_len: int) -> np.ndarray:
+    """(B,) valid lengths -> (B, T) float mask, 1 on valid steps. Right padding is assumed."""
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu":
+        raise ShapeError(f"lengths must be a 1-D integer array (one length per sequence); got {lengths.dtype} {lengths.shape}")
+    if lengths.size and (lengths.min() < 0 or lengths.max() > max_len):
+        raise ConfigError(f"lengths must lie in [0, {max_len}] (the time dimension); got min {lengths.min()}, max {lengths.max()}")
+    return (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.float64)
+
+
+@dataclass
+class _DirectionCache:
+    inputs: Any  # (T, B, D_in) time-major layer input
+    steps: list = field(default_factory=list)  # per-step cell caches, in processing order
+
+
+@dataclass
+class RecurrentCache:
+    """Everything :meth:`Recurrent.backward` needs from a forward pass."""
+
+    batch_size: int
+    time_steps: int
+    mask: Any  # (T, B, 1) or None
+    directions: dict  # (layer, direction) -> _DirectionCache
+    dropout_masks: dict  # layer -> (T, B, H_out) scaled keep-mask
+
+
+class Recurrent(Module):
+    """A stack of recurrent layers, optionally bidirectional. Use :class:`RNN`, :class:`GRU`,
+    :class:`LSTM`.
+
+    Args:
+        input_size: D, features per input step.
+        hidden_size: H, units per direction.
+        num_layers: L, stacked layers; layer ℓ+1 reads layer ℓ's outputs.
+        bidirectional: also run each layer from t = T−1 down to 0.
+        merge: how the two directions' outputs combine: "concat" (2H features) or "sum" (H).
+        dropout: inverted dropout on the outputs of every layer but the last, training only.
+        seed: seeds the NumPy generator all parameters are drawn from (identical on every backend).
+        backend, dtype: see :func:`mlxrnn.get_backend`.
+
+    Shapes: ``forward(x (B, T, D)) -> (outputs (B, T, H_out), final_state, cache)`` with
+    H_out = 2H for a bidirectional concat, else H.
+    """
+
+    cell_name = "recurrent"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        merge: str = "concat",
+        dropout: float = 0.0,
+        seed: int = 0,
+        backend: Any = None,
+        dtype: str = "float32",
+        **cell_options: Any,
+    ):
+        super().__init__(backend, dtype)
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.bidirectional = bool(bidirectional)
+        if merge not in ("concat", "sum"):
+            raise ConfigError(f"merge must be 'concat' or 'sum', got {merge!r}")
+        self.merge = merge
+        self.dropout = check_probability("dropout", dropout)
+        self.cell_options = dict(cell_options)
+        self.num_directions = 2 if self.bidirectional else 1
+        self.output_size = self.hidden_size * (2 if self.bidirectional and merge == "concat" else 1)
+        self.cells: list[Cell] = []
+        rng = np.random.default_rng(seed)
+        arrays: dict[str, np.ndarray] = {}
+        for layer in range(self.num_layers):
+            layer_input = self.input_size if layer == 0 else self.output_size
+            cell = self.make_cell(layer_input, self.hidden_size, **cell_options)
+            self.cells.append(cell)
+            for direction in DIRECTION_NAMES[: self.num_directions]:
+                for name, value in cell.init_params(rng).items():
+                    arrays[f"l{layer}.{direction}.{name}"] = value
+        self._set_numpy_params(arrays)
+        self._dropout_rng = np.random.default_rng(None if seed is None else seed + 1)
+
+    def make_cell(self, input_size: int, hidden_size: int, **options: Any) -> Cell:
+        raise NotImplementedError
+
+    @property
+    def state_size(self) -> int:
+        return self.cells[0].state_size
+
+    def config(self) -> dict:
+        return {
+            "cell": self.cell_name,
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "bidirectional": self.bidirectional,
+            "merge": self.merge,
+            "dropout": self.dropout,
+            **self.cell_options,
+        }
+
+    def _direction_params(self, layer: int, direction: int) -> dict[str, Any]:
+        prefix = f"l{layer}.{DIRECTION_NAMES[direction]}."
+        return {name[len(prefix) :]: value for name, value in self.params.items() if name.startswith(prefix)}
+
+    # --- state layout -----------------------------------------------------------------------
+    def zero_state(self, batch_size: int) -> Any:
+        """The all-zeros state in the public layout (an array, or (h, c) for an LSTM)."""
+        zeros = self.xp.zeros((self.num_layers * self.num_directions, batch_size, self.hidden_size))
+        return self._public_state([zeros] * self.state_size)
+
+    def _public_state(self, parts: list) -> Any:
+        return tuple(parts) if self.state_size > 1 else parts[0]
+
+    def _state_parts(self, state: Any, batch_size: int) -> list:
+        """Public state -> list of state_size arrays, each (L·D, B, H), validated."""
+        if state is None:
+            return [None] * self.state_size
+        parts = list(state) if self.state_size > 1 else [state]
+        if self.state_size > 1 and (not isinstance(state, (tuple, list)) or len(parts) != self.state_size):
+            raise ShapeError("initial_state of an LSTM must be a pair (h0, c0)")
+        expected = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+        for part in parts:
+            if tuple(part.shape) != expected:
+                raise _shape_error("initial_state", f"(num_layers*num_directions, batch, hidden) = {expected}", part.shape)
+        return [self.xp.from_numpy(p) if isinstance(p, np.ndarray) else p for p in parts]
+
+    # --- forward ----------------------------------------------------------------------------
+    def forward(
+        self,
+        x: Any,
+        initial_state: Any = None,
+        mask: Any = None,
+        lengths: Any = None,
+        training: bool = False,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[Any, Any, RecurrentCache]:
+        """Run the stack over a batch.
+
+        Args:
+            x: (B, T, D) inputs (NumPy arrays are converted to the backend).
+            initial_state: (L·D, B, H) — or (h0, c0) for an LSTM — or None for zeros.
+            mask: (B, T) 1 for valid steps, 0 for padding; or give ``lengths`` (B,) instead.
+            training: enables dropout between layers.
+            rng: the generator dropout masks are drawn from (default: the layer's own).
+        Returns:
+            outputs (B, T, H_out), zero at padded steps; final_state in the layout of
+            ``initial_state``; and the cache for :meth:`backward`.
+        """
+        xp = self.xp
+        if isinstance(x, np.ndarray):
+            x = xp.from_numpy(x)
+        if len(x.shape) != 3 or x.shape[2] != self.input_size:
+            raise _shape_error("x", f"(batch, time, {self.input_size})", x.shape)
+        B, T = int(x.shape[0]), int(x.shape[1])
+        if T < 1:
+            raise ShapeError("x must have at least one time step")
+        step_mask = self._time_major_mask(mask, lengths, B, T)
+        initial_parts = self._state_parts(initial_state, B)
+        cache = RecurrentCache(B, T, step_mask, {}, {})
+        final_parts: list[list] = [[] for _ in range(self.state_size)]
+        layer_input = xp.permute_dims(x, (1, 0, 2))  # (T, B, D)
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                state = tuple(
+                    part[index] if part is not None else xp.zeros((B, self.hidden_size)) for part in initial_parts
+                )
+                out, state, dir_cache = self._run_direction(layer, direction, layer_input, state, step_mask)
+                cache.directions[(layer, direction)] = dir_cache
+                outputs.append(out)
+                for k in range(self.state_size):
+                    final_parts[k].append(state[k])
+            merged = outputs[0] if len(outputs) == 1 else (
+                xp.concat(outputs, axis=2) if self.merge == "concat" else outputs[0] + outputs[1]
+            )
+            if training and self.dropout > 0 and layer < self.num_layers - 1:
+                generator = rng if rng is not None else self._dropout_rng
+                keep = generator.random(size=(T, B, self.output_size)) >= self.dropout
+                drop_mask = xp.from_numpy(keep / (1.0 - self.dropout))
+                cache.dropout_masks[layer] = drop_mask
+                merged = merged * drop_mask
+            layer_input = merged
+        outputs = xp.permute_dims(layer_input, (1, 0, 2))
+        final_state = self._public_state([xp.stack(parts, axis=0) for parts in final_parts])
+        return outputs, final_state, cache
+
+    def _time_major_mask(self, mask: Any, lengths: Any, B: int, T: int) -> Any:
+        if mask is not None and lengths is not None:
+            raise ConfigError("give either mask or lengths, not both")
+        if lengths is not None:
+            mask = lengths_to_mask(lengths, T)
+        if mask is None:
+            return None
+        mask_np = np.asarray(mask) if isinstance(mask, (np.ndarray, list)) else self.xp.to_numpy(mask)
+        if mask_np.shape != (B, T):
+            raise _shape_error("mask", f"(batch, time) = {(B, T)}", mask_np.shape)
+        return self.xp.from_numpy(mask_np.T[:, :, None].astype(np.float64))  # (T, B, 1)
+
+    def _run_direction(self, layer: int, direction: int, inputs: Any, state: tuple, mask: Any):
+        xp, cell = self.xp, self.cells[layer]
+        params = self._direction_params(layer, direction)
+        T, B = int(inputs.shape[0]), int(inputs.shape[1])
+        # The hoisted input projection: one GEMM for every time step at once.
+        projected = xp.matmul(xp.reshape(inputs, (T * B, -1)), params["W_x"]) + params["b"]
+        projected = xp.reshape(projected, (T, B, cell.gate_width))
+        dir_cache = _DirectionCache(inputs)
+        outputs: list = [None] * T
+        for t in (range(T - 1, -1, -1) if direction == 1 else range(T)):
+            new_state, step_cache = cell.step(xp, params, projected[t], state)
+            if mask is None:
+                state, outputs[t] = new_state, new_state[0]
+            else:
+                m = mask[t]
+                state = tuple(m * new + (1.0 - m) * old for new, old in zip(new_state, state))
+                outputs[t] = m * new_state[0]
+            dir_cache.steps.append(step_cache)
+        return xp.stack(outputs, axis=0), state, dir_cache
+
+    # --- backward ---------------------------------------------------------------------------
+    def backward(self, d_outputs: Any, d_final_state: Any, cache: RecurrentCache) -> tuple[Any, Any, dict]:
+        """Backpropagation through time.
+
+        Args:
+            d_outputs: (B, T, H_out) dLoss/doutputs, or None when only the final state is used.
+            d_final_state: dLoss/dfinal_state in the state layout, or None.
+        Returns:
+            (dx (B, T, D), d_initial_state in the state layout, grads keyed like ``params``).
+        """
+        xp = self.xp
+        B, T, H = cache.batch_size, cache.time_steps, self.hidden_size
+        if d_outputs is None:
+            d_layer_out = xp.zeros((T, B, self.output_size))
+        else:
+            d_layer_out = xp.permute_dims(d_outputs, (1, 0, 2))
+        d_final_parts = self._state_parts(d_final_state, B)
+        grads: dict[str, Any] = {}
+        d_initial: list[list] = [[None] * (self.num_layers * self.num_directions) for _ in range(self.state_size)]
+        for layer in range(self.num_layers - 1, -1, -1):
+            if layer in cache.dropout_masks:
+                d_layer_out = d_layer_out * cache.dropout_masks[layer]
+            d_layer_in = None
+            for direction in range(self.num_directions):
+                if self.num_directions == 2 and self.merge == "concat":
+                    d_out = d_layer_out[:, :, direction * H : (direction + 1) * H]
+                else:
+                    d_out = d_layer_out
+                index = layer * self.num_directions + direction
+                d_state = tuple(
+                    part[index] if part is not None else xp.zeros((B, H)) for part in d_final_parts
+                )
+                d_in, d_state0, dir_grads = self._backward_direction(
+                    layer, direction, d_out, d_state, cache.directions[(layer, direction)], cache.mask
+                )
+                d_layer_in = d_in if d_layer_in is None else d_layer_in + d_in
+                prefix = f"l{layer}.{DIRECTION_NAMES[direction]}."
+                grads.update({prefix + name: value for name, value in dir_grads.items()})
+                for k in range(self.state_size):
+                    d_initial[k][index] = d_state0[k]
+            d_layer_out = d_layer_in
+        d_x = xp.permute_dims(d_layer_out, (1, 0, 2))
+        d_initial_state = self._public_state([xp.stack(parts, axis=0) for parts in d_initial])
+        return d_x, d_initial_state, {name: grads[name] for name in self.params}
+
+    def _backward_direction(self, layer, direction, d_out, d_state, dir_cache: _DirectionCache, mask):
+        xp, cell = self.xp, self.cells[layer]
+        params = self._direction_params(layer, direction)
+        T = len(dir_cache.steps)
+        order = list(range(T - 1, -1, -1)) if direction == 1 else list(range(T))
+        d_projected: list = [None] * T  # in time order, to line up with the inputs
+        d_recurrent: list = []  # in processing order, to line up with the step caches
+        for position in range(T - 1, -1, -1):  # walk the processing order backwards
+            t = order[position]
+            if mask is None:
+                d_new = (d_state[0] + d_out[t],) + tuple(d_state[1:])
+                d_carry = None
+            else:
+                m = mask[t]
+                d_new = (m * (d_state[0] + d_out[t]),) + tuple(m * d for d in d_state[1:])
+                d_carry = tuple((1.0 - m) * d for d in d_state)  # padded steps pass the state through
+            d_proj_t, d_rec_t, d_prev = cell.step_backward(xp, params, dir_cache.steps[position], d_new)
+            d_state = d_prev if d_carry is None else tuple(a + b for a, b in zip(d_prev, d_carry))
+            d_projected[t] = d_proj_t
+            d_recurrent.append(d_rec_t)
+        d_recurrent.reverse()
+        B, D = int(dir_cache.inputs.shape[1]), int(dir_cache.inputs.shape[2])
+        d_proj = xp.reshape(xp.stack(d_projected, axis=0), (T * B, cell.gate_width))
+        inputs_2d = xp.reshape(dir_cache.inputs, (T * B, D))
+        grads = {
+            "W_x": xp.matmul(xp.permute_dims(inputs_2d, (1, 0)), d_proj),
+            "b": xp.sum(d_proj, axis=0),
+        }
+        stacked = {
+            key: xp.reshape(xp.stack([c[key] for c in dir_cache.steps], axis=0), (T * B, -1))
+            for key in cell.recurrent_input_keys
+        }
+        d_rec = xp.reshape(xp.stack(d_recurrent, axis=0), (T * B, cell.gate_width))
+        grads.update(cell.recurrent_grads(xp, params, stacked, d_rec))
+        d_inputs = xp.reshape(xp.matmul(d_proj, xp.permute_dims(params["W_x"], (1, 0))), (T, B, D))
+        return d_inputs, d_state, grads
+
+
+class RNN(Recurrent):
+    """Vanilla RNN layers: a⟨t⟩ = g(W_aa a⟨t−1⟩ + W_ax x⟨t⟩ + b_a), ``activation`` = "tanh" | "relu"."""
+
+    cell_name = "rnn"
+
+    def __init__(self, input_size: int, hidden_size: int, activation: str = "tanh", **kwargs: Any):
+        super().__init__(input_size, hidden_size, activation=activation, **kwargs)
+
+    def make_cell(self, input_size, hidden_size, **options):
+        return RNNCell(input_size, hidden_size, **options)
+
+
+class GRU(Recurrent):
+    """GRU layers; ``variant`` = "full" (the notes'), "reset_after" (PyTorch/cuDNN) or "simple"."""
+
+    cell_name = "gru"
+
+    def __init__(self, input_size: int, hidden_size: int, variant: str = "full", **kwargs: Any):
+        super().__init__(input_size, hidden_size, variant=variant, **kwargs)
+
+    def make_cell(self, input_size, hidden_size, **options):
+        return GRUCell(input_size, hidden_size, **options)
+
+
+class LSTM(Recurrent):
+    """LSTM layers; ``peephole=True`` adds c⟨t−1⟩ to the update/forget gates and c⟨t⟩ to the output gate."""
+
+    cell_name = "lstm"
+
+    def __init__(self, input_size: int, hidden_size: int, peephole: bool = False, **kwargs: Any):
+        super().__init__(input_size, hidden_size, peephole=peephole, **kwargs)
+
+    def make_cell(self, input_size, hidden_size, **options):
+        return LSTMCell(input_size, hidden_size, **options)
+
+
+def make_recurrent(cell: str, input_size: int, hidden_size: int, **kwargs: Any) -> Recurrent:
+    """Build RNN/GRU/LSTM layers by name ("rnn", "gru", "lstm")."""
+    classes = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
+    if cell not in classes:
+        raise ConfigError(f"unknown cell {cell!r}: choose one of {', '.join(classes)}")
+    return classes[cell](input_size, hidden_size, **kwargs)
+
+
+class Embedding(Module):
+    """A lookup table: ids (...) int -> vectors (..., E). weight (V, E) ~ N(0, 1) as in PyTorch."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, seed: int = 0, backend: Any = None, dtype: str = "float32"):
+        super().__init__(backend, dtype)
+        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        rng = np.random.default_rng(seed)
+        self._set_numpy_params({"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim))})
+
+    def forward(self, ids: Any) -> tuple[Any, Any]:
+        ids = check_token_ids(self.xp, ids, self.num_embeddings)
+        return self.xp.take(self.params["weight"], ids, axis=0), ids
+
+    def backward(self, d_out: Any, ids: Any) -> dict:
+        flat = self.xp.reshape(d_out, (-1, self.embedding_dim))
+        return {"weight": self.xp.scatter_add_rows(self.num_embeddings, self.xp.reshape(ids, (-1,)), flat)}
+
+
+class Linear(Module):
+    """y = x W + b with x (..., D_in), W (D_in, D_out), b (D_out,); W ~ U(±1/√D_in), b = 0."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, seed: int = 0, backend: Any = None, dtype: str = "float32"):
+        super().__init__(backend, dtype)
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.in_features)
+        arrays = {"W": rng.uniform(-bound, bound, size=(self.in_features, self.out_features))}
+        if bias:
+            arrays["b"] = np.zeros(self.out_features)
+        self._set_numpy_params(arrays)
+
+    def forward(self, x: Any) -> tuple[Any, Any]:
+        if x.shape[-1] != self.in_features:
+            raise _shape_error("x", f"(..., {self.in_features})", x.shape)
+        y = self.xp.matmul(x, self.params["W"])
+        if "b" in self.params:
+            y = y + self.params["b"]
+        return y, x
+
+    def backward(self, d_y: Any, x: Any) -> tuple[Any, dict]:
+        xp = self.xp
+        x2 = xp.reshape(x, (-1, self.in_features))
+        d2 = xp.reshape(d_y, (-1, self.out_features))
+        grads = {"W": xp.matmul(xp.permute_dims(x2, (1, 0)), d2)}
+        if "b" in self.params:
+            grads["b"] = xp.sum(d2, axis=0)
+        d_x = xp.matmul(d_y, xp.permute_dims(self.params["W"], (1, 0)))
+        return d_x, grads
+
+
+def check_token_ids(xp: Any, ids: Any, vocab_size: int) -> Any:
+    """Validate integer ids (NumPy or backend array) against [0, vocab_size); return backend ids."""
+    ids_np = np.asarray(ids) if isinstance(ids, (np.ndarray, list, tuple)) else xp.to_numpy(ids)
+    if ids_np.dtype.kind not in "iu":
+        raise ShapeError(f"token ids must be integers; got dtype {ids_np.dtype}")
+    if ids_np.size and (ids_np.min() < 0 or ids_np.max() >= vocab_size):
+        bad = int(ids_np.max()) if ids_np.max() >= vocab_size else int(ids_np.min())
+        raise ConfigError(f"token id {bad} is out of range for a vocabulary of {vocab_size} (valid ids: 0..{vocab_size - 1})")
+    return xp.from_numpy(ids_np.astype(np.int32)) if isinstance(ids, (np.ndarray, list, tuple)) else ids
+
+
+def one_hot(xp: Any, ids: Any, num_classes: int) -> Any:
+    """ids (...) -> (..., num_classes) one-hot vectors in the backend's float dtype."""
+    return xp.one_hot(check_token_ids(xp, ids, num_classes), num_classes)

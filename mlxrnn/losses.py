@@ -1,0 +1,122 @@
+"""Losses, each returning the loss and its gradient with respect to the model's outputs.
+
+Every function has the signature
+    loss_fn(xp, outputs, targets, weights=None, reduction="mean") -> (loss, d_outputs)
+``weights`` (same leading shape as ``targets``) is 1 on counted positions and 0 on padding;
+"mean" divides by the number of counted positions (times features for MSE), "sum" does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, ShapeError
+
+REDUCTIONS = ("mean", "sum")
+
+
+def _prepare_weights(xp, weights: Any, shape: tuple) -> Any:
+    if weights is None:
+        return None
+    w = np.asarray(weights) if isinstance(weights, (np.ndarray, list)) else xp.to_numpy(weights)
+    if tuple(w.shape) != tuple(shape):
+        raise ShapeError(f"weights must have shape {tuple(shape)} (the targets' shape); got {tuple(w.shape)}")
+    return xp.from_numpy(w.astype(np.float64))
+
+
+def _normaliser(xp, weights: Any, count: int, reduction: str) -> Any:
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if reduction == "sum":
+        return 1.0
+    total = xp.sum(weights) if weights is not None else float(count)
+    return xp.maximum(total, 1.0) if weights is not None else total  # an all-padding batch gives 0, not NaN
+
+
+def softmax_cross_entropy(xp, logits, targets, weights=None, reduction="mean", ignore_index: int = -100):
+    """L = −Σ w log softmax(z)[y] with z = logits (..., V), y = targets (...) int.
+
+    Positions whose target equals ``ignore_index`` count as weight 0 (padding). Stable for large
+    logits: log softmax(z) = (z − max z) − log Σ exp(z − max z). Gradient: w (softmax(z) − onehot(y)).
+    """
+    targets_np = np.asarray(targets) if isinstance(targets, (np.ndarray, list)) else xp.to_numpy(targets)
+    if tuple(targets_np.shape) != tuple(logits.shape[:-1]):
+        raise ShapeError(f"targets must have shape {tuple(logits.shape[:-1])} (logits without the class axis); got {targets_np.shape}")
+    if targets_np.dtype.kind not in "iu":
+        raise ShapeError(f"cross-entropy targets must be integer class ids; got dtype {targets_np.dtype}")
+    vocab = int(logits.shape[-1])
+    valid = targets_np != ignore_index
+    if np.any((targets_np[valid] < 0) | (targets_np[valid] >= vocab)):
+        raise ConfigError(f"cross-entropy targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
+    w_np = valid.astype(np.float64) if weights is None else valid * np.asarray(
+        weights if isinstance(weights, (np.ndarray, list)) else xp.to_numpy(weights), dtype=np.float64
+    )
+    w = None if (weights is None and valid.all()) else _prepare_weights(xp, w_np, targets_np.shape)
+    safe_targets = xp.from_numpy(np.where(valid, targets_np, 0).astype(np.int32))
+    shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+    log_norm = xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+    log_probs = shifted - log_norm
+    picked = xp.take_along_axis(log_probs, safe_targets[..., None], axis=-1)[..., 0]
+    denominator = _normaliser(xp, w, int(targets_np.size), reduction)
+    losses = -picked if w is None else -picked * w
+    loss = xp.sum(losses) / denominator
+    d_logits = xp.exp(log_probs) - xp.one_hot(safe_targets, vocab)
+    if w is not None:
+        d_logits = d_logits * w[..., None]
+    return loss, d_logits / denominator
+
+
+def binary_cross_entropy_with_logits(xp, logits, targets, weights=None, reduction="mean"):
+    """L = −Σ w [y log σ(z) + (1 − y) log(1 − σ(z))], computed as max(z, 0) − z y + log(1 + e^−|z|).
+
+    ``logits`` and ``targets`` (..., F), targets in [0, 1]; ``weights`` (...) masks whole
+    positions. "mean" divides by (counted positions × F). Gradient: w (σ(z) − y).
+    """
+    targets = _as_float_targets(xp, targets, logits.shape)
+    losses = xp.maximum(logits, 0.0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
+    return _elementwise_reduce(xp, losses, xp.sigmoid(logits) - targets, weights, reduction)
+
+
+def _as_float_targets(xp, targets, shape):
+    if isinstance(targets, (np.ndarray, list)):
+        targets = xp.from_numpy(np.asarray(targets, dtype=np.float64))
+    if tuple(targets.shape) != tuple(shape):
+        raise ShapeError(f"targets must have the outputs' shape {tuple(shape)}; got {tuple(targets.shape)}")
+    return targets
+
+
+def _elementwise_reduce(xp, losses, d_outputs, weights, reduction):
+    """Reduce per-element losses (..., F) with optional per-position weights (...)."""
+    shape = tuple(losses.shape)
+    features = shape[-1] if shape else 1
+    if weights is None:
+        denominator = _normaliser(xp, None, int(np.prod(shape)), reduction)
+    else:
+        w = _prepare_weights(xp, weights, shape[:-1])[..., None]
+        losses, d_outputs = losses * w, d_outputs * w
+        denominator = _normaliser(xp, w, 0, reduction) * (features if reduction == "mean" else 1)
+    return xp.sum(losses) / denominator, d_outputs / denominator
+
+
+def mean_squared_error(xp, outputs, targets, weights=None, reduction="mean"):
+    """L = Σ w (ŷ − y)² over outputs (..., F); ``weights`` (...) masks whole positions.
+
+    "mean" divides by (counted positions × F). Gradient: 2 w (ŷ − y).
+    """
+    diff = outputs - _as_float_targets(xp, targets, outputs.shape)
+    return _elementwise_reduce(xp, diff * diff, 2.0 * diff, weights, reduction)
+
+
+LOSSES = {
+    "cross_entropy": softmax_cross_entropy,
+    "binary_cross_entropy": binary_cross_entropy_with_logits,
+    "mse": mean_squared_error,
+}
+
+
+def get_loss(name: str):
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")
+    return LOSSES[name]

@@ -1,0 +1,94 @@
+"""The parameter container every layer and model builds on.
+
+A :class:`Module` owns a flat ``params`` dict of backend arrays and named child modules.
+:meth:`Module.parameters` flattens the tree into ``{"child.name": array}``, the one format
+optimizers, clipping, checkpoints and gradients all share; :meth:`Module.load_parameters`
+writes such a dict back (MLX arrays are immutable, so updates replace rather than mutate).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from .backend import get_backend
+from .errors import CheckpointError, ConfigError
+
+
+class Module:
+    """Base class: a backend, own parameters, child modules."""
+
+    def __init__(self, backend: Any = None, dtype: str = "float32"):
+        self.xp = get_backend(backend, dtype) if not hasattr(backend, "matmul") else backend
+        self.params: dict[str, Any] = {}
+        self._children: dict[str, Module] = {}
+
+    def add_child(self, name: str, module: "Module") -> "Module":
+        self._children[name] = module
+        setattr(self, name, module)
+        return module
+
+    def _set_numpy_params(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Store freshly drawn float64 NumPy parameters in this module's backend and dtype."""
+        self.params = {name: self.xp.from_numpy(value) for name, value in arrays.items()}
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.named_modules(f"{prefix}{name}.")
+
+    def parameters(self) -> dict[str, Any]:
+        """All parameters of the tree as ``{"child.sub.name": array}`` (insertion-ordered)."""
+        flat: dict[str, Any] = {}
+        for prefix, module in self.named_modules():
+            for name, value in module.params.items():
+                flat[prefix + name] = value
+        return flat
+
+    def load_parameters(self, flat: Mapping[str, Any], strict: bool = True) -> None:
+        """Replace parameters by name; shapes must match. Arrays may be NumPy or backend arrays."""
+        current = self.parameters()
+        if strict:
+            missing = [n for n in current if n not in flat]
+            unexpected = [n for n in flat if n not in current]
+            if missing or unexpected:
+                raise CheckpointError(
+                    f"parameter names do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+                )
+        for prefix, module in self.named_modules():
+            for name in list(module.params):
+                key = prefix + name
+                if key not in flat:
+                    continue
+                value = flat[key]
+                if tuple(value.shape) != tuple(module.params[name].shape):
+                    raise CheckpointError(
+                        f"parameter {key!r} has shape {tuple(value.shape)}; the model expects "
+                        f"{tuple(module.params[name].shape)}"
+                    )
+                if isinstance(value, np.ndarray):
+                    value = self.xp.from_numpy(value)
+                module.params[name] = value
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(value.shape) for name, value in self.parameters().items()}
+
+    def num_parameters(self) -> int:
+        return int(sum(int(np.prod(shape)) for shape in self.parameter_shapes().values()))
+
+    def numpy_parameters(self) -> dict[str, np.ndarray]:
+        """A NumPy copy of every parameter (for checkpoints and cross-backend comparisons)."""
+        return {name: self.xp.to_numpy(value) for name, value in self.parameters().items()}
+
+
+def check_positive_int(label: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_probability(label: str, value: Any) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise ConfigError(f"{label} must be a number in [0, 1), got {value!r}")
+    return float(value)

@@ -1,0 +1,174 @@
+"""Optimizers written once for every backend.
+
+As in ``mlx.optimizers``, the base class walks the flat parameter dict and each optimizer
+writes only :meth:`Optimizer.init_single` (its per-parameter state) and
+:meth:`Optimizer.apply_single` (one update). Updates return new arrays instead of mutating,
+which MLX requires and NumPy does not mind. ``lr`` is a plain attribute so schedules can set it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import CheckpointError, ConfigError
+
+
+class Optimizer:
+    name = "optimizer"
+
+    def __init__(self, lr: float):
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
+        self.lr = float(lr)
+        self.step_count = 0
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def init_single(self, xp, param: Any) -> dict[str, Any]:
+        return {}
+
+    def apply_single(self, xp, grad: Any, param: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        raise NotImplementedError
+
+    def update(self, xp, params: Mapping[str, Any], grads: Mapping[str, Any]) -> dict[str, Any]:
+        """One step: returns the new parameters (same keys as ``params``)."""
+        self.step_count += 1
+        new_params = {}
+        for name, param in params.items():
+            if name not in self.state:
+                self.state[name] = self.init_single(xp, param)
+            new_params[name], self.state[name] = self.apply_single(xp, grads[name], param, self.state[name])
+        return new_params
+
+    def state_arrays(self) -> list:
+        return [value for slots in self.state.values() for value in slots.values()]
+
+    # --- checkpoints: scalars go to JSON, tensors to safetensors as "param/slot" -------------
+    def state_dict(self, xp) -> tuple[dict, dict[str, np.ndarray]]:
+        scalars = {"name": self.name, "step_count": self.step_count, "lr": self.lr, "hyper": self.hyper()}
+        tensors = {f"{name}/{slot}": xp.to_numpy(value) for name, slots in self.state.items() for slot, value in slots.items()}
+        return scalars, tensors
+
+    def load_state_dict(self, xp, scalars: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
+        if scalars.get("name") != self.name:
+            raise CheckpointError(f"optimizer state is for {scalars.get('name')!r}, not {self.name!r}")
+        self.step_count = int(scalars["step_count"])
+        self.lr = float(scalars["lr"])
+        self.state = {}
+        for key, value in tensors.items():
+            name, _, slot = key.rpartition("/")
+            self.state.setdefault(name, {})[slot] = xp.from_numpy(value)
+
+    def hyper(self) -> dict:
+        return {}
+
+
+class SGD(Optimizer):
+    """v ← μ v + g;  p ← p − lr (g + μ v) with Nesterov, else p ← p − lr v (PyTorch's form)."""
+
+    name = "sgd"
+
+    def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
+        super().__init__(lr)
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
+        if nesterov and momentum == 0:
+            raise ConfigError("nesterov momentum needs momentum > 0")
+        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
+
+    def hyper(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+
+    def init_single(self, xp, param):
+        return {"velocity": xp.zeros_like(param)} if self.momentum else {}
+
+    def apply_single(self, xp, grad, param, state):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        if not self.momentum:
+            return param - self.lr * grad, state
+        velocity = self.momentum * state["velocity"] + grad
+        step = grad + self.momentum * velocity if self.nesterov else velocity
+        return param - self.lr * step, {"velocity": velocity}
+
+
+class Adam(Optimizer):
+    """m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  p ← p − lr m̂ / (√v̂ + ε), with bias-corrected m̂, v̂.
+
+    ``weight_decay`` here is L2 added to the gradient (PyTorch's Adam); see :class:`AdamW`.
+    """
+
+    name = "adam"
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(lr)
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ConfigError(f"Adam betas must be in [0, 1), got {betas!r}")
+        self.betas, self.eps, self.weight_decay = (float(betas[0]), float(betas[1])), float(eps), float(weight_decay)
+
+    def hyper(self):
+        return {"betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
+
+    def init_single(self, xp, param):
+        return {"m": xp.zeros_like(param), "v": xp.zeros_like(param)}
+
+    def _adam_step(self, xp, grad, state):
+        beta1, beta2 = self.betas
+        m = beta1 * state["m"] + (1.0 - beta1) * grad
+        v = beta2 * state["v"] + (1.0 - beta2) * grad * grad
+        # Bias corrections folded into the step size (as in the Adam paper, section 2).
+        step_size = self.lr * math.sqrt(1.0 - beta2**self.step_count) / (1.0 - beta1**self.step_count)
+        eps_hat = self.eps * math.sqrt(1.0 - beta2**self.step_count)
+        return step_size * m / (xp.sqrt(v) + eps_hat), {"m": m, "v": v}
+
+    def apply_single(self, xp, grad, param, state):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        step, state = self._adam_step(xp, grad, state)
+        return param - step, state
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p ← p − lr·wd·p − Adam step."""
+
+    name = "adamw"
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(lr, betas, eps, weight_decay)
+
+    def apply_single(self, xp, grad, param, state):
+        step, state = self._adam_step(xp, grad, state)
+        return param * (1.0 - self.lr * self.weight_decay) - step, state
+
+
+class RMSProp(Optimizer):
+    """s ← α s + (1−α) g²;  p ← p − lr g / (√s + ε)."""
+
+    name = "rmsprop"
+
+    def __init__(self, lr: float = 1e-3, alpha: float = 0.99, eps: float = 1e-8):
+        super().__init__(lr)
+        if not 0.0 <= alpha < 1.0:
+            raise ConfigError(f"RMSProp alpha must be in [0, 1), got {alpha!r}")
+        self.alpha, self.eps = float(alpha), float(eps)
+
+    def hyper(self):
+        return {"alpha": self.alpha, "eps": self.eps}
+
+    def init_single(self, xp, param):
+        return {"square_avg": xp.zeros_like(param)}
+
+    def apply_single(self, xp, grad, param, state):
+        square_avg = self.alpha * state["square_avg"] + (1.0 - self.alpha) * grad * grad
+        return param - self.lr * grad / (xp.sqrt(square_avg) + self.eps), {"square_avg": square_avg}
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSProp)}
+
+
+def make_optimizer(name: str, lr: float, **kwargs: Any) -> Optimizer:
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](lr=lr, **kwargs)

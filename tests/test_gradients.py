@@ -1,0 +1,186 @@
+"""Analytic BPTT against central finite differences in float64 (the independent oracle).
+
+Every cell variant × depth × direction × mask × initial state, for every parameter, the
+initial state and the inputs; then every loss and head through SequenceModel; then a
+random-direction check on larger shapes. Tolerances: atol 1e-5, rtol 1e-3 (torch.gradcheck's).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mlxrnn import SequenceModel, SequenceModelConfig, make_recurrent
+from mlxrnn.testing import assert_gradients_close, numerical_gradient
+
+CELL_VARIANTS = [
+    ("rnn", {"activation": "tanh"}),
+    ("rnn", {"activation": "relu"}),
+    ("gru", {"variant": "full"}),
+    ("gru", {"variant": "reset_after"}),
+    ("gru", {"variant": "simple"}),
+    ("lstm", {"peephole": False}),
+    ("lstm", {"peephole": True}),
+]
+VARIANT_IDS = [f"{cell}-{next(iter(opts.values()))}" for cell, opts in CELL_VARIANTS]
+
+
+def _randomise(module, rng: np.random.Generator, scale: float = 0.6) -> dict[str, np.ndarray]:
+    """Replace every parameter with random float64 values (biases included, so none is 0)."""
+    params = {name: rng.normal(0.0, scale, size=value.shape) for name, value in module.parameters().items()}
+    module.load_parameters(params)
+    return module.parameters()  # the module's own float64 arrays, perturbed in place by the oracle
+
+
+@st.composite
+def layer_cases(draw):
+    return {
+        "num_layers": draw(st.integers(1, 2)),
+        "bidirectional": draw(st.booleans()),
+        "merge": draw(st.sampled_from(["concat", "sum"])),
+        "batch": draw(st.integers(1, 3)),
+        "time": draw(st.integers(1, 4)),
+        "input_size": draw(st.integers(1, 3)),
+        "hidden_size": draw(st.integers(1, 3)),
+        "masked": draw(st.booleans()),
+        "with_initial_state": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+@pytest.mark.parametrize("cell,options", CELL_VARIANTS, ids=VARIANT_IDS)
+@given(case=layer_cases())
+def test_layer_bptt_matches_finite_differences(cell, options, case):
+    rng = np.random.default_rng(case["seed"])
+    layer = make_recurrent(
+        cell, case["input_size"], case["hidden_size"], num_layers=case["num_layers"],
+        bidirectional=case["bidirectional"], merge=case["merge"], backend="numpy", dtype="float64", **options,
+    )
+    params = _randomise(layer, rng)
+    B, T, H = case["batch"], case["time"], case["hidden_size"]
+    x = rng.normal(size=(B, T, case["input_size"]))
+    lengths = rng.integers(0, T + 1, size=B) if case["masked"] else None
+    state_shape = (layer.num_layers * layer.num_directions, B, H)
+    initial = [rng.normal(size=state_shape) for _ in range(layer.state_size)] if case["with_initial_state"] else None
+
+    def public(parts):
+        return None if parts is None else (tuple(parts) if layer.state_size > 1 else parts[0])
+
+    # A loss that reads every output and every part of the final state, with random weights.
+    out_weight = rng.normal(size=(B, T, layer.output_size))
+    state_weights = [rng.normal(size=state_shape) for _ in range(layer.state_size)]
+
+    def loss_of(outputs, final):
+        parts = list(final) if layer.state_size > 1 else [final]
+        return float(np.sum(outputs * out_weight) + sum(np.sum(p * w) for p, w in zip(parts, state_weights)))
+
+    def loss():
+        outputs, final, _ = layer.forward(x, initial_state=public(initial), lengths=lengths)
+        return loss_of(outputs, final)
+
+    outputs, final, cache = layer.forward(x, initial_state=public(initial), lengths=lengths)
+    d_x, d_initial, grads = layer.backward(out_weight, public(state_weights), cache)
+
+    for name, value in params.items():
+        assert_gradients_close(grads[name], numerical_gradient(loss, value), name)
+    assert_gradients_close(d_x, numerical_gradient(loss, x), "inputs")
+    if initial is not None:
+        d_parts = list(d_initial) if layer.state_size > 1 else [d_initial]
+        for k, part in enumerate(initial):
+            assert_gradients_close(d_parts[k], numerical_gradient(loss, part), f"initial_state[{k}]")
+    if lengths is not None:  # padded steps output exactly zero
+        padded = np.arange(T)[None, :] >= lengths[:, None]
+        assert np.all(outputs[padded] == 0.0)
+
+
+MODEL_CASES = [
+    # (input kind, output kind, loss, output_size)
+    ("embedding", "sequence", "cross_entropy", 5),
+    ("one_hot", "sequence", "cross_entropy", 5),
+    ("dense", "sequence", "mse", 2),
+    ("dense", "sequence", "binary_cross_entropy", 1),
+    ("embedding", "last", "cross_entropy", 3),
+    ("dense", "last", "binary_cross_entropy", 1),
+    ("dense", "last", "mse", 2),
+]
+
+
+@pytest.mark.parametrize("input_kind,output,loss_name,output_size", MODEL_CASES)
+@given(
+    variant=st.sampled_from(range(len(CELL_VARIANTS))),
+    bidirectional=st.booleans(),
+    num_layers=st.integers(1, 2),
+    masked=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_model_gradients_every_loss_and_head(input_kind, output, loss_name, output_size, variant, bidirectional,
+                                             num_layers, masked, seed):
+    rng = np.random.default_rng(seed)
+    cell, options = CELL_VARIANTS[variant]
+    vocab, B, T = 5, 3, 4
+    config = SequenceModelConfig(
+        input_kind=input_kind, input_size=vocab if input_kind != "dense" else 3, embed_size=3, cell=cell,
+        hidden_size=3, num_layers=num_layers, bidirectional=bidirectional, output_size=output_size,
+        output=output, loss=loss_name, cell_options=options, seed=seed,
+    )
+    model = SequenceModel(config, backend="numpy", dtype="float64")
+    params = _randomise(model, rng)
+    inputs = rng.normal(size=(B, T, 3)) if input_kind == "dense" else rng.integers(0, vocab, size=(B, T))
+    lead = (B, T) if output == "sequence" else (B,)
+    if loss_name == "cross_entropy":
+        targets = rng.integers(0, output_size, size=lead)
+    elif loss_name == "binary_cross_entropy":
+        targets = rng.integers(0, 2, size=lead + (output_size,)).astype(np.float64)
+    else:
+        targets = rng.normal(size=lead + (output_size,))
+    batch = {"inputs": inputs, "targets": targets}
+    if masked:
+        batch["lengths"] = rng.integers(1, T + 1, size=B)
+
+    def loss():
+        return float(model.loss(batch)[0])
+
+    _, grads, extras = model.loss_and_grads(batch, training=False)
+    for name, value in params.items():
+        assert_gradients_close(grads[name], numerical_gradient(loss, value), name)
+    if input_kind == "dense":
+        assert_gradients_close(extras["inputs"], numerical_gradient(loss, inputs), "inputs")
+
+
+@pytest.mark.parametrize("cell,options", CELL_VARIANTS, ids=VARIANT_IDS)
+def test_tied_embedding_gradients(cell, options):
+    rng = np.random.default_rng(7)
+    config = SequenceModelConfig(input_size=6, embed_size=4, hidden_size=4, output_size=6, cell=cell,
+                                 cell_options=options, tie_weights=True)
+    model = SequenceModel(config, backend="numpy", dtype="float64")
+    params = _randomise(model, rng)
+    assert "head.W" not in params
+    batch = {"inputs": rng.integers(0, 6, (2, 3)), "targets": rng.integers(0, 6, (2, 3))}
+    _, grads, _ = model.loss_and_grads(batch)
+    for name, value in params.items():
+        assert_gradients_close(grads[name], numerical_gradient(lambda: float(model.loss(batch)[0]), value), name)
+
+
+@pytest.mark.parametrize("cell,options", CELL_VARIANTS, ids=VARIANT_IDS)
+def test_random_direction_on_larger_shapes(cell, options):
+    """d/dε L(θ + ε v) at 0 equals ⟨∇L, v⟩ for a random direction v over all parameters at once."""
+    rng = np.random.default_rng(3)
+    config = SequenceModelConfig(input_size=11, embed_size=8, hidden_size=16, num_layers=2, bidirectional=True,
+                                 output_size=11, cell=cell, cell_options=options)
+    model = SequenceModel(config, backend="numpy", dtype="float64")
+    base = {name: value.copy() for name, value in _randomise(model, rng, scale=0.3).items()}
+    batch = {"inputs": rng.integers(0, 11, (4, 12)), "targets": rng.integers(0, 11, (4, 12)),
+             "lengths": np.array([12, 7, 1, 10])}
+    _, grads, _ = model.loss_and_grads(batch)
+    direction = {name: rng.normal(size=value.shape) for name, value in base.items()}
+    analytic = sum(float(np.sum(grads[n] * direction[n])) for n in base)
+
+    def loss_at(eps):
+        model.load_parameters({n: base[n] + eps * direction[n] for n in base})
+        return float(model.loss(batch)[0])
+
+    eps = 1e-5
+    numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    assert abs(analytic - numeric) <= 1e-6 + 1e-5 * abs(numeric), (analytic, numeric)
