@@ -44,9 +44,13 @@ def lengths_to_mask(lengths: Any, max_len: int) -> np.ndarray:
     """(B,) valid lengths -> (B, T) float mask, 1 on valid steps. Right padding is assumed."""
     lengths = np.asarray(lengths)
     if lengths.ndim != 1 or lengths.dtype.kind not in "iu":
-        raise ShapeError(f"lengths must be a 1-D integer array (one length per sequence); got {lengths.dtype} {lengths.shape}")
+        raise ShapeError(
+            f"lengths must be a 1-D integer array (one length per sequence); got {lengths.dtype} {lengths.shape}"
+        )
     if lengths.size and (lengths.min() < 0 or lengths.max() > max_len):
-        raise ConfigError(f"lengths must lie in [0, {max_len}] (the time dimension); got min {lengths.min()}, max {lengths.max()}")
+        raise ConfigError(
+            f"lengths must lie in [0, {max_len}] (the time dimension); got min {lengths.min()}, max {lengths.max()}"
+        )
     return (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.float64)
 
 
@@ -167,7 +171,9 @@ class Recurrent(Module):
         expected = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
         for part in parts:
             if tuple(part.shape) != expected:
-                raise _shape_error("initial_state", f"(num_layers*num_directions, batch, hidden) = {expected}", part.shape)
+                raise _shape_error(
+                    "initial_state", f"(num_layers*num_directions, batch, hidden) = {expected}", part.shape
+                )
         return [self.xp.from_numpy(p) if isinstance(p, np.ndarray) else p for p in parts]
 
     # --- forward ----------------------------------------------------------------------------
@@ -217,8 +223,10 @@ class Recurrent(Module):
                 outputs.append(out)
                 for k in range(self.state_size):
                     final_parts[k].append(state[k])
-            merged = outputs[0] if len(outputs) == 1 else (
-                xp.concat(outputs, axis=2) if self.merge == "concat" else outputs[0] + outputs[1]
+            merged = (
+                outputs[0]
+                if len(outputs) == 1
+                else (xp.concat(outputs, axis=2) if self.merge == "concat" else outputs[0] + outputs[1])
             )
             if training and self.dropout > 0 and layer < self.num_layers - 1:
                 generator = rng if rng is not None else self._dropout_rng
@@ -252,7 +260,7 @@ class Recurrent(Module):
         projected = xp.reshape(projected, (T, B, cell.gate_width))
         dir_cache = _DirectionCache(inputs)
         outputs: list = [None] * T
-        for t in (range(T - 1, -1, -1) if direction == 1 else range(T)):
+        for t in range(T - 1, -1, -1) if direction == 1 else range(T):
             new_state, step_cache = cell.step(xp, params, projected[t], state)
             if mask is None:
                 state, outputs[t] = new_state, new_state[0]
@@ -292,9 +300,7 @@ class Recurrent(Module):
                 else:
                     d_out = d_layer_out
                 index = layer * self.num_directions + direction
-                d_state = tuple(
-                    part[index] if part is not None else xp.zeros((B, H)) for part in d_final_parts
-                )
+                d_state = tuple(part[index] if part is not None else xp.zeros((B, H)) for part in d_final_parts)
                 d_in, d_state0, dir_grads = self._backward_direction(
                     layer, direction, d_out, d_state, cache.directions[(layer, direction)], cache.mask
                 )
@@ -393,7 +399,9 @@ def make_recurrent(cell: str, input_size: int, hidden_size: int, **kwargs: Any) 
 class Embedding(Module):
     """A lookup table: ids (...) int -> vectors (..., E). weight (V, E) ~ N(0, 1) as in PyTorch."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, seed: int = 0, backend: Any = None, dtype: str = "float32"):
+    def __init__(
+        self, num_embeddings: int, embedding_dim: int, seed: int = 0, backend: Any = None, dtype: str = "float32"
+    ):
         super().__init__(backend, dtype)
         self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
@@ -412,7 +420,15 @@ class Embedding(Module):
 class Linear(Module):
     """y = x W + b with x (..., D_in), W (D_in, D_out), b (D_out,); W ~ U(±1/√D_in), b = 0."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, seed: int = 0, backend: Any = None, dtype: str = "float32"):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        seed: int = 0,
+        backend: Any = None,
+        dtype: str = "float32",
+    ):
         super().__init__(backend, dtype)
         self.in_features = check_positive_int("in_features", in_features)
         self.out_features = check_positive_int("out_features", out_features)
@@ -449,7 +465,9 @@ def check_token_ids(xp: Any, ids: Any, vocab_size: int) -> Any:
         raise ShapeError(f"token ids must be integers; got dtype {ids_np.dtype}")
     if ids_np.size and (ids_np.min() < 0 or ids_np.max() >= vocab_size):
         bad = int(ids_np.max()) if ids_np.max() >= vocab_size else int(ids_np.min())
-        raise ConfigError(f"token id {bad} is out of range for a vocabulary of {vocab_size} (valid ids: 0..{vocab_size - 1})")
+        raise ConfigError(
+            f"token id {bad} is out of range for a vocabulary of {vocab_size} (valid ids: 0..{vocab_size - 1})"
+        )
     return xp.from_numpy(ids_np.astype(np.int32)) if isinstance(ids, (np.ndarray, list, tuple)) else ids
 
 

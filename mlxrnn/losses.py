@@ -43,15 +43,21 @@ def softmax_cross_entropy(xp, logits, targets, weights=None, reduction="mean", i
     """
     targets_np = np.asarray(targets) if isinstance(targets, (np.ndarray, list)) else xp.to_numpy(targets)
     if tuple(targets_np.shape) != tuple(logits.shape[:-1]):
-        raise ShapeError(f"targets must have shape {tuple(logits.shape[:-1])} (logits without the class axis); got {targets_np.shape}")
+        raise ShapeError(
+            f"targets must have shape {tuple(logits.shape[:-1])} (logits without the class axis); "
+            f"got {targets_np.shape}"
+        )
     if targets_np.dtype.kind not in "iu":
         raise ShapeError(f"cross-entropy targets must be integer class ids; got dtype {targets_np.dtype}")
     vocab = int(logits.shape[-1])
     valid = targets_np != ignore_index
     if np.any((targets_np[valid] < 0) | (targets_np[valid] >= vocab)):
         raise ConfigError(f"cross-entropy targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
-    w_np = valid.astype(np.float64) if weights is None else valid * np.asarray(
-        weights if isinstance(weights, (np.ndarray, list)) else xp.to_numpy(weights), dtype=np.float64
+    w_np = (
+        valid.astype(np.float64)
+        if weights is None
+        else valid
+        * np.asarray(weights if isinstance(weights, (np.ndarray, list)) else xp.to_numpy(weights), dtype=np.float64)
     )
     w = None if (weights is None and valid.all()) else _prepare_weights(xp, w_np, targets_np.shape)
     safe_targets = xp.from_numpy(np.where(valid, targets_np, 0).astype(np.int32))

@@ -15,8 +15,9 @@ A batch is a dict:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class SequenceModelConfig:
     cell_options: dict | None = None  #: e.g. {"variant": "reset_after"}, {"peephole": True}
     seed: int = 0
 
-    def validate(self) -> "SequenceModelConfig":
+    def validate(self) -> SequenceModelConfig:
         if self.input_kind not in INPUT_KINDS:
             raise ConfigError(f"input_kind must be one of {', '.join(INPUT_KINDS)}, got {self.input_kind!r}")
         if self.output not in OUTPUT_KINDS:
@@ -71,7 +72,7 @@ class SequenceModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SequenceModelConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> SequenceModelConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known).validate()
 

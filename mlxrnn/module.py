@@ -8,7 +8,8 @@ writes such a dict back (MLX arrays are immutable, so updates replace rather tha
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class Module:
         self.params: dict[str, Any] = {}
         self._children: dict[str, Module] = {}
 
-    def add_child(self, name: str, module: "Module") -> "Module":
+    def add_child(self, name: str, module: Module) -> Module:
         self._children[name] = module
         setattr(self, name, module)
         return module
@@ -33,7 +34,7 @@ class Module:
         """Store freshly drawn float64 NumPy parameters in this module's backend and dtype."""
         self.params = {name: self.xp.from_numpy(value) for name, value in arrays.items()}
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         yield prefix, self
         for name, child in self._children.items():
             yield from child.named_modules(f"{prefix}{name}.")

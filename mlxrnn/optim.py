@@ -9,7 +9,8 @@ which MLX requires and NumPy does not mind. ``lr`` is a plain attribute so sched
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,9 @@ class Optimizer:
     # --- checkpoints: scalars go to JSON, tensors to safetensors as "param/slot" -------------
     def state_dict(self, xp) -> tuple[dict, dict[str, np.ndarray]]:
         scalars = {"name": self.name, "step_count": self.step_count, "lr": self.lr, "hyper": self.hyper()}
-        tensors = {f"{name}/{slot}": xp.to_numpy(value) for name, slots in self.state.items() for slot, value in slots.items()}
+        tensors = {
+            f"{name}/{slot}": xp.to_numpy(value) for name, slots in self.state.items() for slot, value in slots.items()
+        }
         return scalars, tensors
 
     def load_state_dict(self, xp, scalars: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
@@ -102,7 +105,9 @@ class Adam(Optimizer):
 
     name = "adam"
 
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(
+        self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0
+    ):
         super().__init__(lr)
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"Adam betas must be in [0, 1), got {betas!r}")

@@ -7,7 +7,7 @@ central differences (f(θ + ε eᵢ) − f(θ − ε eᵢ)) / 2ε in float64, on
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,7 +38,9 @@ def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1
     return grad
 
 
-def assert_gradients_close(analytic, numeric, name: str, atol: float = GRADCHECK_ATOL, rtol: float = GRADCHECK_RTOL) -> None:
+def assert_gradients_close(
+    analytic, numeric, name: str, atol: float = GRADCHECK_ATOL, rtol: float = GRADCHECK_RTOL
+) -> None:
     """Raise AssertionError naming ``name`` and the worst element when |a − n| > atol + rtol |n|."""
     analytic, numeric = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, dtype=np.float64)
     if analytic.shape != numeric.shape:

@@ -12,8 +12,9 @@ A model only has to provide ``parameters()``, ``load_parameters(dict)`` and
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,7 +28,9 @@ class TrainableModel(Protocol):
 
     def parameters(self) -> dict[str, Any]: ...
     def load_parameters(self, flat: Mapping[str, Any], strict: bool = True) -> None: ...
-    def loss_and_grads(self, batch: Mapping[str, Any], training: bool = True, rng: Any = None) -> tuple[Any, dict, dict]: ...
+    def loss_and_grads(
+        self, batch: Mapping[str, Any], training: bool = True, rng: Any = None
+    ) -> tuple[Any, dict, dict]: ...
 
 
 @dataclass
@@ -47,8 +50,14 @@ class Trainer:
         rng: NumPy generator for dropout masks (checkpoint its state to resume exactly).
     """
 
-    def __init__(self, model: TrainableModel, optimizer: Optimizer, clip_norm: float | None = None,
-                 clip_value: float | None = None, rng: np.random.Generator | None = None):
+    def __init__(
+        self,
+        model: TrainableModel,
+        optimizer: Optimizer,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        rng: np.random.Generator | None = None,
+    ):
         for label, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
                 raise ConfigError(f"{label} must be a positive number or None, got {value!r}")

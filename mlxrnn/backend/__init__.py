@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from ..errors import BackendUnavailable, ConfigError
 from .numpy_backend import NumpyBackend
@@ -74,7 +74,7 @@ def _resolve_name(name: str | None) -> str:
     return auto_choice().name if name == "auto" else name
 
 
-@lru_cache(maxsize=None)
+@cache
 def _make_backend(name: str, dtype: str) -> ArrayBackend:
     if name == "numpy":
         return NumpyBackend(dtype)

@@ -6,7 +6,8 @@ anywhere, and it is the float64 backend the finite-difference gradient checks us
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,8 @@ mlx for array math itself; that is what lets one BPTT implementation run on both
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 

@@ -1,0 +1,1 @@
+"""The ``mlxrnn`` command-line application (installed as the package ``mlxrnn_cli``)."""

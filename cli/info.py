@@ -1,0 +1,68 @@
+"""``mlxrnn info``: versions, usable backends, and which backend ``auto`` picks and why."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import click
+import numpy as np
+
+import mlxrnn
+from mlxrnn.backend import auto_choice, mlx_installed
+
+from .common import echo_json, handle_errors
+
+
+def collect_info() -> dict:
+    info = {
+        "mlxrnn": mlxrnn.__version__,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "numpy": np.__version__,
+        "mlx": None,
+        "mlx_default_device": None,
+        "backends": ["numpy"],
+        "env_MLXRNN_BACKEND": os.environ.get("MLXRNN_BACKEND"),
+    }
+    if mlx_installed():
+        try:
+            import mlx.core as mx
+
+            info["mlx"] = getattr(mx, "__version__", "unknown")
+            info["mlx_default_device"] = str(mx.default_device())
+            info["backends"].append("mlx")
+        except Exception as error:  # installed but broken
+            info["mlx"] = f"installed, fails to import: {error}"
+    choice = auto_choice()
+    info["auto"] = choice.name
+    info["auto_reason"] = choice.reason
+    return info
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@handle_errors
+def info(as_json: bool) -> None:
+    """Show versions, the usable backends, and which one `auto` picks and why.
+
+    \b
+    Example:
+      mlxrnn info
+      mlxrnn info --json
+    """
+    data = collect_info()
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"mlxrnn {data['mlxrnn']}  (Python {data['python']}, {data['platform']})")
+    click.echo(f"numpy  {data['numpy']}")
+    click.echo(f"mlx    {data['mlx'] or 'not installed (pip install mlxrnn[mlx])'}")
+    if data["mlx_default_device"]:
+        click.echo(f"mlx default device: {data['mlx_default_device']}")
+    click.echo(f"usable backends: {', '.join(data['backends'])}")
+    click.echo(f"auto picks: {data['auto']} ({data['auto_reason']})")
+    if data["env_MLXRNN_BACKEND"]:
+        click.echo(f"MLXRNN_BACKEND={data['env_MLXRNN_BACKEND']} overrides auto", err=False)
+    sys.stdout.flush()
