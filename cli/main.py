@@ -6,7 +6,9 @@ import click
 
 import mlxrnn
 
+from .generate import eval_command, sample_command, score_command
 from .info import info
+from .train import train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -16,13 +18,14 @@ def cli() -> None:
 
     \b
     Quick start:
-      mlxrnn train --minutes 2          # a character model on the bundled tiny-shakespeare
-      mlxrnn sample runs/latest         # text from it
+      mlxrnn train --minutes 2 --out runs/shakespeare   # a character model on tiny-shakespeare
+      mlxrnn sample runs/shakespeare         # text from it
       mlxrnn info                       # versions and which backend is used
     """
 
 
-cli.add_command(info)
+for command in (train, sample_command, score_command, eval_command, info):
+    cli.add_command(command)
 
 if __name__ == "__main__":
     cli()

@@ -1,0 +1,67 @@
+"""A one-line progress bar on stderr: step, loss, tokens/s and ETA.
+
+On a terminal it redraws one line; in a log file (not a TTY) it prints a line every
+``every_seconds`` so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from mlxrnn.lm_train import Progress
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "?"
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class ProgressBar:
+    def __init__(self, stream=None, width: int = 24, every_seconds: float = 10.0, enabled: bool = True):
+        self.stream = stream or sys.stderr
+        self.width, self.every_seconds, self.enabled = width, every_seconds, enabled
+        self.is_tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last_print = 0.0
+        self._open_line = False
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        if p.event == "eval":
+            self._newline()
+            self.stream.write(f"step {p.step}: validation loss {p.val_loss:.4f}  (lr {p.lr:.3g})\n")
+            self.stream.flush()
+            return
+        now = time.monotonic()
+        if not self.is_tty and now - self._last_print < self.every_seconds:
+            return
+        self._last_print = now
+        if p.total_steps:
+            filled = int(self.width * min(p.step / p.total_steps, 1.0))
+            bar = f"[{'#' * filled}{'.' * (self.width - filled)}] {p.step}/{p.total_steps}"
+        else:
+            bar = f"step {p.step}"
+        line = (
+            f"{bar}  epoch {p.epoch}  loss {p.loss:.4f}  {p.tokens_per_second:,.0f} tok/s  "
+            f"elapsed {format_duration(p.elapsed)}  ETA {format_duration(p.eta_seconds)}"
+        )
+        if self.is_tty:
+            self.stream.write("\r" + line + "\x1b[K")
+            self._open_line = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def _newline(self) -> None:
+        if self._open_line:
+            self.stream.write("\n")
+            self._open_line = False
+
+    def close(self) -> None:
+        self._newline()
+        self.stream.flush()

@@ -1,0 +1,254 @@
+"""Sampling novel sequences, scoring sentences, and evaluating a file.
+
+Sampling (the notes' "sampling novel sequences"): feed the start token (or a prime text), turn
+the predicted distribution ŷ⟨t⟩ into a draw y⟨t⟩, feed y⟨t⟩ back as x⟨t+1⟩, until <EOS> or a
+length. Controls, applied in this order to the logits z:
+    temperature τ:  p ∝ exp(z / τ)            (τ → 0 is greedy; τ > 1 flattens)
+    top-k:          keep the k most probable tokens
+    top-p:          keep the smallest set whose probability reaches p (nucleus sampling)
+<PAD> is never drawn, and <UNK> only when ``allow_unk``: the notes reject and redraw an
+<UNK>; zeroing its probability and renormalising draws from exactly that distribution.
+
+Scoring uses the chain rule: log p(y1 … yn) = Σ_t log p(y_t | y_<t), with the start token as
+the context of y1. Evaluation streams a whole file through the model, carrying the state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+from .lm import LanguageModel
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+    allow_unk: bool = False
+
+    def validate(self) -> SamplingOptions:
+        if not (
+            isinstance(self.temperature, (int, float)) and self.temperature > 0 and math.isfinite(self.temperature)
+        ):
+            raise ConfigError(f"temperature must be > 0, got {self.temperature!r} (use --greedy for argmax)")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ConfigError(f"top-k must be a positive integer, got {self.top_k!r}")
+        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
+            raise ConfigError(f"top-p must be in (0, 1], got {self.top_p!r}")
+        return self
+
+
+def next_token_distribution(logits: np.ndarray, options: SamplingOptions, banned: Sequence[int] = ()) -> np.ndarray:
+    """logits (B, V) → probabilities (B, V) after temperature, banned ids, top-k and top-p."""
+    z = np.asarray(logits, dtype=np.float64) / options.temperature
+    z[:, list(banned)] = -np.inf
+    if options.top_k is not None and options.top_k < z.shape[1]:
+        kth = np.partition(z, -options.top_k, axis=1)[:, -options.top_k][:, None]
+        z = np.where(z < kth, -np.inf, z)
+    z = z - z.max(axis=1, keepdims=True)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=1, keepdims=True)
+    if options.top_p is not None and options.top_p < 1.0:
+        order = np.argsort(-probs, axis=1, kind="stable")
+        sorted_probs = np.take_along_axis(probs, order, axis=1)
+        # Keep a token if the mass before it is still short of p (so the top token always stays).
+        keep_sorted = (np.cumsum(sorted_probs, axis=1) - sorted_probs) < options.top_p
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=1)
+        probs = np.where(keep, probs, 0.0)
+        probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
+def draw_tokens(probs: np.ndarray, rng: np.random.Generator, greedy: bool = False) -> np.ndarray:
+    """One token id per row of probs (B, V): argmax when greedy, else an inverse-CDF draw."""
+    if greedy:
+        return probs.argmax(axis=1)
+    cumulative = np.cumsum(probs, axis=1)
+    u = rng.random((probs.shape[0], 1)) * cumulative[:, -1:]
+    return np.minimum((cumulative <= u).sum(axis=1), probs.shape[1] - 1)
+
+
+def banned_ids(lm: LanguageModel, allow_unk: bool) -> list[int]:
+    banned = [lm.vocab.pad_id]
+    if not allow_unk:
+        banned.append(lm.vocab.unk_id)
+    if lm.level == "char":  # <EOS> never occurs in a character stream: it would end a sample at random
+        banned.append(lm.vocab.eos_id)
+    return banned
+
+
+def encode_prime(lm: LanguageModel, prime: str) -> np.ndarray:
+    """Prime text → ids, refusing tokens the vocabulary does not know (they would read as <UNK>)."""
+    tokens = lm.tokenizer.tokenize(prime)
+    if lm.level == "word" and tokens and tokens[-1] == "<EOS>" and not prime.endswith("\n"):
+        tokens = tokens[:-1]  # a prime is a beginning, not a finished line
+    unknown = sorted({t for t in tokens if t not in lm.vocab})
+    if unknown:
+        shown = ", ".join(repr(t) for t in unknown[:5])
+        raise DataError(
+            f"the prime text has {len(unknown)} token(s) outside the model's vocabulary: {shown}; "
+            f"remove them or pass --allow-unk to map them to <UNK>"
+        )
+    return lm.vocab.encode(tokens)
+
+
+@dataclass
+class Samples:
+    ids: list[list[int]]  #: generated ids per sample (prime excluded, <EOS> included if drawn)
+    texts: list[str] = field(default_factory=list)
+
+
+def sample(
+    lm: LanguageModel,
+    length: int = 200,
+    num_samples: int = 1,
+    prime: str = "",
+    options: SamplingOptions | None = None,
+    seed: int | None = None,
+    stop_at_eos: bool = True,
+    on_token: Callable[[int, str], None] | None = None,
+    allow_unknown_prime: bool = False,
+) -> Samples:
+    """Generate ``num_samples`` sequences of up to ``length`` tokens as one batch.
+
+    ``on_token(sample_index, text)`` is called for every new token as it is drawn (streaming).
+    ``seed`` makes the draws reproducible.
+    """
+    options = (options or SamplingOptions()).validate()
+    if not isinstance(length, int) or length < 1:
+        raise ConfigError(f"length must be a positive integer, got {length!r}")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"the number of samples must be a positive integer, got {num_samples!r}")
+    rng = np.random.default_rng(seed)
+    prime_ids = lm.vocab.encode(lm.tokenizer.tokenize(prime)) if allow_unknown_prime else encode_prime(lm, prime)
+    context = np.concatenate([[lm.start_id], prime_ids]).astype(np.int32)
+    logits, state = lm.next_token_logits(np.tile(context, (num_samples, 1)))
+    banned = banned_ids(lm, options.allow_unk)
+    generated: list[list[int]] = [[] for _ in range(num_samples)]
+    finished = np.zeros(num_samples, dtype=bool)
+    for _ in range(length):
+        tokens = draw_tokens(next_token_distribution(logits, options, banned), rng, options.greedy)
+        for i, token in enumerate(tokens):
+            if finished[i]:
+                continue
+            generated[i].append(int(token))
+            if on_token is not None:
+                on_token(i, _token_text(lm, int(token)))
+            if stop_at_eos and lm.level == "word" and token == lm.vocab.eos_id:
+                finished[i] = True
+        if finished.all():
+            break
+        logits, state = lm.next_token_logits(tokens[:, None], state)
+    texts = [lm.decode(ids) for ids in generated]
+    return Samples(generated, texts)
+
+
+def _token_text(lm: LanguageModel, token_id: int) -> str:
+    token = lm.vocab.id_to_token(token_id)
+    if lm.level == "char":
+        return token
+    return "\n" if token == "<EOS>" else token + " "
+
+
+@dataclass
+class SentenceScore:
+    text: str
+    tokens: list[str]
+    log_probs: list[float]  #: natural-log p(token | previous tokens), one per token
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.log_probs))
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(len(self.log_probs), 1)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.mean)
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "log_prob": self.total,
+            "mean_log_prob": self.mean,
+            "perplexity": self.perplexity,
+            "num_tokens": len(self.tokens),
+            "tokens": [{"token": t, "log_prob": lp} for t, lp in zip(self.tokens, self.log_probs)],
+        }
+
+
+def score(lm: LanguageModel, texts: Sequence[str]) -> list[SentenceScore]:
+    """log p(text) by the chain rule for each text; unknown words score as <UNK>.
+
+    A word-level text ends with <EOS> (the tokenizer adds it), so its probability includes
+    the probability of the sentence ending there, as in the notes.
+    """
+    results = []
+    for text in texts:
+        tokens = lm.tokenizer.tokenize(text)
+        if not tokens:
+            raise DataError(f"cannot score {text!r}: it has no tokens")
+        ids = lm.vocab.encode(tokens)
+        inputs = np.concatenate([[lm.start_id], ids[:-1]]).astype(np.int32)[None, :]
+        log_probs, _ = lm.log_probs(inputs)
+        picked = log_probs[0, np.arange(len(ids)), ids]
+        results.append(SentenceScore(text, lm.vocab.decode(ids), [float(v) for v in picked]))
+    return results
+
+
+@dataclass
+class Evaluation:
+    loss: float  #: mean negative log-likelihood per token (nats)
+    num_tokens: int
+    level: str
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.loss / math.log(2)
+
+    def to_dict(self) -> dict:
+        data = {"loss": self.loss, "perplexity": self.perplexity, "num_tokens": self.num_tokens}
+        if self.level == "char":
+            data["bits_per_char"] = self.bits_per_token
+        return data
+
+
+def evaluate_ids(
+    lm: LanguageModel, ids: np.ndarray, window: int = 256, progress: Callable[[int, int], None] | None = None
+) -> Evaluation:
+    """Mean NLL of ids[t] given ids[<t] over a whole stream (the first token given the start token)."""
+    from .losses import softmax_cross_entropy
+
+    ids = np.asarray(ids, dtype=np.int32)
+    if ids.size < 1:
+        raise DataError("nothing to evaluate: the text has no tokens")
+    inputs_all = np.concatenate([[lm.start_id], ids[:-1]]).astype(np.int32)
+    total, state, xp = 0.0, None, lm.xp
+    for start in range(0, ids.size, window):
+        inputs = inputs_all[None, start : start + window]
+        targets = ids[None, start : start + window]
+        logits, state, _ = lm.model.forward(inputs, initial_state=state)
+        loss, _ = softmax_cross_entropy(xp, logits, targets, reduction="sum")
+        total += xp.item(loss)
+        if progress is not None:
+            progress(min(start + window, ids.size), ids.size)
+    return Evaluation(total / ids.size, int(ids.size), lm.level)
+
+
+def evaluate_text(lm: LanguageModel, text: str, **kwargs: Any) -> Evaluation:
+    return evaluate_ids(lm, lm.encode(text), **kwargs)
