@@ -205,6 +205,27 @@ def evaluate_batches(lm: LanguageModel, batcher: LMBatcher) -> float:
     return total / count
 
 
+# --- the hidden state carried between windows, stored beside the optimizer tensors ------------
+CARRY_PREFIX = "carry/"
+
+
+def carried_state_tensors(xp, state: Any) -> dict[str, np.ndarray]:
+    """The carried recurrent state (an array, an (h, c) pair, or None) as "carry/k" tensors."""
+    if state is None:
+        return {}
+    parts = state if isinstance(state, tuple) else (state,)
+    return {f"{CARRY_PREFIX}{k}": xp.to_numpy(part) for k, part in enumerate(parts)}
+
+
+def split_carried_state(xp, tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Any]:
+    """Inverse of :func:`carried_state_tensors`: (the other tensors, the state or None)."""
+    rest = {k: v for k, v in tensors.items() if not k.startswith(CARRY_PREFIX)}
+    parts = [xp.from_numpy(tensors[k]) for k in sorted(tensors) if k.startswith(CARRY_PREFIX)]
+    if not parts:
+        return rest, None
+    return rest, (tuple(parts) if len(parts) > 1 else parts[0])
+
+
 # --- signals -----------------------------------------------------------------------------------
 @contextmanager
 def deferred_signals():
@@ -345,16 +366,8 @@ class LanguageModelRun:
         self._build(options, text, fresh.vocab, fresh.tokenizer)
         self.lm.model.load_parameters(checkpoint.weights)
         xp = self.lm.xp
-        optimizer_tensors = {k: v for k, v in checkpoint.optimizer_tensors.items() if not k.startswith("carry/")}
+        optimizer_tensors, self.carry = split_carried_state(xp, checkpoint.optimizer_tensors)
         self.optimizer.load_state_dict(xp, saved["optimizer"], optimizer_tensors)
-        carry = [
-            checkpoint.optimizer_tensors[k] for k in sorted(checkpoint.optimizer_tensors) if k.startswith("carry/")
-        ]
-        self.carry = (
-            None
-            if not carry
-            else (tuple(xp.from_numpy(c) for c in carry) if len(carry) > 1 else xp.from_numpy(carry[0]))
-        )
         self.trainer.rng.bit_generator.state = saved["rng"]
         self.state = dict(saved["state"])
         self.log(f"resuming {self.run_dir} at step {self.state['step']} (epoch {self.state['epoch']})")
@@ -370,9 +383,7 @@ class LanguageModelRun:
     def save(self, tags: tuple[str, ...] = ("last",)) -> Path:
         xp = self.lm.xp
         scalars, tensors = self.optimizer.state_dict(xp)
-        if self.carry is not None:
-            parts = self.carry if isinstance(self.carry, tuple) else (self.carry,)
-            tensors.update({f"carry/{k}": xp.to_numpy(part) for k, part in enumerate(parts)})
+        tensors.update(carried_state_tensors(xp, self.carry))
         meta = self.lm.checkpoint_meta()
         meta["training"] = {
             "options": asdict(self.options),
