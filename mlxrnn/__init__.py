@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from .backend import auto_choice, get_backend, mlx_installed
 from .cells import GRUCell, LSTMCell, RNNCell, make_cell
 from .clip import clip_grad_norm, clip_grad_value, global_norm
+from . import interop
 from .errors import BackendUnavailable, CheckpointError, ConfigError, DataError, MLXRNNError, ShapeError
 from .layers import GRU, LSTM, RNN, Embedding, Linear, Recurrent, lengths_to_mask, make_recurrent, one_hot
 from .losses import binary_cross_entropy_with_logits, mean_squared_error, softmax_cross_entropy
