@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from mlxrnn.distributed import init_distributed, launched
 from mlxrnn.lm_train import SCHEDULES, Interrupted, TrainOptions, train_language_model
 
 from .common import echo_json, handle_errors
@@ -81,6 +82,12 @@ def default_run_dir(level: str, cell: str) -> str:
 @click.option("--backend", type=click.Choice(["auto", "numpy", "mlx"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, dropout and sampling.")
 @click.option(
+    "--distributed",
+    is_flag=True,
+    help="Data-parallel training over the processes mlx.launch started (on by itself under mlx.launch): "
+    "--batch-size streams each, gradients averaged every step, rank 0 prints and writes.",
+)
+@click.option(
     "--out",
     "run_dir",
     type=click.Path(path_type=str),
@@ -138,6 +145,7 @@ def train(
     patience,
     backend,
     seed,
+    distributed,
     run_dir,
     resume,
     force,
@@ -198,18 +206,33 @@ def train(
         seed=seed,
     )
     run_dir = run_dir or default_run_dir(level, cell)
+    dist = init_distributed() if distributed or launched() else None
+    main = dist is None or dist.is_main  # data-parallel: rank 0 alone prints
+    quiet = quiet or not main
     bar = ProgressBar(enabled=not quiet)
     log = (lambda message: click.echo(message, err=True)) if not quiet else None
     if not quiet:
         click.echo(f"run directory: {run_dir}", err=True)
+        if dist is not None:
+            click.echo(
+                f"data-parallel over {dist.size} processes (--batch-size streams each); rank 0 prints and writes"
+                if dist.size > 1
+                else "--distributed: this is the only process (start several with mlx.launch); training as usual",
+                err=True,
+            )
     try:
-        summary = train_language_model(options, run_dir, resume=resume, force=force, progress=bar, log=log)
+        summary = train_language_model(
+            options, run_dir, resume=resume, force=force, progress=bar, log=log, distributed=dist
+        )
     except Interrupted as stop:
         bar.close()
-        click.echo(str(stop), err=True)
+        if main:
+            click.echo(str(stop), err=True)
         sys.exit(128 + stop.signal_number)
     finally:
         bar.close()
+    if not main:
+        return
     if as_json:
         echo_json(summary.to_dict())
     else:

@@ -35,6 +35,7 @@ import numpy as np
 
 from .checkpoint import load_checkpoint, save_run_checkpoint
 from .data import LMBatcher, Vocabulary, bundled_corpus_path, make_tokenizer, read_text, split_by_fraction
+from .distributed import DataParallel
 from .errors import ConfigError, DataError, MLXRNNError
 from .lm import LanguageModel, language_model_config, language_model_from_meta
 from .module import check_positive_int
@@ -183,17 +184,20 @@ def build_vocabulary(options: TrainOptions, text: str):
     return tokenizer, vocab, tokens
 
 
-def make_batchers(options: TrainOptions, ids: np.ndarray) -> tuple[LMBatcher, LMBatcher]:
+def make_batchers(options: TrainOptions, ids: np.ndarray, dist: DataParallel | None = None) -> tuple[Any, Any]:
+    dist = dist or DataParallel()
     train_ids, val_ids, _ = split_by_fraction(ids, options.val_frac)
-    train = LMBatcher(train_ids, options.batch_size, options.seq_len, name="training split")
+    streams = options.batch_size * dist.size  # data-parallel: ONE batcher of N·B streams, each process its B rows
+    train = LMBatcher(train_ids, streams, options.seq_len, name="training split")
     # Validation uses fewer streams when the split is short, so small corpora still evaluate.
-    val_streams = max(1, min(options.batch_size, (len(val_ids) - 1) // options.seq_len or 1))
+    val_streams = max(dist.size, min(streams, (len(val_ids) - 1) // options.seq_len or 1))
     val = LMBatcher(val_ids, val_streams, options.seq_len, name="validation split")
-    return train, val
+    return dist.shard_batcher(train), dist.shard_batcher(val)
 
 
-def evaluate_batches(lm: LanguageModel, batcher: LMBatcher) -> float:
-    """Mean validation NLL per token over every window, carrying the state as in training."""
+def evaluate_batches(lm: LanguageModel, batcher: LMBatcher, dist: DataParallel | None = None) -> float:
+    """Mean validation NLL per token over every window, carrying the state as in training
+    (data-parallel: each process evaluates its rows, and the sums are added up over all)."""
     from .losses import softmax_cross_entropy
 
     xp, state, total, count = lm.xp, None, 0.0, 0
@@ -202,6 +206,8 @@ def evaluate_batches(lm: LanguageModel, batcher: LMBatcher) -> float:
         loss, _ = softmax_cross_entropy(xp, logits, targets, reduction="sum")
         total += xp.item(loss)
         count += targets.size
+    if dist is not None:
+        total, count = dist.sum_values(total, count)
     return total / count
 
 
@@ -263,11 +269,14 @@ class LanguageModelRun:
         force: bool = False,
         progress: Callable[[Progress], None] | None = None,
         log: Callable[[str], None] | None = None,
+        distributed: DataParallel | None = None,
     ):
+        self.dist = distributed or DataParallel()  # data-parallel: rank 0 alone prints and writes
         self.run_dir = Path(run_dir)
-        self.progress = progress or (lambda p: None)
-        self.log = log or (lambda message: None)
-        self._prepare_run_dir(resume, force)
+        self.progress = progress if progress and self.dist.is_main else (lambda p: None)
+        self.log = log if log and self.dist.is_main else (lambda message: None)
+        if resume or self.dist.is_main:
+            self._prepare_run_dir(resume, force)
         if resume:
             self._restore(options)
         else:
@@ -318,11 +327,15 @@ class LanguageModelRun:
 
         self.lm = LanguageModel(SequenceModel(config, backend=options.backend), vocab, tokenizer)
         self.ids = vocab.encode(tokenizer.tokenize(text))
-        self.train_batches, self.val_batches = make_batchers(options, self.ids)
+        self.train_batches, self.val_batches = make_batchers(options, self.ids, self.dist)
         extra = {"weight_decay": options.weight_decay} if options.weight_decay else {}
         self.optimizer = make_optimizer(options.optimizer, options.lr, **extra)
         self.trainer = Trainer(
-            self.lm.model, self.optimizer, clip_norm=options.clip, rng=np.random.default_rng(options.seed + 12345)
+            self.lm.model,
+            self.optimizer,
+            clip_norm=options.clip,
+            rng=self.dist.dropout_rng(np.random.default_rng(options.seed + 12345)),
+            grad_transform=self.dist.average_step if self.dist.size > 1 else None,
         )
 
     def _start(self, options: TrainOptions) -> None:
@@ -351,6 +364,11 @@ class LanguageModelRun:
         saved = meta.get("training")
         if not isinstance(saved, dict) or "options" not in saved:
             raise DataError(f"{self.run_dir} was not written by `mlxrnn train`; cannot resume it")
+        if saved.get("world_size", 1) != self.dist.size:
+            raise ConfigError(
+                f"{self.run_dir} was trained by {saved.get('world_size', 1)} process(es), this is {self.dist.size}; "
+                f"resume it with as many (mlx.launch -n {saved.get('world_size', 1)} ... --distributed)"
+            )
         options = TrainOptions(**saved["options"])
         # Only the stopping criteria (and the backend) may change when resuming.
         for name in ("epochs", "steps", "minutes", "backend"):
@@ -367,6 +385,7 @@ class LanguageModelRun:
         self.lm.model.load_parameters(checkpoint.weights)
         xp = self.lm.xp
         optimizer_tensors, self.carry = split_carried_state(xp, checkpoint.optimizer_tensors)
+        self.carry = self.dist.shard_state(self.carry)  # the checkpoint holds every process's rows
         self.optimizer.load_state_dict(xp, saved["optimizer"], optimizer_tensors)
         self.trainer.rng.bit_generator.state = saved["rng"]
         self.state = dict(saved["state"])
@@ -374,16 +393,23 @@ class LanguageModelRun:
 
     # --- persistence -------------------------------------------------------------------------
     def _write_json(self, name: str, data: dict) -> None:
+        if not self.dist.is_main:
+            return
         (self.run_dir / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
     def _metrics(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def save(self, tags: tuple[str, ...] = ("last",)) -> Path:
         xp = self.lm.xp
+        carry = self.dist.gather_state(self.carry)  # a collective: every process calls save()
+        if not self.dist.is_main:
+            return self.run_dir
         scalars, tensors = self.optimizer.state_dict(xp)
-        tensors.update(carried_state_tensors(xp, self.carry))
+        tensors.update(carried_state_tensors(xp, carry))
         meta = self.lm.checkpoint_meta()
         meta["training"] = {
             "options": asdict(self.options),
@@ -391,6 +417,7 @@ class LanguageModelRun:
             "rng": self.trainer.rng.bit_generator.state,
             "state": self.state,
             "corpus_sha256": self.corpus_sha,
+            "world_size": self.dist.size,
         }
         meta["metrics"] = {"best_val_loss": self.state["best_val"], "last_val_loss": self.state["last_val"]}
         return save_run_checkpoint(
@@ -420,7 +447,7 @@ class LanguageModelRun:
         return 0.5 * base * (1.0 + math.cos(math.pi * min(max(fraction_done, 0.0), 1.0)))
 
     def evaluate(self, scheduled: bool) -> tuple[float, bool]:
-        val_loss = evaluate_batches(self.lm, self.val_batches)
+        val_loss = evaluate_batches(self.lm, self.val_batches, self.dist)
         state = self.state
         improved = state["best_val"] is None or val_loss < state["best_val"]
         state["last_val"] = val_loss
@@ -463,6 +490,7 @@ class LanguageModelRun:
                 "options": asdict(options),
                 "steps_per_epoch": per_epoch,
                 "backend": self.lm.xp.name,
+                "processes": self.dist.size,
             }
         )
         with deferred_signals() as received:
@@ -471,11 +499,12 @@ class LanguageModelRun:
                     reason = "step limit reached" if stop["steps"] == total_steps else "epoch limit reached"
                     break
                 run_time = time.perf_counter() - started
+                run_time, signals = self.dist.agree(run_time, received)  # data-parallel: all decide alike
                 if budget is not None and run_time >= budget:
                     reason = "time budget reached"
                     break
-                if received:
-                    self._finish_interrupted(received[0], started, elapsed_before)
+                if signals:
+                    self._finish_interrupted(signals[0], started, elapsed_before)
                 if options.schedule == "cosine":
                     fraction = state["step"] / total_steps if total_steps else run_time / budget
                     self.optimizer.lr = self._cosine_lr(fraction)
@@ -484,8 +513,9 @@ class LanguageModelRun:
                 self._check_divergence(result.loss)
                 self.carry = result.aux["final_state"]
                 state["step"] += 1
-                state["tokens"] += targets.size
-                tokens_run += targets.size
+                tokens = targets.size * self.dist.size  # every process's rows of the window
+                state["tokens"] += tokens
+                tokens_run += tokens
                 state["window"] += 1
                 if state["window"] >= per_epoch:  # a new epoch starts from a zero state
                     state["window"], state["epoch"], self.carry = 0, state["epoch"] + 1, None
@@ -575,6 +605,7 @@ class LanguageModelRun:
         path = self.save(("last",))
         name = signal.Signals(signum).name
         self._metrics({"event": "interrupted", "step": self.state["step"], "signal": name})
+        self.dist.barrier()  # no process exits (mlx.launch then stops the rest) before rank 0 has saved
         raise Interrupted(
             f"{name} received: saved step {self.state['step']} to {path}; "
             f"continue with: mlxrnn train --resume --out {self.run_dir}",

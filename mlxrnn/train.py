@@ -1,6 +1,7 @@
 """The trainer: one training step for any model, on any backend, with the same code.
 
     loss, grads = model.loss_and_grads(batch)       forward with caches, then BPTT
+    loss, grads = grad_transform(loss, grads)       optional: the data-parallel all-reduce
     grads      = clip(grads)                         by value and/or by global norm
     params     = optimizer.update(params, grads)
     xp.eval(...)                                     one synchronisation per step on MLX
@@ -12,7 +13,7 @@ A model only has to provide ``parameters()``, ``load_parameters(dict)`` and
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,6 +49,8 @@ class Trainer:
         clip_norm: rescale gradients whose global L2 norm exceeds this (None: never).
         clip_value: clamp each gradient element to [−v, v] first (None: never).
         rng: NumPy generator for dropout masks (checkpoint its state to resume exactly).
+        grad_transform: called as ``grad_transform(loss, grads) -> (loss, grads)`` before
+            clipping; data-parallel training averages both over the processes there.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class Trainer:
         clip_norm: float | None = None,
         clip_value: float | None = None,
         rng: np.random.Generator | None = None,
+        grad_transform: Callable[[Any, dict], tuple[Any, dict]] | None = None,
     ):
         for label, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
@@ -64,6 +68,7 @@ class Trainer:
         self.model, self.optimizer = model, optimizer
         self.clip_norm, self.clip_value = clip_norm, clip_value
         self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.grad_transform = grad_transform
 
     @property
     def xp(self):
@@ -72,6 +77,8 @@ class Trainer:
     def step(self, batch: Mapping[str, Any]) -> StepResult:
         xp = self.xp
         loss, grads, aux = self.model.loss_and_grads(batch, training=True, rng=self.rng)
+        if self.grad_transform is not None:
+            loss, grads = self.grad_transform(loss, grads)
         if self.clip_value is not None:
             grads = clip_grad_value(xp, grads, self.clip_value)
         if self.clip_norm is not None:
