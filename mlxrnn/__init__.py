@@ -8,19 +8,23 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import interop
 from .backend import auto_choice, get_backend, mlx_installed
 from .cells import GRUCell, LSTMCell, RNNCell, make_cell
+from .classifier import SequenceClassifier, SequenceClassifierConfig
 from .clip import clip_grad_norm, clip_grad_value, global_norm
-from . import interop
 from .errors import BackendUnavailable, CheckpointError, ConfigError, DataError, MLXRNNError, ShapeError
+from .generator import SequenceGenerator, SequenceGeneratorConfig, generator_batch
 from .layers import GRU, LSTM, RNN, Embedding, Linear, Recurrent, lengths_to_mask, make_recurrent, one_hot
 from .losses import binary_cross_entropy_with_logits, mean_squared_error, softmax_cross_entropy
 from .models import SequenceModel, SequenceModelConfig
 from .optim import SGD, Adam, AdamW, Optimizer, RMSProp, make_optimizer
+from .seq2seq import Hypothesis, Seq2Seq, Seq2SeqConfig, seq2seq_batch
+from .tagger import SequenceTagger, SequenceTaggerConfig
 from .train import StepResult, Trainer
 
 __all__ = [
-    "__version__", "auto_choice", "get_backend", "mlx_installed",
+    "__version__", "interop", "auto_choice", "get_backend", "mlx_installed",
     "RNNCell", "GRUCell", "LSTMCell", "make_cell",
     "RNN", "GRU", "LSTM", "Recurrent", "make_recurrent", "Embedding", "Linear", "one_hot", "lengths_to_mask",
     "softmax_cross_entropy", "binary_cross_entropy_with_logits", "mean_squared_error",
@@ -28,4 +32,7 @@ __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "make_optimizer",
     "SequenceModel", "SequenceModelConfig", "Trainer", "StepResult",
     "MLXRNNError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "BackendUnavailable",
+    "SequenceClassifier", "SequenceClassifierConfig", "SequenceTagger", "SequenceTaggerConfig",
+    "Seq2Seq", "Seq2SeqConfig", "Hypothesis", "seq2seq_batch",
+    "SequenceGenerator", "SequenceGeneratorConfig", "generator_batch",
 ]

@@ -1,0 +1,370 @@
+"""Many-to-many, different lengths: :class:`Seq2Seq`, the notes' encoder–decoder (translation).
+
+Encoder and decoder are separate recurrent stacks with separate embeddings (separate weights):
+
+    encoder:  s = final state of RNN_enc(E_src[x⟨1⟩] … E_src[x⟨T_x⟩])   (h, and c for an LSTM, per layer;
+              a bidirectional encoder's two directions are summed per layer)
+    decoder:  a⟨0⟩ = s,   a⟨t⟩ = RNN_dec(E_tgt[y⟨t−1⟩], a⟨t−1⟩),   y⟨0⟩ = <start> (default <EOS>)
+              ŷ⟨t⟩ = softmax(a⟨t⟩ W_y + b_y)
+    loss:     L = −(1/N) Σ_b Σ_{t ≤ T_y,b} log ŷ⟨t⟩[y⟨t⟩]     over every target token, the closing <EOS> included
+
+Training feeds the true previous token y⟨t−1⟩ (teacher forcing). With scheduled sampling
+probability p (Bengio et al., 2015) each sequence's input at each step t ≥ 2 is instead, with
+probability p, the model's own greedy prediction argmax ŷ⟨t−1⟩; no gradient flows through that
+discrete choice. p = 0 runs the decoder over the whole target in one layer call.
+
+Backward: the decoder's BPTT ends with dL/da⟨0⟩, its ``d_initial_state``; that is exactly the
+encoder's ``d_final_state``, so the encoder's BPTT continues from it — the encoder learns only
+through the decoder's loss.
+
+Decoding (``max_length`` bounds the output; ``<EOS>`` ends it and is not returned; <PAD> and a
+distinct start token are never emitted):
+    greedy:       y⟨t⟩ = argmax ŷ⟨t⟩, fed back as the next input
+    beam search:  keep the k most probable prefixes by log p; a candidate ending in <EOS> among
+                  the top k of a step is finished; stop when k hypotheses have finished (or at
+                  ``max_length``, where unfinished prefixes compete too). The winner maximises
+                  the length-normalised score log p(y) / |y|^α, |y| counting the <EOS>, α =
+                  ``length_penalty`` (0: raw log p, which favours short outputs; 1: mean per token).
+
+A batch is a dict: ``source`` (B, S) ids, optional ``source_lengths`` (B,); ``target`` (B, T)
+ids ending with <EOS> (see :func:`seq2seq_batch`), optional ``target_lengths`` (B,); optional
+``sampling_probability`` overriding the config's scheduled-sampling p.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .blocks import batch_mask, bridge_state, bridge_state_backward
+from .data import EOS_ID, PAD_ID, pad_sequences
+from .errors import ConfigError, ShapeError
+from .layers import Embedding, Linear, make_recurrent
+from .losses import softmax_cross_entropy
+from .module import Module, check_positive_int, check_probability
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Everything needed to rebuild a :class:`Seq2Seq`."""
+
+    source_vocab_size: int = 64
+    target_vocab_size: int = 64
+    embed_size: int = 32  #: width of both embeddings
+    cell: str = "lstm"  #: "rnn", "gru" or "lstm", for encoder and decoder (their states must match)
+    hidden_size: int = 128  #: H of encoder and decoder
+    num_layers: int = 1  #: layers of encoder and decoder (layer ℓ's state initialises layer ℓ)
+    bidirectional_encoder: bool = False
+    dropout: float = 0.0  #: between stacked layers, training only
+    scheduled_sampling: float = 0.0  #: p in [0, 1]; a batch's "sampling_probability" overrides it
+    start_id: int = EOS_ID  #: the decoder's first input (the previous sentence's <EOS>, as in the LM)
+    eos_id: int = EOS_ID
+    pad_id: int = PAD_ID
+    cell_options: dict | None = None
+    seed: int = 0
+
+    def validate(self) -> Seq2SeqConfig:
+        for label in ("source_vocab_size", "target_vocab_size", "embed_size", "hidden_size", "num_layers"):
+            check_positive_int(label, getattr(self, label))
+        check_probability("dropout", self.dropout)
+        _check_sampling_probability(self.scheduled_sampling)
+        for label in ("start_id", "eos_id", "pad_id"):
+            value = getattr(self, label)
+            check_positive_int(label, value, minimum=0)
+            if value >= self.target_vocab_size:
+                raise ConfigError(f"{label}={value} is outside the target vocabulary of {self.target_vocab_size}")
+        if self.pad_id == self.eos_id:
+            raise ConfigError("pad_id and eos_id must differ (<PAD> is never emitted, <EOS> ends the output)")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Seq2SeqConfig:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}).validate()
+
+
+def _check_sampling_probability(p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+        raise ConfigError(f"scheduled-sampling probability must be a number in [0, 1], got {p!r}")
+    return float(p)
+
+
+def seq2seq_batch(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], eos_id: int = EOS_ID,
+                  pad_id: int = PAD_ID) -> dict:
+    """Pad id sequences into a :class:`Seq2Seq` batch, appending <EOS> to every target.
+
+    Returns {"source" (B, S), "source_lengths" (B,), "target" (B, T), "target_lengths" (B,)}.
+    """
+    if len(sources) != len(targets):
+        raise ConfigError(f"got {len(sources)} sources but {len(targets)} targets")
+    source, source_lengths = pad_sequences(sources, pad_id=pad_id)
+    target, target_lengths = pad_sequences([list(t) + [eos_id] for t in targets], pad_id=pad_id)
+    return {"source": source, "source_lengths": source_lengths, "target": target, "target_lengths": target_lengths}
+
+
+@dataclass
+class Hypothesis:
+    """A decoded output: ids without <EOS>, their log p (the <EOS> included if finished) and score."""
+
+    tokens: list[int]
+    log_prob: float
+    score: float  #: log_prob / length^α, length = len(tokens) + finished
+    finished: bool  #: ended with <EOS> (False: cut at max_length)
+
+
+def _as_ids(xp: Any, value: Any, label: str) -> np.ndarray:
+    ids = np.asarray(value) if isinstance(value, (np.ndarray, list, tuple)) else xp.to_numpy(value)
+    if ids.ndim != 2 or ids.dtype.kind not in "iu":
+        raise ShapeError(f"{label} must be integer token ids of shape (batch, time); got {ids.dtype} {ids.shape}")
+    return ids
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+class Seq2Seq(Module):
+    """Encoder–decoder; see the module docstring for the equations, batch format and decoding.
+
+    Parameters: ``source_embedding.weight`` (V_src, E), ``encoder.*``, ``target_embedding.weight``
+    (V_tgt, E), ``decoder.*``, ``head.W`` (H, V_tgt), ``head.b``. Logits are (B, T, V_tgt).
+    """
+
+    def __init__(self, config: Seq2SeqConfig, backend: Any = None, dtype: str = "float32"):
+        super().__init__(backend, dtype)
+        self.config = c = config.validate()
+        options = dict(num_layers=c.num_layers, dropout=c.dropout, backend=self.xp, **(c.cell_options or {}))
+        self.add_child("source_embedding", Embedding(c.source_vocab_size, c.embed_size, seed=c.seed, backend=self.xp))
+        self.add_child("encoder", make_recurrent(c.cell, c.embed_size, c.hidden_size,
+                                                 bidirectional=c.bidirectional_encoder, seed=c.seed + 1, **options))
+        self.add_child("target_embedding", Embedding(c.target_vocab_size, c.embed_size, seed=c.seed + 2,
+                                                     backend=self.xp))
+        self.add_child("decoder", make_recurrent(c.cell, c.embed_size, c.hidden_size, seed=c.seed + 3, **options))
+        self.add_child("head", Linear(c.hidden_size, c.target_vocab_size, seed=c.seed + 4, backend=self.xp))
+        self._sampling_rng = np.random.default_rng(c.seed + 5)
+        banned = {c.pad_id} | ({c.start_id} if c.start_id != c.eos_id else set())
+        self.banned_ids = sorted(banned)  #: never emitted by greedy or beam decoding
+
+    # --- encoder --------------------------------------------------------------------------------
+    def _encode(self, ids: np.ndarray, source_lengths: Any, training: bool, rng) -> tuple[Any, dict]:
+        B, S = ids.shape
+        if S < 1:
+            raise ShapeError("source must have at least one time step")
+        mask = batch_mask({"source_lengths": source_lengths}, B, S, lengths_key="source_lengths")
+        x, ids = self.source_embedding.forward(ids)  # (B, S, E)
+        _, final_state, rnn_cache = self.encoder.forward(x, mask=mask, training=training, rng=rng)
+        initial = bridge_state(self.xp, self.encoder, final_state)
+        return initial, {"ids": ids, "rnn": rnn_cache}
+
+    def encode(self, source: Any, source_lengths: Any = None) -> Any:
+        """source (B, S) ids → the decoder's initial state (backend arrays, the layer's state layout)."""
+        return self._encode(_as_ids(self.xp, source, "source"), source_lengths, training=False, rng=None)[0]
+
+    # --- training forward ------------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, Any], training: bool = False, rng=None) -> tuple[Any, dict]:
+        """Teacher-forced (or scheduled-sampling) pass: (logits (B, T, V_tgt), cache)."""
+        c = self.config
+        source, (target, _) = _as_ids(self.xp, batch["source"], "source"), self._targets(batch)
+        B, T = target.shape
+        if source.shape[0] != B:
+            raise ShapeError(f"source and target must have the same batch size; got {source.shape[0]} and {B}")
+        initial, enc_cache = self._encode(source, batch.get("source_lengths"), training, rng)
+        p = _check_sampling_probability(batch.get("sampling_probability", c.scheduled_sampling))
+        if training and p > 0 and T > 1:
+            logits, dec_cache = self._decode_sampled(target, initial, p, rng)
+        else:
+            inputs = np.concatenate([np.full((B, 1), c.start_id), target[:, :-1]], axis=1).astype(np.int32)
+            x, ids = self.target_embedding.forward(inputs)
+            outputs, _, rnn_cache = self.decoder.forward(x, initial_state=initial, training=training, rng=rng)
+            logits, _ = self.head.forward(outputs)
+            dec_cache = {"ids": ids, "outputs": outputs, "steps": [rnn_cache]}
+        return logits, {"encoder": enc_cache, "decoder": dec_cache}
+
+    def _targets(self, batch: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The batch's target ids (B, T), <PAD> at padded steps, and their loss weights (B, T) or None."""
+        target = _as_ids(self.xp, batch["target"], "target")
+        if target.shape[1] < 1:
+            raise ShapeError("target must have at least one step (its <EOS>)")
+        weights = batch_mask(batch, *target.shape, lengths_key="target_lengths", mask_key="target_mask")
+        if weights is not None:  # padded steps may hold anything (e.g. −1); they are neither fed nor counted
+            target = np.where(weights > 0, target, self.config.pad_id)
+        return target, weights
+
+    def _decode_sampled(self, target: np.ndarray, initial: Any, p: float, rng) -> tuple[Any, dict]:
+        """Step-by-step decoder pass feeding the model's own prediction with probability p."""
+        xp, c = self.xp, self.config
+        rng = rng if rng is not None else self._sampling_rng
+        B, T = target.shape
+        state, tokens = initial, np.full(B, c.start_id, dtype=np.int32)
+        predicted = tokens
+        outputs, logits, steps, fed = [], [], [], []
+        for t in range(T):
+            if t > 0:
+                use_model = rng.random(B) < p
+                tokens = np.where(use_model, predicted, target[:, t - 1]).astype(np.int32)
+            fed.append(tokens)
+            x, _ = self.target_embedding.forward(tokens[:, None])
+            out, state, rnn_cache = self.decoder.forward(x, initial_state=state, training=True, rng=rng)
+            step_logits, _ = self.head.forward(out)  # (B, 1, V)
+            z = xp.to_numpy(step_logits[:, 0]).astype(np.float64)
+            z[:, self.banned_ids] = -np.inf
+            predicted = z.argmax(axis=1)
+            outputs.append(out)
+            logits.append(step_logits)
+            steps.append(rnn_cache)
+        ids = xp.from_numpy(np.stack(fed, axis=1).astype(np.int32))
+        return xp.concat(logits, axis=1), {"ids": ids, "outputs": xp.concat(outputs, axis=1), "steps": steps}
+
+    def loss(self, batch: Mapping[str, Any], training: bool = False, rng=None) -> tuple[Any, Any, dict]:
+        """(mean cross-entropy over valid target tokens, d_logits, cache)."""
+        logits, cache = self.forward(batch, training=training, rng=rng)
+        target, weights = self._targets(batch)
+        loss, d_logits = softmax_cross_entropy(self.xp, logits, target, weights=weights)
+        return loss, d_logits, cache
+
+    # --- backward ---------------------------------------------------------------------------------
+    def backward(self, d_logits: Any, cache: dict) -> dict:
+        """Gradients of every parameter: head → decoder BPTT → d a⟨0⟩ → encoder BPTT → embeddings."""
+        xp = self.xp
+        dec, enc = cache["decoder"], cache["encoder"]
+        d_outputs, head_grads = self.head.backward(d_logits, dec["outputs"])  # (B, T, H)
+        grads = {f"head.{k}": v for k, v in head_grads.items()}
+        if len(dec["steps"]) == 1:  # one call over the whole target
+            d_x, d_initial, dec_grads = self.decoder.backward(d_outputs, None, dec["steps"][0])
+        else:  # one call per step: chain each step's d_initial_state into the previous step
+            d_initial, dec_grads, d_xs = None, {}, []
+            for t in range(len(dec["steps"]) - 1, -1, -1):
+                d_x_t, d_initial, step_grads = self.decoder.backward(d_outputs[:, t:t + 1], d_initial, dec["steps"][t])
+                d_xs.append(d_x_t)
+                dec_grads = step_grads if not dec_grads else {k: dec_grads[k] + g for k, g in step_grads.items()}
+            d_x = xp.concat(d_xs[::-1], axis=1)
+        grads.update({f"decoder.{k}": v for k, v in dec_grads.items()})
+        grads["target_embedding.weight"] = self.target_embedding.backward(d_x, dec["ids"])["weight"]
+        # The decoder's d_initial_state is the encoder's d_final_state.
+        d_final = bridge_state_backward(xp, self.encoder, d_initial)
+        d_source, _, enc_grads = self.encoder.backward(None, d_final, enc["rnn"])
+        grads.update({f"encoder.{k}": v for k, v in enc_grads.items()})
+        grads["source_embedding.weight"] = self.source_embedding.backward(d_source, enc["ids"])["weight"]
+        return {name: grads[name] for name in self.parameters()}
+
+    def loss_and_grads(self, batch: Mapping[str, Any], training: bool = True, rng=None) -> tuple[Any, dict, dict]:
+        """The trainer's entry point: (loss, grads keyed like parameters(), aux)."""
+        loss, d_logits, cache = self.loss(batch, training=training, rng=rng)
+        return loss, self.backward(d_logits, cache), {}
+
+    # --- inference ----------------------------------------------------------------------------------
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+        """One decoder step: tokens (B,) ids and state → (log ŷ (B, V_tgt) float64 NumPy, new state)."""
+        x, _ = self.target_embedding.forward(np.asarray(tokens, dtype=np.int32)[:, None])
+        out, state, _ = self.decoder.forward(x, initial_state=state)
+        logits, _ = self.head.forward(out[:, 0])
+        return _log_softmax(self.xp.to_numpy(logits).astype(np.float64)), state
+
+    def log_prob(self, batch: Mapping[str, Any]) -> np.ndarray:
+        """log p(target | source) per sequence, (B,) float64, summed over valid target tokens."""
+        logits, _ = self.forward(batch, training=False)
+        target, weights = self._targets(batch)
+        log_probs = _log_softmax(self.xp.to_numpy(logits).astype(np.float64))
+        picked = np.take_along_axis(log_probs, target[..., None].astype(np.intp), axis=-1)[..., 0]
+        return (picked if weights is None else picked * weights).sum(axis=1)
+
+    def greedy_decode(self, source: Any, source_lengths: Any = None, max_length: int = 100) -> list[list[int]]:
+        """Greedy decoding: per source sequence, the output ids (without <EOS>)."""
+        max_length = check_positive_int("max_length", max_length)
+        c = self.config
+        state = self.encode(source, source_lengths)
+        B = int(_as_ids(self.xp, source, "source").shape[0])
+        tokens = np.full(B, c.start_id, dtype=np.int32)
+        outputs: list[list[int]] = [[] for _ in range(B)]
+        done = np.zeros(B, dtype=bool)
+        for _ in range(max_length):
+            log_probs, state = self.step(tokens, state)
+            log_probs[:, self.banned_ids] = -np.inf
+            tokens = log_probs.argmax(axis=1).astype(np.int32)
+            for i in np.flatnonzero(~done):
+                if tokens[i] == c.eos_id:
+                    done[i] = True
+                else:
+                    outputs[i].append(int(tokens[i]))
+            if done.all():
+                break
+        return outputs
+
+    def beam_search(self, source: Any, source_lengths: Any = None, beam_size: int = 4, max_length: int = 100,
+                    length_penalty: float = 1.0) -> list[Hypothesis]:
+        """Beam search (see the module docstring): the best :class:`Hypothesis` per source sequence."""
+        k = check_positive_int("beam_size", beam_size)
+        max_length = check_positive_int("max_length", max_length)
+        if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
+            raise ConfigError(f"length_penalty must be a number >= 0, got {length_penalty!r}")
+        xp, c = self.xp, self.config
+        B = int(_as_ids(xp, source, "source").shape[0])
+        V = c.target_vocab_size
+
+        def hypothesis(tokens: list[int], log_prob: float, finished: bool) -> Hypothesis:
+            length = len(tokens) + int(finished)
+            return Hypothesis(tokens, float(log_prob), float(log_prob) / max(length, 1) ** length_penalty, finished)
+
+        state = self._reorder(self.encode(source, source_lengths), np.repeat(np.arange(B), k))  # (·, B·k, H)
+        scores = np.full((B, k), -np.inf)
+        scores[:, 0] = 0.0  # one live prefix per sequence at first, so the beams do not start as copies
+        prefixes: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(B)]
+        tokens = np.full(B * k, c.start_id, dtype=np.int32)
+        finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+        done = np.zeros(B, dtype=bool)
+        for _ in range(max_length):
+            log_probs, state = self.step(tokens, state)
+            log_probs[:, self.banned_ids] = -np.inf
+            candidates = (scores[:, :, None] + log_probs.reshape(B, k, V)).reshape(B, k * V)
+            order = np.argsort(-candidates, axis=1, kind="stable")[:, : min(2 * k, k * V)]
+            new_scores = np.full((B, k), -np.inf)
+            new_tokens = np.full((B, k), c.start_id, dtype=np.int32)
+            parents = np.zeros((B, k), dtype=np.intp)
+            new_prefixes: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(B)]
+            for b in np.flatnonzero(~done):
+                filled = 0
+                for rank, flat in enumerate(order[b]):
+                    score = candidates[b, flat]
+                    if not np.isfinite(score):
+                        break
+                    parent, token = divmod(int(flat), V)
+                    if token == c.eos_id:
+                        if rank < k:  # only an <EOS> that would have made the beam finishes
+                            finished[b].append(hypothesis(prefixes[b][parent], score, True))
+                    elif filled < k:
+                        new_scores[b, filled], new_tokens[b, filled], parents[b, filled] = score, token, parent
+                        new_prefixes[b][filled] = prefixes[b][parent] + [token]
+                        filled += 1
+                if len(finished[b]) >= k or filled == 0:
+                    done[b] = True
+                    new_scores[b] = -np.inf
+            if done.all():
+                break
+            scores, prefixes, tokens = new_scores, new_prefixes, new_tokens.reshape(-1)
+            state = self._reorder(state, (np.arange(B)[:, None] * k + parents).reshape(-1))
+        for b in np.flatnonzero(~done):  # cut at max_length: unfinished prefixes compete too
+            finished[b].extend(hypothesis(prefixes[b][i], scores[b, i], False)
+                               for i in range(k) if np.isfinite(scores[b, i]))
+        return [max(hyps, key=lambda h: h.score) for hyps in finished]
+
+    def _reorder(self, state: Any, index: np.ndarray) -> Any:
+        """Select batch rows of a decoder state (L, B, H) — or (h, c) — by ``index``."""
+        idx = self.xp.from_numpy(index.astype(np.int32))
+        if isinstance(state, tuple):
+            return tuple(self.xp.take(part, idx, axis=1) for part in state)
+        return self.xp.take(state, idx, axis=1)
+
+    def translate(self, source: Any, source_lengths: Any = None, beam_size: int = 1, max_length: int = 100,
+                  length_penalty: float = 1.0) -> list[list[int]]:
+        """Output ids per source sequence: greedy for ``beam_size`` 1, else beam search."""
+        if beam_size == 1:
+            return self.greedy_decode(source, source_lengths, max_length=max_length)
+        hyps = self.beam_search(source, source_lengths, beam_size=beam_size, max_length=max_length,
+                                length_penalty=length_penalty)
+        return [h.tokens for h in hyps]
