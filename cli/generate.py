@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from mlxrnn.data import read_text
+from mlxrnn.errors import ConfigError
 from mlxrnn.lm import load_language_model
 from mlxrnn.sample import SamplingOptions, evaluate_text, sample, score
 
-from .common import echo_json, handle_errors
+from .common import check_backend, echo_json, handle_errors
 
 checkpoint_option = click.option(
     "--checkpoint",
@@ -48,8 +49,14 @@ def sample_command(
       mlxrnn sample runs/shakespeare --prime "ROMEO:" --temperature 0.8 --seed 1
       mlxrnn sample runs/shakespeare -n 3 --length 200 --top-p 0.9
     """
-    lm, _ = load_language_model(run, backend=backend, tag=tag)
+    check_backend(backend)
+    # Bad flags are reported before the checkpoint is loaded (and before --prime is echoed).
     options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, allow_unk=allow_unk)
+    options.validate()
+    for flag, value, minimum in (("--length", length, 1), ("--num-samples", num_samples, 1), ("--seed", seed, 0)):
+        if value is not None and value < minimum:
+            raise ConfigError(f"{flag} must be an integer >= {minimum}, got {value}")
+    lm, _ = load_language_model(run, backend=backend, tag=tag)
     stream = num_samples == 1 and not as_json
     if stream:
         click.echo(prime, nl=False)
@@ -87,6 +94,7 @@ def score_command(run, sentences, per_token, tag, backend, as_json):
     Example (the notes' speech-recognition choice):
       mlxrnn score runs/words "the apple and pear salad" "the apple and pair salad"
     """
+    check_backend(backend)
     lm, _ = load_language_model(run, backend=backend, tag=tag)
     ranked = sorted(score(lm, list(sentences)), key=lambda s: s.total, reverse=True)
     if as_json:
@@ -102,20 +110,29 @@ def score_command(run, sentences, per_token, tag, backend, as_json):
 @click.command("eval")
 @click.argument("run", type=click.Path(path_type=str))
 @click.argument("file", type=click.Path(path_type=str))
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE.")
+@click.option(
+    "--encoding-errors",
+    type=click.Choice(["strict", "replace"]),
+    default="strict",
+    show_default=True,
+    help="'replace' turns undecodable bytes into U+FFFD instead of failing.",
+)
 @checkpoint_option
 @backend_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def eval_command(run, file, encoding, tag, backend, as_json):
+def eval_command(run, file, encoding, encoding_errors, tag, backend, as_json):
     """Perplexity (and bits per character) of a whole FILE under the model.
 
     \b
     Example:
       mlxrnn eval runs/shakespeare held_out.txt --json
     """
+    check_backend(backend)
+    text = read_text(file, encoding=encoding, errors=encoding_errors)  # a bad FILE fails before loading
     lm, _ = load_language_model(run, backend=backend, tag=tag)
-    result = evaluate_text(lm, read_text(file, encoding=encoding))
+    result = evaluate_text(lm, text)
     data = result.to_dict()
     if as_json:
         echo_json(data)

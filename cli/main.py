@@ -6,12 +6,13 @@ import click
 
 import mlxrnn
 
+from .common import Application
 from .generate import eval_command, sample_command, score_command
 from .info import info
 from .train import train
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Application, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(mlxrnn.__version__, prog_name="mlxrnn")
 def cli() -> None:
     """mlxrnn: train, sample and score recurrent language models on MLX or NumPy.

@@ -11,8 +11,17 @@ import click
 from mlxrnn.distributed import init_distributed, launched
 from mlxrnn.lm_train import SCHEDULES, Interrupted, TrainOptions, train_language_model
 
-from .common import echo_json, handle_errors
+from .common import EXIT_INTERRUPTED, check_backend, echo_json, fail, handle_errors
 from .progress import ProgressBar
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    """Whether ``path`` is ``directory`` or lies under it (symlinks resolved)."""
+    try:
+        path, directory = path.resolve(), directory.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return path == directory or directory in path.parents
 
 
 def default_run_dir(level: str, cell: str) -> str:
@@ -170,6 +179,11 @@ def train(
         raise click.UsageError("--resume and --force contradict each other; pick one")
     if resume and run_dir is None:
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
+    if sample_length < 0:
+        raise click.UsageError(f"--sample-length must be >= 0 (0: no sample), got {sample_length}")
+    if force and corpus and run_dir and _inside(Path(corpus), Path(run_dir)):
+        raise click.UsageError(f"CORPUS {corpus} is inside --out {run_dir}, which --force would empty; move it")
+    check_backend(backend)
     cell_options = {"rnn": {"activation": activation}, "gru": {"variant": gru_variant}, "lstm": {"peephole": peephole}}[
         cell
     ]
@@ -205,6 +219,8 @@ def train(
         backend=backend,
         seed=seed,
     )
+    if not resume:  # resuming takes the saved options; bad flags fail before anything is printed
+        options.validate()
     run_dir = run_dir or default_run_dir(level, cell)
     dist = init_distributed() if distributed or launched() else None
     main = dist is None or dist.is_main  # data-parallel: rank 0 alone prints
@@ -229,6 +245,14 @@ def train(
         if main:
             click.echo(str(stop), err=True)
         sys.exit(128 + stop.signal_number)
+    except KeyboardInterrupt:  # Ctrl-C while setting up, or a second one: stopped at once
+        bar.close()
+        click.echo(err=True)
+        fail(
+            f"interrupted: stopped at once without saving; the last checkpoint in {run_dir}, if any, is intact "
+            f"(continue it with: mlxrnn train --resume --out {run_dir})",
+            EXIT_INTERRUPTED,
+        )
     finally:
         bar.close()
     if not main:
@@ -247,7 +271,11 @@ def train(
         from mlxrnn.lm import load_language_model
         from mlxrnn.sample import sample
 
-        lm, _ = load_language_model(summary.run_dir, backend=backend)
-        click.echo("--- sample ---")
-        sample(lm, length=sample_length, seed=seed, on_token=lambda i, text: click.echo(text, nl=False))
+        try:
+            lm, _ = load_language_model(summary.run_dir, backend=backend)
+            click.echo("--- sample ---")
+            sample(lm, length=sample_length, seed=seed, on_token=lambda i, text: click.echo(text, nl=False))
+        except KeyboardInterrupt:
+            click.echo(err=True)
+            fail(f"sample interrupted; the run is complete and saved in {summary.run_dir}", EXIT_INTERRUPTED)
         click.echo()

@@ -165,37 +165,44 @@ class GRUCell(Cell):
             u, cand = xp.sigmoid(pre[:, :H]), xp.tanh(pre[:, H:])
             cache = {"h_prev": h_prev, "u": u, "cand": cand}
         elif self.variant == "full":
-            gates = x_proj[:, : 2 * H] + xp.matmul(h_prev, W_h[:, : 2 * H])
-            u, r = xp.sigmoid(gates[:, :H]), xp.sigmoid(gates[:, H:])
+            update_reset = xp.sigmoid(x_proj[:, : 2 * H] + xp.matmul(h_prev, W_h[:, : 2 * H]))  # [u, r]
+            u, r = update_reset[:, :H], update_reset[:, H:]
             reset_h = r * h_prev
             cand = xp.tanh(x_proj[:, 2 * H :] + xp.matmul(reset_h, W_h[:, 2 * H :]))
-            cache = {"h_prev": h_prev, "u": u, "r": r, "cand": cand, "reset_h": reset_h}
+            cache = {"h_prev": h_prev, "update_reset": update_reset, "cand": cand, "reset_h": reset_h}
         else:  # reset_after
             rec = xp.matmul(h_prev, W_h)
-            u = xp.sigmoid(x_proj[:, :H] + rec[:, :H])
-            r = xp.sigmoid(x_proj[:, H : 2 * H] + rec[:, H : 2 * H])
+            update_reset = xp.sigmoid(x_proj[:, : 2 * H] + rec[:, : 2 * H])  # [u, r]
+            u, r = update_reset[:, :H], update_reset[:, H:]
             rec_cand = rec[:, 2 * H :] + params["b_hn"]
             cand = xp.tanh(x_proj[:, 2 * H :] + r * rec_cand)
-            cache = {"h_prev": h_prev, "u": u, "r": r, "cand": cand, "rec_cand": rec_cand}
-        h = u * cand + (1.0 - u) * h_prev
+            cache = {"h_prev": h_prev, "update_reset": update_reset, "cand": cand, "rec_cand": rec_cand}
+        # h = u ∗ c̃ + (1 − u) ∗ h_prev, written as h_prev + u ∗ (c̃ − h_prev): two passes, not four.
+        cache["cand_minus_h"] = cand - h_prev
+        h = h_prev + u * cache["cand_minus_h"]
         return (h,), cache
 
     def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
         (d_h,) = d_state
         H = self.hidden_size
         W_h = params["W_h"]
-        h_prev, u, cand = cache["h_prev"], cache["u"], cache["cand"]
-        d_u_pre = d_h * (cand - h_prev) * u * (1.0 - u)
-        d_cand_pre = d_h * u * (1.0 - cand * cand)
-        d_h_prev = d_h * (1.0 - u)
+        cand = cache["cand"]
+        u = cache["u"] if self.variant == "simple" else cache["update_reset"][:, :H]
+        d_h_u = d_h * u
+        d_h_prev = d_h - d_h_u  # ∂h/∂h_prev through the (1 − u) path
+        d_cand_pre = d_h_u * (1.0 - cand * cand)
         if self.variant == "simple":
+            d_u_pre = d_h * cache["cand_minus_h"] * u * (1.0 - u)
             d_x_proj = xp.concat([d_u_pre, d_cand_pre], axis=1)
             d_h_prev = d_h_prev + xp.matmul(d_x_proj, xp.permute_dims(W_h, (1, 0)))
             return d_x_proj, d_x_proj, (d_h_prev,)
-        r = cache["r"]
+        update_reset = cache["update_reset"]
+        u_r_slope = update_reset * (1.0 - update_reset)  # σ' for [u, r] in one pass
+        d_u_pre = d_h * cache["cand_minus_h"] * u_r_slope[:, :H]
+        r = update_reset[:, H:]
         if self.variant == "full":
             d_reset_h = xp.matmul(d_cand_pre, xp.permute_dims(W_h[:, 2 * H :], (1, 0)))
-            d_r_pre = d_reset_h * h_prev * r * (1.0 - r)
+            d_r_pre = d_reset_h * cache["h_prev"] * u_r_slope[:, H:]
             d_gates = xp.concat([d_u_pre, d_r_pre], axis=1)
             d_h_prev = (
                 d_h_prev + d_reset_h * r + xp.matmul(d_gates, xp.permute_dims(W_h[:, : 2 * H], (1, 0)))
@@ -204,7 +211,7 @@ class GRUCell(Cell):
             # The candidate block's recurrent input is r ∗ h_prev; recurrent_grads knows that.
             return d_x_proj, d_x_proj, (d_h_prev,)
         # reset_after
-        d_r_pre = d_cand_pre * cache["rec_cand"] * r * (1.0 - r)
+        d_r_pre = d_cand_pre * cache["rec_cand"] * u_r_slope[:, H:]
         d_x_proj = xp.concat([d_u_pre, d_r_pre, d_cand_pre], axis=1)
         d_recurrent = xp.concat([d_u_pre, d_r_pre, d_cand_pre * r], axis=1)
         d_h_prev = d_h_prev + xp.matmul(d_recurrent, xp.permute_dims(W_h, (1, 0)))
@@ -265,35 +272,36 @@ class LSTMCell(Cell):
         h_prev, c_prev = state
         H = self.hidden_size
         pre = x_proj + xp.matmul(h_prev, params["W_h"])
-        pre_u, pre_f, pre_o = pre[:, :H], pre[:, H : 2 * H], pre[:, 3 * H :]
         if self.peephole:
-            pre_u = pre_u + params["p_u"] * c_prev
-            pre_f = pre_f + params["p_f"] * c_prev
-        u, f = xp.sigmoid(pre_u), xp.sigmoid(pre_f)
+            peep_u, peep_f = params["p_u"] * c_prev, params["p_f"] * c_prev
+            update_forget = xp.concat([xp.sigmoid(pre[:, :H] + peep_u), xp.sigmoid(pre[:, H : 2 * H] + peep_f)], axis=1)
+        else:
+            update_forget = xp.sigmoid(pre[:, : 2 * H])  # [Γ_u, Γ_f] in one pass
+        u, f = update_forget[:, :H], update_forget[:, H:]
         cand = xp.tanh(pre[:, 2 * H : 3 * H])
         c = f * c_prev + u * cand
-        if self.peephole:
-            pre_o = pre_o + params["p_o"] * c
-        o = xp.sigmoid(pre_o)
+        o = xp.sigmoid(pre[:, 3 * H :] + params["p_o"] * c if self.peephole else pre[:, 3 * H :])
         tanh_c = xp.tanh(c)
         h = o * tanh_c
-        cache = {"h_prev": h_prev, "c_prev": c_prev, "u": u, "f": f, "cand": cand, "o": o, "c": c, "tanh_c": tanh_c}
+        cache = {"h_prev": h_prev, "c_prev": c_prev, "update_forget": update_forget, "cand": cand, "o": o, "c": c,
+                 "tanh_c": tanh_c}
         return (h, c), cache
 
     def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
         d_h, d_c = d_state
-        u, f, cand, o, tanh_c, c_prev = (cache[k] for k in ("u", "f", "cand", "o", "tanh_c", "c_prev"))
+        H = self.hidden_size
+        update_forget, cand, o, tanh_c = (cache[k] for k in ("update_forget", "cand", "o", "tanh_c"))
         d_o_pre = d_h * tanh_c * o * (1.0 - o)
         d_c = d_c + d_h * o * (1.0 - tanh_c * tanh_c)
         if self.peephole:
             d_c = d_c + d_o_pre * params["p_o"]
-        d_u_pre = d_c * cand * u * (1.0 - u)
-        d_f_pre = d_c * c_prev * f * (1.0 - f)
-        d_cand_pre = d_c * u * (1.0 - cand * cand)
-        d_c_prev = d_c * f
+        # dL/d[Γ_u, Γ_f] = d_c ∗ [c̃, c⟨t−1⟩], times σ' of both gates in one pass
+        d_uf_pre = xp.concat([d_c * cand, d_c * cache["c_prev"]], axis=1) * update_forget * (1.0 - update_forget)
+        d_cand_pre = d_c * update_forget[:, :H] * (1.0 - cand * cand)
+        d_c_prev = d_c * update_forget[:, H:]
         if self.peephole:
-            d_c_prev = d_c_prev + d_u_pre * params["p_u"] + d_f_pre * params["p_f"]
-        d_pre = xp.concat([d_u_pre, d_f_pre, d_cand_pre, d_o_pre], axis=1)
+            d_c_prev = d_c_prev + d_uf_pre[:, :H] * params["p_u"] + d_uf_pre[:, H:] * params["p_f"]
+        d_pre = xp.concat([d_uf_pre, d_cand_pre, d_o_pre], axis=1)
         d_h_prev = xp.matmul(d_pre, xp.permute_dims(params["W_h"], (1, 0)))
         return d_pre, d_pre, (d_h_prev, d_c_prev)
 

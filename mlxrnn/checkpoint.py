@@ -275,7 +275,13 @@ def _meta_document(entries: dict[str, dict[str, Any]], meta: dict[str, Any]) -> 
         "meta": meta,
     }
     text = json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False)
-    return (text + "\n").encode("utf-8")
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from text decoded with surrogateescape
+        raise CheckpointError(
+            f"meta holds a string with an unpaired surrogate ({exc.object[exc.start]!r}), which UTF-8 cannot "
+            "store; clean the text (e.g. decode it with errors='replace') before saving"
+        ) from None
 
 
 def _publish(directory: Path, blobs: dict[str, bytes], meta: dict[str, Any]) -> Path:

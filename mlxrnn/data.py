@@ -22,6 +22,7 @@ import importlib.resources
 import math
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -518,7 +519,7 @@ def split_by_fraction(
     b2 = n if test_frac == 0.0 else min(n, math.floor(n * (1.0 - test_frac) + eps))
     train, val, test = arr[:b1], arr[b1:b2], arr[b2:]
     for name, part, frac, flag in (
-        ("training", train, 1.0, "--val-frac/--test-frac"),
+        ("training", train, 1.0, "--val-frac/--test-frac" if test_frac else "--val-frac"),
         ("validation", val, val_frac, "--val-frac"),
         ("test", test, test_frac, "--test-frac"),
     ):
@@ -655,9 +656,17 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
     """
     try:
         codecs.lookup(encoding)
-    except (LookupError, TypeError):
+    except (LookupError, TypeError, ValueError):  # ValueError: e.g. a NUL in the name
         raise ConfigError(
             f"unknown encoding {encoding!r}; pass a Python codec name such as --encoding utf-8"
+        ) from None
+    try:
+        b"a".decode(encoding)  # codecs such as rot13, base64 or hex exist but do not make text
+    except UnicodeError:
+        pass  # a text codec that cannot decode b"a" alone (utf-16, utf-32)
+    except LookupError:
+        raise ConfigError(
+            f"{encoding!r} is not a text encoding; pass one such as --encoding utf-8 or latin-1"
         ) from None
     try:
         codecs.lookup_error(errors)
@@ -667,6 +676,13 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
             "replace or ignore"
         ) from None
     p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        mode = 0  # missing or unreadable: read_bytes below says which
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        # /dev/zero or /dev/urandom would be read forever; a terminal would wait for typing.
+        raise DataError(f"{p} is a device or socket, not a text file; pass the corpus file itself")
     try:
         data = p.read_bytes()
     except FileNotFoundError:
@@ -690,6 +706,17 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
         raise DataError(
             f"cannot decode {p} as {encoding}: invalid byte 0x{bad} at byte offset {e.start}; "
             f"pass the right --encoding (e.g. latin-1) or --encoding-errors replace"
+        ) from None
+    except UnicodeError as e:  # codecs such as idna raise the base class, without an offset
+        raise DataError(
+            f"cannot decode {p} as {encoding} ({e}); pass the right --encoding (e.g. utf-8 or latin-1)"
+        ) from None
+    try:
+        text.encode("utf-8")  # e.g. errors="surrogateescape": lone surrogates cannot be stored or printed
+    except UnicodeEncodeError as e:
+        raise DataError(
+            f"decoding {p} as {encoding} with errors={errors!r} left an unpaired surrogate at character "
+            f"{e.start}; use another --encoding or --encoding-errors replace"
         ) from None
     if not text.strip():
         raise DataError(f"{p} is empty (or only whitespace); give a corpus with some text")

@@ -16,6 +16,15 @@ Backward walks the same steps in reverse; only dh⟨t−1⟩ = dP⟨t⟩ W_hᵀ 
 dW_x = Xᵀ dP, db = Σ dP, dX = dP W_xᵀ and dW_h = Σ_t h⟨t−1⟩ᵀ dP⟨t⟩ are one GEMM each after the
 loop (see :meth:`mlxrnn.cells.Cell.recurrent_grads`).
 
+Memory layout (NumPy only; other backends ignore it): OpenBLAS multiplies a (B, H) batch of
+states by a (H, G·H) weight about 1.4x faster when the arrays are stored batch-fastest (column-
+major) — measured for the per-step products of every benchmark shape, forward and backward. So
+the time loop runs on ``xp.time_loop`` (NumPy whose 2-D products come back batch-fastest), its
+inputs are made batch-fastest once per call with ``xp.batch_fastest``, and NumPy's element-wise
+ops keep that layout. Per-step results are joined with one ``concat`` along the batch axis,
+which gives the (T·B, ·) matrices the weight-gradient GEMMs need without further copies. The
+math — and the code — are the same on every backend.
+
 States use PyTorch's layout: (L·D, B, H) with index 2ℓ + d (d = 0 forward, 1 backward);
 an LSTM's state is the pair (h, c). States returned by one call can be passed as the next
 call's ``initial_state``: gradients never flow back across calls (truncated BPTT), because
@@ -36,6 +45,17 @@ from .module import Module, check_positive_int, check_probability
 DIRECTION_NAMES = ("fwd", "bwd")
 
 
+def _loop_backend(xp: Any) -> Any:
+    """The backend the time loop runs on: ``xp.time_loop`` where a backend has one, else ``xp``."""
+    return getattr(xp, "time_loop", xp)
+
+
+def _relayout(xp: Any, a: Any, layout: str) -> Any:
+    """``a`` in ``layout`` ("batch_fastest" or "row_major") on backends with that hook (NumPy), else ``a``."""
+    convert = getattr(xp, layout, None)
+    return a if convert is None else convert(a)
+
+
 def _shape_error(name: str, expected: str, got: Any) -> ShapeError:
     return ShapeError(f"{name} must have shape {expected}; got {tuple(got)}")
 
@@ -54,9 +74,33 @@ def lengths_to_mask(lengths: Any, max_len: int) -> np.ndarray:
     return (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.float64)
 
 
+@dataclass(frozen=True)
+class TokenInputs:
+    """Layer inputs given as rows of a table, x[b, t] = table[ids[b, t]]: an embedding lookup
+    that :class:`Recurrent` may fold into layer 0 instead of materialising.
+
+    Folding projects the table once — (E[ids]) W_x = (E W_x)[ids], a (V, D)·(D, G·H) product
+    instead of a (B·T, D)·(D, G·H) one — and in backward sums the projection's gradient per
+    token first, so dW_x and the table's gradient are (V, ·) products too. The layer folds when
+    that needs fewer FLOPs (``fold=None``; True/False force it), and either way its
+    :meth:`Recurrent.backward` returns the gradient with respect to ``table`` (V, D) in place of dx.
+    """
+
+    table: Any  # (V, D) backend array, e.g. an Embedding's weight
+    ids: Any  # (B, T) token ids (NumPy or backend ints)
+    fold: bool | None = None
+
+    def worth_folding(self, gate_width: int) -> bool:
+        """Fewer GEMM FLOPs folded: 2VD·G·H·3 + 2NV·G·H (table products, per-token sum) < 2ND·G·H·3."""
+        if self.fold is not None:
+            return self.fold
+        (vocab, width), positions = self.table.shape, int(np.prod(self.ids.shape))
+        return 3 * vocab * width + positions * vocab < 3 * positions * width
+
+
 @dataclass
 class _DirectionCache:
-    inputs: Any  # (T, B, D_in) time-major layer input
+    inputs: Any  # (T·B, D_in) time-major layer input, rows t·B + b
     steps: list = field(default_factory=list)  # per-step cell caches, in processing order
 
 
@@ -69,6 +113,8 @@ class RecurrentCache:
     mask: Any  # (T, B, 1) or None
     directions: dict  # (layer, direction) -> _DirectionCache
     dropout_masks: dict  # layer -> (T, B, H_out) scaled keep-mask
+    tokens: TokenInputs | None = None  # when the inputs were TokenInputs: backend ids (B, T) and the table
+    folded: bool = False  # whether layer 0 folded the table lookup
 
 
 class Recurrent(Module):
@@ -189,7 +235,8 @@ class Recurrent(Module):
         """Run the stack over a batch.
 
         Args:
-            x: (B, T, D) inputs (NumPy arrays are converted to the backend).
+            x: (B, T, D) inputs (NumPy arrays are converted to the backend), or
+                :class:`TokenInputs` (an embedding lookup the layer may fold into layer 0).
             initial_state: (L·D, B, H) — or (h0, c0) for an LSTM — or None for zeros.
             mask: (B, T) 1 for valid steps, 0 for padding; or give ``lengths`` (B,) instead.
             training: enables dropout between layers.
@@ -199,18 +246,26 @@ class Recurrent(Module):
             ``initial_state``; and the cache for :meth:`backward`.
         """
         xp = self.xp
-        if isinstance(x, np.ndarray):
+        tokens = folded = None
+        if isinstance(x, TokenInputs):
+            tokens = self._check_tokens(x)
+            folded = tokens.worth_folding(self.cells[0].gate_width)
+            x = tokens.ids if folded else xp.take(tokens.table, tokens.ids, axis=0)
+        elif isinstance(x, np.ndarray):
             x = xp.from_numpy(x)
-        if len(x.shape) != 3 or x.shape[2] != self.input_size:
+        if not folded and (len(x.shape) != 3 or x.shape[2] != self.input_size):
             raise _shape_error("x", f"(batch, time, {self.input_size})", x.shape)
         B, T = int(x.shape[0]), int(x.shape[1])
         if T < 1:
             raise ShapeError("x must have at least one time step")
         step_mask = self._time_major_mask(mask, lengths, B, T)
         initial_parts = self._state_parts(initial_state, B)
-        cache = RecurrentCache(B, T, step_mask, {}, {})
+        cache = RecurrentCache(B, T, step_mask, {}, {}, tokens, bool(folded))
         final_parts: list[list] = [[] for _ in range(self.state_size)]
-        layer_input = xp.permute_dims(x, (1, 0, 2))  # (T, B, D)
+        if folded:  # layer 0 reads rows of the table: keep time-major ids (T, B)
+            layer_input = TokenInputs(tokens.table, xp.permute_dims(tokens.ids, (1, 0)), True)
+        else:
+            layer_input = xp.permute_dims(x, (1, 0, 2))  # (T, B, D)
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
@@ -231,13 +286,22 @@ class Recurrent(Module):
             if training and self.dropout > 0 and layer < self.num_layers - 1:
                 generator = rng if rng is not None else self._dropout_rng
                 keep = generator.random(size=(T, B, self.output_size)) >= self.dropout
-                drop_mask = xp.from_numpy(keep / (1.0 - self.dropout))
+                drop_mask = _relayout(xp, xp.from_numpy(keep / (1.0 - self.dropout)), "batch_fastest")
                 cache.dropout_masks[layer] = drop_mask
                 merged = merged * drop_mask
             layer_input = merged
-        outputs = xp.permute_dims(layer_input, (1, 0, 2))
+        outputs = _relayout(xp, xp.permute_dims(layer_input, (1, 0, 2)), "row_major")  # (B, T, H_out)
         final_state = self._public_state([xp.stack(parts, axis=0) for parts in final_parts])
         return outputs, final_state, cache
+
+    def _check_tokens(self, tokens: TokenInputs) -> TokenInputs:
+        table = tokens.table
+        if len(table.shape) != 2 or table.shape[1] != self.input_size:
+            raise _shape_error("TokenInputs.table", f"(vocabulary, {self.input_size})", table.shape)
+        ids = check_token_ids(self.xp, tokens.ids, int(table.shape[0]))
+        if len(ids.shape) != 2:
+            raise _shape_error("TokenInputs.ids", "(batch, time)", ids.shape)
+        return TokenInputs(table, ids, tokens.fold)
 
     def _time_major_mask(self, mask: Any, lengths: Any, B: int, T: int) -> Any:
         if mask is not None and lengths is not None:
@@ -252,16 +316,25 @@ class Recurrent(Module):
         return self.xp.from_numpy(mask_np.T[:, :, None].astype(np.float64))  # (T, B, 1)
 
     def _run_direction(self, layer: int, direction: int, inputs: Any, state: tuple, mask: Any):
-        xp, cell = self.xp, self.cells[layer]
+        xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]
         params = self._direction_params(layer, direction)
-        T, B = int(inputs.shape[0]), int(inputs.shape[1])
-        # The hoisted input projection: one GEMM for every time step at once.
-        projected = xp.matmul(xp.reshape(inputs, (T * B, -1)), params["W_x"]) + params["b"]
-        projected = xp.reshape(projected, (T, B, cell.gate_width))
-        dir_cache = _DirectionCache(inputs)
+        if isinstance(inputs, TokenInputs):  # layer 0 folds the lookup: project the table, gather rows
+            T, B = int(inputs.ids.shape[0]), int(inputs.ids.shape[1])
+            inputs_2d = TokenInputs(inputs.table, xp.reshape(inputs.ids, (T * B,)), True)
+            table_proj = xp.matmul(inputs.table, params["W_x"]) + params["b"]  # (V, G·H)
+            projected = xp.take(table_proj, inputs_2d.ids, axis=0)
+        else:
+            T, B = int(inputs.shape[0]), int(inputs.shape[1])
+            inputs_2d = xp.reshape(inputs, (T * B, -1))
+            # The hoisted input projection: one GEMM for every time step at once.
+            projected = xp.matmul(inputs_2d, params["W_x"]) + params["b"]
+        projected = _relayout(xp, xp.reshape(projected, (T, B, cell.gate_width)), "batch_fastest")
+        params["W_h"] = _relayout(xp, params["W_h"], "batch_fastest")  # the forward product's fast layout
+        state = tuple(_relayout(xp, part, "batch_fastest") for part in state)
+        dir_cache = _DirectionCache(inputs_2d)
         outputs: list = [None] * T
         for t in range(T - 1, -1, -1) if direction == 1 else range(T):
-            new_state, step_cache = cell.step(xp, params, projected[t], state)
+            new_state, step_cache = cell.step(loop_xp, params, projected[t], state)
             if mask is None:
                 state, outputs[t] = new_state, new_state[0]
             else:
@@ -269,7 +342,53 @@ class Recurrent(Module):
                 state = tuple(m * new + (1.0 - m) * old for new, old in zip(new_state, state))
                 outputs[t] = m * new_state[0]
             dir_cache.steps.append(step_cache)
-        return xp.stack(outputs, axis=0), state, dir_cache
+        return xp.reshape(xp.concat(outputs, axis=0), (T, B, self.hidden_size)), state, dir_cache
+
+    # --- one step at a time (sampling) ----------------------------------------------------
+    def project_inputs(self, x: Any) -> Any:
+        """Layer 0's input projection x W_x + b: x (..., D) -> (..., G·H), unidirectional stacks.
+
+        Projecting a whole embedding table (V, D) once turns every later step's input
+        projection into a row lookup: pass ``x_proj=table[ids]`` to :meth:`step`.
+        """
+        self._check_steppable()
+        params = self._direction_params(0, 0)
+        return self.xp.matmul(x, params["W_x"]) + params["b"]
+
+    def step(self, x: Any = None, state: Any = None, x_proj: Any = None) -> tuple[Any, Any]:
+        """Advance a unidirectional stack by one time step, keeping no caches (inference).
+
+        Args:
+            x: (B, D) this step's inputs; or None when ``x_proj`` is given.
+            state: the state returned by the previous call (public layout: (L, B, H), or
+                (h, c) for an LSTM), or None for zeros.
+            x_proj: (B, G·H) layer 0's input projection, e.g. rows of :meth:`project_inputs`.
+        Returns:
+            (h (B, H) the top layer's output, the new state in the public layout). The same
+            numbers as ``forward(x[:, None], initial_state=state)`` without its caches and checks.
+        """
+        self._check_steppable()
+        xp = self.xp
+        if (x is None) == (x_proj is None):
+            raise ConfigError("give exactly one of x (inputs) and x_proj (projected inputs) to step")
+        rows = int((x if x_proj is None else x_proj).shape[0])
+        parts = self._state_parts(state, rows)
+        new_parts: list[list] = [[] for _ in range(self.state_size)]
+        for layer, cell in enumerate(self.cells):
+            params = self._direction_params(layer, 0)
+            if layer > 0 or x_proj is None:
+                x_proj = xp.matmul(x, params["W_x"]) + params["b"]
+            layer_state = tuple(p[layer] if p is not None else xp.zeros((rows, self.hidden_size)) for p in parts)
+            new_state, _ = cell.step(xp, params, x_proj, layer_state)
+            for k in range(self.state_size):
+                new_parts[k].append(new_state[k])
+            x = new_state[0]
+        return x, self._public_state([xp.stack(p, axis=0) for p in new_parts])
+
+    def _check_steppable(self) -> None:
+        if self.bidirectional:
+            raise ConfigError("a bidirectional layer cannot run one step at a time: its backward direction needs "
+                              "the whole sequence")
 
     # --- backward ---------------------------------------------------------------------------
     def backward(self, d_outputs: Any, d_final_state: Any, cache: RecurrentCache) -> tuple[Any, Any, dict]:
@@ -279,7 +398,8 @@ class Recurrent(Module):
             d_outputs: (B, T, H_out) dLoss/doutputs, or None when only the final state is used.
             d_final_state: dLoss/dfinal_state in the state layout, or None.
         Returns:
-            (dx (B, T, D), d_initial_state in the state layout, grads keyed like ``params``).
+            (dx (B, T, D), d_initial_state in the state layout, grads keyed like ``params``);
+            for :class:`TokenInputs` the first item is the table's gradient (V, D) instead.
         """
         xp = self.xp
         B, T, H = cache.batch_size, cache.time_steps, self.hidden_size
@@ -310,17 +430,25 @@ class Recurrent(Module):
                 for k in range(self.state_size):
                     d_initial[k][index] = d_state0[k]
             d_layer_out = d_layer_in
-        d_x = xp.permute_dims(d_layer_out, (1, 0, 2))
+        if cache.folded:
+            d_x = d_layer_out  # (V, D): layer 0 already returned the table's gradient
+        elif cache.tokens is not None:
+            table = cache.tokens.table
+            d_x = xp.scatter_add_rows(int(table.shape[0]), cache.tokens.ids, xp.permute_dims(d_layer_out, (1, 0, 2)))
+        else:
+            d_x = xp.permute_dims(d_layer_out, (1, 0, 2))
         d_initial_state = self._public_state([xp.stack(parts, axis=0) for parts in d_initial])
         return d_x, d_initial_state, {name: grads[name] for name in self.params}
 
     def _backward_direction(self, layer, direction, d_out, d_state, dir_cache: _DirectionCache, mask):
-        xp, cell = self.xp, self.cells[layer]
+        xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]
         params = self._direction_params(layer, direction)
         T = len(dir_cache.steps)
         order = list(range(T - 1, -1, -1)) if direction == 1 else list(range(T))
-        d_projected: list = [None] * T  # in time order, to line up with the inputs
-        d_recurrent: list = []  # in processing order, to line up with the step caches
+        d_out = _relayout(xp, d_out, "batch_fastest")
+        d_state = tuple(_relayout(xp, part, "batch_fastest") for part in d_state)
+        d_projected: list = [None] * T  # both in time order, to line up with the inputs
+        d_recurrent: list = [None] * T
         for position in range(T - 1, -1, -1):  # walk the processing order backwards
             t = order[position]
             if mask is None:
@@ -330,25 +458,27 @@ class Recurrent(Module):
                 m = mask[t]
                 d_new = (m * (d_state[0] + d_out[t]),) + tuple(m * d for d in d_state[1:])
                 d_carry = tuple((1.0 - m) * d for d in d_state)  # padded steps pass the state through
-            d_proj_t, d_rec_t, d_prev = cell.step_backward(xp, params, dir_cache.steps[position], d_new)
+            d_projected[t], d_recurrent[t], d_prev = cell.step_backward(
+                loop_xp, params, dir_cache.steps[position], d_new
+            )
             d_state = d_prev if d_carry is None else tuple(a + b for a, b in zip(d_prev, d_carry))
-            d_projected[t] = d_proj_t
-            d_recurrent.append(d_rec_t)
-        d_recurrent.reverse()
-        B, D = int(dir_cache.inputs.shape[1]), int(dir_cache.inputs.shape[2])
-        d_proj = xp.reshape(xp.stack(d_projected, axis=0), (T * B, cell.gate_width))
-        inputs_2d = xp.reshape(dir_cache.inputs, (T * B, D))
-        grads = {
-            "W_x": xp.matmul(xp.permute_dims(inputs_2d, (1, 0)), d_proj),
-            "b": xp.sum(d_proj, axis=0),
-        }
-        stacked = {
-            key: xp.reshape(xp.stack([c[key] for c in dir_cache.steps], axis=0), (T * B, -1))
-            for key in cell.recurrent_input_keys
-        }
-        d_rec = xp.reshape(xp.stack(d_recurrent, axis=0), (T * B, cell.gate_width))
+        caches = dir_cache.steps[::-1] if direction == 1 else dir_cache.steps  # time order
+        d_proj = xp.concat(d_projected, axis=0)  # (T·B, G·H), rows t·B + b
+        same = all(a is b for a, b in zip(d_projected, d_recurrent))  # e.g. an LSTM: one array serves both
+        d_rec = d_proj if same else xp.concat(d_recurrent, axis=0)
+        inputs_2d = dir_cache.inputs
+        if isinstance(inputs_2d, TokenInputs):  # folded lookup: sum d_proj per token, then (V, ·) products
+            one_hot = xp.one_hot(inputs_2d.ids, int(inputs_2d.table.shape[0]))  # (T·B, V)
+            d_table_proj = xp.matmul(xp.permute_dims(one_hot, (1, 0)), d_proj)  # (V, G·H)
+            grads = {"W_x": xp.matmul(xp.permute_dims(inputs_2d.table, (1, 0)), d_table_proj),
+                     "b": xp.sum(d_table_proj, axis=0)}
+            d_inputs = xp.matmul(d_table_proj, xp.permute_dims(params["W_x"], (1, 0)))  # d table (V, D)
+        else:
+            grads = {"W_x": xp.matmul(xp.permute_dims(inputs_2d, (1, 0)), d_proj), "b": xp.sum(d_proj, axis=0)}
+            d_inputs = loop_xp.matmul(d_proj, xp.permute_dims(params["W_x"], (1, 0)))
+            d_inputs = xp.reshape(d_inputs, (T, -1, int(inputs_2d.shape[1])))
+        stacked = {key: xp.concat([c[key] for c in caches], axis=0) for key in cell.recurrent_input_keys}
         grads.update(cell.recurrent_grads(xp, params, stacked, d_rec))
-        d_inputs = xp.reshape(xp.matmul(d_proj, xp.permute_dims(params["W_x"], (1, 0))), (T, B, D))
         return d_inputs, d_state, grads
 
 

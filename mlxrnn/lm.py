@@ -13,15 +13,17 @@ Checkpoints hold the model config, the tokenizer and the vocabulary (JSON) besid
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .backend import get_backend
 from .checkpoint import check_weights, load_checkpoint
 from .data import Vocabulary, make_tokenizer
-from .errors import CheckpointError
+from .errors import CheckpointError, MLXRNNError
 from .models import SequenceModel, SequenceModelConfig
 
 LM_KIND = "language_model"
@@ -87,13 +89,14 @@ class LanguageModel:
 
     def next_token_logits(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
         """Feed ids (B, T); return the logits after the last step as NumPy (B, V) and the state."""
-        logits, state, _ = self.model.forward(np.asarray(ids, dtype=np.int32), initial_state=state)
+        # No dtype here: the model checks ids are integers in range (a cast could wrap 2**32 to 0).
+        logits, state, _ = self.model.forward(np.asarray(ids), initial_state=state)
         last = logits[:, -1, :]
         return self.xp.to_numpy(last).astype(np.float64), state
 
     def log_probs(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
         """log p(· | prefix) at every step: ids (B, T) → (B, T, V) float64 NumPy, and the state."""
-        logits, state, _ = self.model.forward(np.asarray(ids, dtype=np.int32), initial_state=state)
+        logits, state, _ = self.model.forward(np.asarray(ids), initial_state=state)
         logits = self.xp.to_numpy(logits).astype(np.float64)
         shifted = logits - logits.max(axis=-1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)), state
@@ -107,10 +110,46 @@ class LanguageModel:
         }
 
 
-def language_model_from_meta(meta: dict, backend: Any = None) -> LanguageModel:
-    """Rebuild an (untrained) LanguageModel from checkpoint metadata, validating it."""
-    if meta.get("kind") != LM_KIND:
-        raise CheckpointError(f"this checkpoint holds a {meta.get('kind')!r}, not a language model")
+def _damaged(what: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint metadata is invalid: {what}; the checkpoint was modified or damaged - load another one"
+    )
+
+
+def _check_fits_weights(config: SequenceModelConfig, weights: Mapping[str, Any]) -> None:
+    """Refuse a model_config that cannot belong to these weights, before allocating its model.
+
+    Every genuine language model of the config holds at least these many numbers, so a tampered
+    hidden_size of 10**9 is caught here instead of exhausting the memory.
+    """
+    stored = sum(int(np.prod(np.shape(w))) for w in weights.values())
+    hidden, vocab = config.hidden_size, config.input_size
+    needs = {"num_layers × hidden_size²": config.num_layers * hidden * hidden}
+    needs["hidden_size × vocabulary"] = hidden * max(vocab, config.output_size)
+    if config.input_kind == "embedding":
+        needs["vocabulary × embed_size"] = vocab * config.embed_size
+        needs["embed_size × hidden_size"] = config.embed_size * hidden
+    for what, count in needs.items():
+        if count > stored:
+            raise _damaged(
+                f"its model_config needs at least {what} = {count:,} weights but the checkpoint stores {stored:,}"
+            )
+
+
+def language_model_from_meta(
+    meta: dict, backend: Any = None, weights: Mapping[str, Any] | None = None
+) -> LanguageModel:
+    """Rebuild an (untrained) LanguageModel from checkpoint metadata, validating it.
+
+    Every inconsistency is a one-line CheckpointError; only backend problems (unknown name, MLX
+    missing) are reported as themselves. With ``weights``, the config is also checked to fit them
+    before anything is allocated.
+    """
+    if not isinstance(meta, dict) or meta.get("kind") != LM_KIND:
+        kind = meta.get("kind") if isinstance(meta, dict) else None
+        held = f"a {kind!r}" if kind is not None else "no model kind"
+        raise CheckpointError(f"this checkpoint holds {held}, not a language model; use the program that wrote it")
+    xp = get_backend(backend)
     try:
         config = SequenceModelConfig.from_dict(meta["model_config"])
         vocab = Vocabulary.from_dict(meta["vocab"])
@@ -118,12 +157,29 @@ def language_model_from_meta(meta: dict, backend: Any = None) -> LanguageModel:
     except CheckpointError:
         raise
     except Exception as error:  # any malformed field is a damaged checkpoint, reported in one line
-        raise CheckpointError(f"checkpoint metadata is invalid ({type(error).__name__}: {error})") from None
+        raise _damaged(f"{type(error).__name__}: {error}") from None
+    if config.input_kind == "dense" or config.output != "sequence" or config.loss != "cross_entropy" or (
+        config.bidirectional
+    ):
+        raise _damaged(
+            f"a language model reads token ids left to right and predicts the next one, but model_config has "
+            f"input_kind={config.input_kind!r}, output={config.output!r}, loss={config.loss!r}, "
+            f"bidirectional={config.bidirectional!r}"
+        )
+    if vocab.level != tokenizer.level:
+        raise _damaged(f"the vocabulary is {vocab.level}-level but the tokenizer is {tokenizer.level}-level")
     if len(vocab) != config.input_size or len(vocab) != config.output_size:
         raise CheckpointError(
-            f"the checkpoint's vocabulary has {len(vocab)} tokens but its model expects {config.input_size}"
+            f"the checkpoint's vocabulary has {len(vocab)} tokens but its model expects {config.input_size}; "
+            "the checkpoint was modified or damaged - load another one"
         )
-    return LanguageModel(SequenceModel(config, backend=backend), vocab, tokenizer)
+    if weights is not None:
+        _check_fits_weights(config, weights)
+    try:
+        model = SequenceModel(config, backend=xp)
+    except (MLXRNNError, TypeError, ValueError, MemoryError) as error:
+        raise _damaged(f"its model cannot be built ({type(error).__name__}: {error})") from None
+    return LanguageModel(model, vocab, tokenizer)
 
 
 def load_language_model(path: str | Path, backend: Any = None, tag: str = "best") -> tuple[LanguageModel, Any]:
@@ -132,7 +188,7 @@ def load_language_model(path: str | Path, backend: Any = None, tag: str = "best"
     Returns (language model, the Checkpoint). Raises CheckpointError on anything unusable.
     """
     checkpoint = load_checkpoint(path, tag=tag)
-    lm = language_model_from_meta(checkpoint.meta, backend=backend)
+    lm = language_model_from_meta(checkpoint.meta, backend=backend, weights=checkpoint.weights)
     check_weights(checkpoint.weights, lm.model.parameter_shapes())
     lm.model.load_parameters(checkpoint.weights)
     return lm, checkpoint

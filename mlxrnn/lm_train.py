@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shutil
 import signal
 import time
@@ -40,6 +41,7 @@ from .errors import ConfigError, DataError, MLXRNNError
 from .lm import LanguageModel, language_model_config, language_model_from_meta
 from .module import check_positive_int
 from .optim import make_optimizer
+from .sample import perplexity
 from .train import Trainer
 
 SCHEDULES = ("plateau", "cosine", "none")
@@ -103,8 +105,11 @@ class TrainOptions:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
-        if self.clip is not None and not self.clip > 0:
-            raise ConfigError(f"--clip must be > 0 (or 0 to disable), got {self.clip}")
+        if self.clip is not None and not (self.clip > 0 and math.isfinite(self.clip)):
+            raise ConfigError(f"--clip must be a finite number > 0 (or 0 to disable), got {self.clip}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        check_positive_int("--seed", self.seed, minimum=0)
         if not 0.0 < self.val_frac < 1.0:
             raise ConfigError(f"--val-frac must be in (0, 1), got {self.val_frac}")
         if self.schedule not in SCHEDULES:
@@ -113,8 +118,8 @@ class TrainOptions:
             raise ConfigError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
         for name in ("epochs", "minutes"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"--{name} must be > 0, got {value}")
+            if value is not None and not 0 < value <= 1e9:  # also rejects NaN and inf
+                raise ConfigError(f"--{name} must be a number in (0, 1e9], got {value}")
         if self.steps is not None:
             check_positive_int("--steps", self.steps)
         if self.patience is not None:
@@ -165,7 +170,7 @@ class RunSummary:
         if self.level == "char" and self.best_val_loss is not None:
             data["best_val_bpc"] = self.best_val_loss / math.log(2)
         if self.best_val_loss is not None:
-            data["best_val_perplexity"] = math.exp(self.best_val_loss)
+            data["best_val_perplexity"] = perplexity(self.best_val_loss)
         return data
 
 
@@ -191,6 +196,11 @@ def make_batchers(options: TrainOptions, ids: np.ndarray, dist: DataParallel | N
     train = LMBatcher(train_ids, streams, options.seq_len, name="training split")
     # Validation uses fewer streams when the split is short, so small corpora still evaluate.
     val_streams = max(dist.size, min(streams, (len(val_ids) - 1) // options.seq_len or 1))
+    if len(val_ids) < val_streams + 1:
+        raise DataError(
+            f"the validation split has {len(val_ids)} of the corpus's {len(ids)} tokens, too few to evaluate "
+            f"(at least {val_streams + 1} needed); raise --val-frac (now {options.val_frac:g}) or use a longer corpus"
+        )
     val = LMBatcher(val_ids, val_streams, options.seq_len, name="validation split")
     return dist.shard_batcher(train), dist.shard_batcher(val)
 
@@ -230,6 +240,42 @@ def split_carried_state(xp, tensors: dict[str, np.ndarray]) -> tuple[dict[str, n
     if not parts:
         return rest, None
     return rest, (tuple(parts) if len(parts) > 1 else parts[0])
+
+
+# --- what --force may delete ----------------------------------------------------------------------
+_STEP_OR_TMP = re.compile(r"^(step-\d{8,}(-\d+)?|\.tmp-.+-\d+-[0-9a-f]{8})$")
+_POINTER_TMP = re.compile(r"^\.tmp-[^/]+\.json-\d+-[0-9a-f]{8}$")
+
+
+def _first_json(path: Path) -> Any:
+    """The JSON value on the first line (or the whole of a small file), None if it is not JSON."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+        text = head.decode("utf-8")
+        return json.loads(text if path.suffix == ".json" else text.split("\n", 1)[0])
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _is_run_entry(path: Path) -> bool:
+    """Whether ``path`` is recognisably something `mlxrnn train` wrote (so --force may remove it)."""
+    name = path.name
+    if _POINTER_TMP.match(name):
+        return path.is_file() and not path.is_symlink()
+    if name == "checkpoints":
+        if path.is_symlink() or not path.is_dir():
+            return False
+        return all(_STEP_OR_TMP.match(entry.name) for entry in path.iterdir())
+    if path.is_symlink():
+        return False
+    if name not in LanguageModelRun.RUN_FILES or not path.is_file():
+        return False
+    if path.stat().st_size == 0:  # e.g. killed while writing it: nothing to lose
+        return True
+    doc = _first_json(path)
+    key = {"last.json": "checkpoint", "best.json": "checkpoint", "options.json": "options"}.get(name, "event")
+    return isinstance(doc, dict) and key in doc
 
 
 # --- signals -----------------------------------------------------------------------------------
@@ -300,15 +346,27 @@ class LanguageModelRun:
                 f"run directory {self.run_dir} already exists; pass --resume to continue it, "
                 f"--force to replace it, or choose another --out"
             )
-        if entries - set(self.RUN_FILES) - {p for p in entries if p.startswith(".tmp-")}:
+        foreign = sorted(name for name in entries if not _is_run_entry(self.run_dir / name))
+        if foreign:
             raise ConfigError(
-                f"{self.run_dir} holds files that are not an mlxrnn run's; refusing to replace it "
-                "even with --force; choose another --out"
+                f"{self.run_dir} holds files that are not an mlxrnn run's ({', '.join(foreign[:3])}); refusing to "
+                "replace it even with --force; choose another --out"
             )
-        for name in entries:  # --force on a run directory: remove the old run's own files only
-            path = self.run_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Nothing is removed yet: _start empties the directory only once the corpus and the model
+        # are known to be usable, so a typo in another flag never costs the old run.
+        self._replaced_entries = entries
+
+    def _empty_run_dir(self) -> None:
+        """--force: remove the old run's own files (checked by _prepare_run_dir), then create the dir."""
+        if not self.dist.is_main:
+            return
+        try:
+            for name in getattr(self, "_replaced_entries", ()):
+                path = self.run_dir / name
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DataError(f"cannot prepare run directory {self.run_dir}: {error.strerror or error}") from None
 
     def _build(self, options: TrainOptions, text: str, vocab, tokenizer) -> None:
         self.options = options
@@ -356,6 +414,7 @@ class LanguageModelRun:
             "last_val": None,
         }
         self.carry = None
+        self._empty_run_dir()
         self._write_json("options.json", {"options": asdict(options), "vocab_size": len(vocab)})
 
     def _restore(self, new_options: TrainOptions) -> None:
@@ -458,7 +517,7 @@ class LanguageModelRun:
             "event": "eval",
             "step": state["step"],
             "val_loss": val_loss,
-            "val_perplexity": math.exp(val_loss),
+            "val_perplexity": perplexity(val_loss),
             "best": improved,
             "lr": self.optimizer.lr,
         }
@@ -542,8 +601,11 @@ class LanguageModelRun:
                     if early:
                         reason = f"early stopping: no improvement in {options.patience} evaluations"
                         break
-        if state["step"] % options.eval_every != 0 or state["step"] == start_step:
-            self.evaluate(scheduled=False)
+            if state["step"] % options.eval_every != 0 or state["step"] == start_step:
+                self.evaluate(scheduled=False)  # saves; a signal meanwhile is acted on just below
+            _, signals = self.dist.agree(time.perf_counter() - started, received)
+            if signals:
+                self._finish_interrupted(signals[0], started, elapsed_before)
         elapsed = time.perf_counter() - started
         summary = RunSummary(
             str(self.run_dir),
@@ -567,7 +629,11 @@ class LanguageModelRun:
             eta = (total_steps - state["step"]) * now / max(done, 1)
         if budget is not None:
             eta = min(eta, budget - now) if eta is not None else budget - now
+        clips, steps = getattr(self, "_clip_count", (0, 0))  # since the previous train record
+        self._clip_count = (clips + bool(result.clipped), steps + 1)
         if state["step"] % self.options.log_every == 0:
+            clips, steps = self._clip_count
+            self._clip_count = (0, 0)
             self._metrics(
                 {
                     "event": "train",
@@ -576,6 +642,7 @@ class LanguageModelRun:
                     "loss": result.loss,
                     "grad_norm": result.grad_norm,
                     "clipped": result.clipped,
+                    "clip_rate": clips / steps,  # fraction of the steps since the last record that clipped
                     "lr": self.optimizer.lr,
                     "tokens_per_second": speed,
                     "elapsed": state["elapsed"],
@@ -595,9 +662,15 @@ class LanguageModelRun:
             self._metrics(
                 {"event": "diverged", "step": state["step"] + 1, "loss": loss if math.isfinite(loss) else None}
             )
+            kept = (
+                f"the last good checkpoint is kept in {self.run_dir}"
+                if (self.run_dir / "last.json").exists()
+                else "no checkpoint had been saved yet"
+            )
+            clip = f"a smaller --clip (now {self.options.clip:g})" if self.options.clip else "--clip 5"
             raise TrainingDiverged(
-                f"training stopped at step {state['step'] + 1}: the loss {what}; the last good checkpoint is kept "
-                f"in {self.run_dir}; try a lower --lr (now {self.optimizer.lr:g}) or a smaller --clip"
+                f"training stopped at step {state['step'] + 1}: the loss {what}; {kept}; "
+                f"try a lower --lr (now {self.optimizer.lr:g}) or {clip}"
             )
 
     def _finish_interrupted(self, signum: int, started: float, elapsed_before: float) -> None:

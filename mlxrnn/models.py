@@ -15,19 +15,34 @@ A batch is a dict:
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, ShapeError
+from .cells import GRUCell, LSTMCell, RNNCell
+from .errors import ConfigError, DataError, ShapeError
 from .layers import Embedding, Linear, check_token_ids, lengths_to_mask, make_recurrent
 from .losses import get_loss
 from .module import Module, check_positive_int
 
 INPUT_KINDS = ("embedding", "one_hot", "dense")
 OUTPUT_KINDS = ("sequence", "last")
+_CELL_CLASSES = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+_CELL_ARGS = ("self", "input_size", "hidden_size")  # given by the layer, not by cell_options
+#: float32 weights, gradients and two optimizer moments (Adam): what training needs at least
+_TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def _physical_memory() -> int:
+    """Bytes of RAM on this machine (1 TiB where the platform does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 2**40
 
 
 @dataclass
@@ -57,6 +72,12 @@ class SequenceModelConfig:
             raise ConfigError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {self.output!r}")
         for label in ("input_size", "embed_size", "hidden_size", "num_layers", "output_size"):
             check_positive_int(label, getattr(self, label))
+        check_positive_int("seed", self.seed, minimum=0)
+        for label in ("bidirectional", "tie_weights"):
+            if not isinstance(getattr(self, label), (bool, np.bool_)):
+                raise ConfigError(f"{label} must be True or False, got {getattr(self, label)!r}")
+        self._check_cell_options()
+        self._check_size()
         if self.tie_weights:
             if self.input_kind != "embedding" or self.output != "sequence":
                 raise ConfigError("tie_weights needs an embedding input and sequence output")
@@ -68,6 +89,48 @@ class SequenceModelConfig:
                 )
         return self
 
+    def _check_cell_options(self) -> None:
+        options = self.cell_options
+        if options is None:
+            return
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"cell_options must be a dict such as {{'peephole': True}}, got {options!r}")
+        cell_class = _CELL_CLASSES.get(self.cell)
+        if cell_class is None:  # unknown cells are reported by make_recurrent with the valid names
+            return
+        valid = [p for p in inspect.signature(cell_class.__init__).parameters if p not in _CELL_ARGS]
+        unknown = sorted(str(k) for k in options if k not in valid)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} for cell {self.cell!r}; valid: {', '.join(valid) or 'none'}"
+            )
+
+    def _parameter_count_bound(self) -> int:
+        """An upper bound on the parameter count, computed without allocating anything."""
+        gates = {"rnn": 1, "gru": 3}.get(self.cell, 4)
+        directions = 2 if self.bidirectional else 1
+        H = int(self.hidden_size)
+        width = H * directions if self.merge == "concat" else H
+        layer_input = int(self.embed_size) if self.input_kind == "embedding" else int(self.input_size)
+        total = int(self.input_size) * int(self.embed_size) if self.input_kind == "embedding" else 0
+        per_layer = directions * (H * gates * H + 2 * gates * H + 3 * H)  # recurrent weights, biases, peepholes
+        total += int(self.num_layers) * per_layer + directions * gates * H * layer_input  # input weights: layer 0
+        total += (int(self.num_layers) - 1) * directions * gates * H * width  # ... and the layers above it
+        head_input = width if self.output == "sequence" else H * directions
+        return total + head_input * int(self.output_size) + int(self.output_size)
+
+    def _check_size(self) -> None:
+        # Refuse before allocating: a typo such as --hidden 5000000 or --layers 100000000 would
+        # otherwise fill the memory (and wake the OOM killer) instead of failing.
+        count = self._parameter_count_bound()
+        needed = count * _TRAINING_BYTES_PER_PARAMETER
+        if needed > _physical_memory():
+            raise ConfigError(
+                f"this model would have about {count:.3g} parameters and need about {needed / 1e9:.3g} GB to train, "
+                f"more than this machine's {_physical_memory() / 1e9:.3g} GB; use a smaller hidden_size, "
+                "num_layers or embed_size (--hidden, --layers, --embed)"
+            )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -75,6 +138,24 @@ class SequenceModelConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> SequenceModelConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known).validate()
+
+
+def _check_dense_numpy(x: np.ndarray, features: int) -> np.ndarray:
+    """Dense NumPy inputs must be real numbers and finite: one NaN would silently poison training.
+
+    One pass over (B, T, D) values, negligible next to the recurrent matmuls over the same steps.
+    """
+    if x.dtype.kind not in "fiub":
+        raise ShapeError(
+            f"dense inputs must be numbers of shape (batch, time, {features}); got dtype {x.dtype}"
+        )
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise DataError(
+            f"dense inputs contain NaN or Inf (first at index {where}, value {x[where]}); "
+            "clean or impute the data before passing it to the model"
+        )
+    return x
 
 
 class SequenceModel(Module):
@@ -94,13 +175,16 @@ class SequenceModel(Module):
             rnn_input = c.embed_size
         else:
             rnn_input = c.input_size
-        self.add_child(
-            "rnn",
-            make_recurrent(
+        try:
+            rnn = make_recurrent(
                 c.cell, rnn_input, c.hidden_size, num_layers=c.num_layers, bidirectional=c.bidirectional,
                 merge=c.merge, dropout=c.dropout, seed=seed + 1, backend=self.xp, **(c.cell_options or {}),
-            ),
-        )
+            )
+        except (TypeError, ValueError) as error:  # e.g. cell_options={"forget_bias": "high"}
+            if isinstance(error, ConfigError):
+                raise
+            raise ConfigError(f"invalid cell_options {c.cell_options!r} for cell {c.cell!r}: {error}") from None
+        self.add_child("rnn", rnn)
         head_input = self.rnn.output_size if c.output == "sequence" else c.hidden_size * self.rnn.num_directions
         head = Linear(head_input, c.output_size, seed=seed + 2, backend=self.xp)
         if c.tie_weights:
@@ -112,10 +196,33 @@ class SequenceModel(Module):
     def _encode_inputs(self, inputs: Any) -> tuple[Any, Any]:
         c, xp = self.config, self.xp
         if c.input_kind == "dense":
-            x = xp.from_numpy(np.asarray(inputs)) if isinstance(inputs, (np.ndarray, list)) else inputs
+            if isinstance(inputs, (np.ndarray, list, tuple)):
+                try:
+                    array = np.asarray(inputs)
+                except ValueError:  # ragged nested lists
+                    raise ShapeError(
+                        f"dense inputs must be a rectangular (batch, time, {c.input_size}) array; pad the sequences "
+                        "to one length and pass lengths="
+                    ) from None
+                x = xp.from_numpy(_check_dense_numpy(array, c.input_size))
+            elif hasattr(inputs, "shape"):
+                x = inputs  # already a backend array: not inspected (that would cost a device sync)
+            else:
+                raise ShapeError(
+                    f"dense inputs must be a float array of shape (batch, time, {c.input_size}); "
+                    f"got {type(inputs).__name__}"
+                )
             if len(x.shape) != 3:
                 raise ShapeError(f"dense inputs must have shape (batch, time, {c.input_size}); got {tuple(x.shape)}")
             return x, None
+        if isinstance(inputs, (list, tuple)):
+            try:
+                inputs = np.asarray(inputs)
+            except ValueError:  # ragged nested lists
+                raise ShapeError(
+                    "token ids must be a rectangular (batch, time) array; pad the sequences to one length "
+                    "(mlxrnn.data.pad_sequences) and pass lengths="
+                ) from None
         ids = check_token_ids(xp, inputs, c.input_size)
         if len(ids.shape) != 2:
             raise ShapeError(f"inputs must be token ids of shape (batch, time); got {tuple(ids.shape)}")
@@ -157,6 +264,9 @@ class SequenceModel(Module):
 
     def loss(self, batch: Mapping[str, Any], training: bool = False, rng=None) -> tuple[Any, Any, dict, Any]:
         """Forward and loss: returns (loss, d_logits, cache, final_state)."""
+        if not isinstance(batch, Mapping) or "inputs" not in batch or "targets" not in batch:
+            got = sorted(map(str, batch)) if isinstance(batch, Mapping) else type(batch).__name__
+            raise ConfigError(f"a batch must be a dict with 'inputs' and 'targets' entries; got {got}")
         logits, final_state, cache = self.forward(
             batch["inputs"], initial_state=batch.get("initial_state"), lengths=batch.get("lengths"),
             mask=batch.get("mask"), training=training, rng=rng,

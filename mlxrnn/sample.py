@@ -22,8 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ShapeError
 from .lm import LanguageModel
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), inf instead of an OverflowError for the absurd losses of a broken model."""
+    return math.exp(loss) if loss < 709.0 else math.inf
+
+
+#: num_samples × vocabulary size above this would need gigabytes per sampling step
+MAX_BATCH_PROBABILITIES = 2**27
 
 
 @dataclass(frozen=True)
@@ -38,18 +47,25 @@ class SamplingOptions:
         if not (
             isinstance(self.temperature, (int, float)) and self.temperature > 0 and math.isfinite(self.temperature)
         ):
-            raise ConfigError(f"temperature must be > 0, got {self.temperature!r} (use --greedy for argmax)")
+            raise ConfigError(f"--temperature must be > 0, got {self.temperature!r} (use --greedy for argmax)")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ConfigError(f"top-k must be a positive integer, got {self.top_k!r}")
-        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
-            raise ConfigError(f"top-p must be in (0, 1], got {self.top_p!r}")
+            raise ConfigError(f"--top-k must be a positive integer, got {self.top_k!r}")
+        if self.top_p is not None and not (
+            isinstance(self.top_p, (int, float)) and not isinstance(self.top_p, bool) and 0.0 < self.top_p <= 1.0
+        ):
+            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p!r}")
         return self
 
 
 def next_token_distribution(logits: np.ndarray, options: SamplingOptions, banned: Sequence[int] = ()) -> np.ndarray:
     """logits (B, V) → probabilities (B, V) after temperature, banned ids, top-k and top-p."""
-    z = np.asarray(logits, dtype=np.float64) / options.temperature
+    z = np.array(logits, dtype=np.float64)  # a copy: the caller's logits stay untouched
     z[:, list(banned)] = -np.inf
+    # Shift the best allowed logit to 0 *before* dividing, so a tiny temperature sends the others
+    # to -inf (greedy in the limit) instead of overflowing to inf - inf = NaN.
+    z -= z.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore", under="ignore"):
+        z /= options.temperature
     if options.top_k is not None and options.top_k < z.shape[1]:
         kth = np.partition(z, -options.top_k, axis=1)[:, -options.top_k][:, None]
         z = np.where(z < kth, -np.inf, z)
@@ -124,10 +140,19 @@ def sample(
     ``seed`` makes the draws reproducible.
     """
     options = (options or SamplingOptions()).validate()
-    if not isinstance(length, int) or length < 1:
-        raise ConfigError(f"length must be a positive integer, got {length!r}")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"the number of samples must be a positive integer, got {num_samples!r}")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ConfigError(f"--length must be a positive integer, got {length!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
+    if num_samples * len(lm.vocab) > MAX_BATCH_PROBABILITIES:
+        raise ConfigError(
+            f"{num_samples} samples × {len(lm.vocab)} vocabulary entries is too large to draw as one batch "
+            f"(limit {MAX_BATCH_PROBABILITIES:,} probabilities); lower --num-samples"
+        )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"--seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(prime, str):
+        raise ConfigError(f"the prime must be a string, got {type(prime).__name__}")
     rng = np.random.default_rng(seed)
     prime_ids = lm.vocab.encode(lm.tokenizer.tokenize(prime)) if allow_unknown_prime else encode_prime(lm, prime)
     context = np.concatenate([[lm.start_id], prime_ids]).astype(np.int32)
@@ -175,7 +200,7 @@ class SentenceScore:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(-self.mean)
+        return perplexity(-self.mean)
 
     def to_dict(self) -> dict:
         return {
@@ -194,8 +219,12 @@ def score(lm: LanguageModel, texts: Sequence[str]) -> list[SentenceScore]:
     A word-level text ends with <EOS> (the tokenizer adds it), so its probability includes
     the probability of the sentence ending there, as in the notes.
     """
+    if isinstance(texts, str):
+        raise ConfigError("score takes a list of texts, not one string; wrap it: score(lm, [text])")
     results = []
     for text in texts:
+        if not isinstance(text, str):
+            raise ConfigError(f"texts to score must be strings, got {type(text).__name__} {text!r:.60}")
         tokens = lm.tokenizer.tokenize(text)
         if not tokens:
             raise DataError(f"cannot score {text!r}: it has no tokens")
@@ -215,7 +244,7 @@ class Evaluation:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.loss)
+        return perplexity(self.loss)
 
     @property
     def bits_per_token(self) -> float:
@@ -234,9 +263,17 @@ def evaluate_ids(
     """Mean NLL of ids[t] given ids[<t] over a whole stream (the first token given the start token)."""
     from .losses import softmax_cross_entropy
 
-    ids = np.asarray(ids, dtype=np.int32)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ConfigError(f"window must be a positive integer, got {window!r}")
+    ids = np.asarray(ids)
     if ids.size < 1:
         raise DataError("nothing to evaluate: the text has no tokens")
+    if ids.dtype.kind not in "iu" or ids.ndim != 1:
+        raise ShapeError(f"ids must be a 1-D sequence of integer token ids; got shape {ids.shape} dtype {ids.dtype}")
+    if ids.min() < 0 or ids.max() >= len(lm.vocab):  # before the int32 cast, which could wrap
+        bad = int(ids.max()) if ids.max() >= len(lm.vocab) else int(ids.min())
+        raise ConfigError(f"token id {bad} is out of range for a vocabulary of {len(lm.vocab)}")
+    ids = ids.astype(np.int32)
     inputs_all = np.concatenate([[lm.start_id], ids[:-1]]).astype(np.int32)
     total, state, xp = 0.0, None, lm.xp
     for start in range(0, ids.size, window):

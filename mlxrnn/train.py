@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .clip import clip_grad_norm, clip_grad_value, global_norm
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .optim import Optimizer
 
 
@@ -40,6 +40,23 @@ class StepResult:
     grad_norm: float  #: global gradient norm before clipping
     clipped: bool  #: whether norm clipping scaled the gradients down
     aux: dict  #: what the model returned besides loss and grads (e.g. "final_state")
+
+
+def check_batch(batch: Any) -> None:
+    """A batch is a mapping; its NumPy float arrays (dense inputs, regression or multi-label
+    targets) must be finite. One pass over the batch: negligible next to forward and BPTT, and a
+    single NaN would otherwise turn every weight into NaN at the first update."""
+    if not isinstance(batch, Mapping):
+        raise ConfigError(
+            f"a batch must be a dict such as {{'inputs': ..., 'targets': ...}}, got {type(batch).__name__}"
+        )
+    for key, value in batch.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+            where = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+            raise DataError(
+                f"batch[{key!r}] contains NaN or Inf (first at index {where}, value {value[where]}); "
+                "clean or impute the data before training"
+            )
 
 
 class Trainer:
@@ -76,6 +93,7 @@ class Trainer:
 
     def step(self, batch: Mapping[str, Any]) -> StepResult:
         xp = self.xp
+        check_batch(batch)
         loss, grads, aux = self.model.loss_and_grads(batch, training=True, rng=self.rng)
         if self.grad_transform is not None:
             loss, grads = self.grad_transform(loss, grads)

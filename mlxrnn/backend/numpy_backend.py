@@ -2,14 +2,49 @@
 
 NumPy 2 already speaks most of the array API, so this class mostly forwards. It runs
 anywhere, and it is the float64 backend the finite-difference gradient checks use.
+
+Beyond the protocol it offers the recurrent layers two layout hooks (see mlxrnn/layers.py):
+``time_loop``, a variant whose 2-D products come back batch-fastest (column-major), and
+``batch_fastest`` / ``row_major`` to put an array in a layout once.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+_heap_configured = False
+
+
+def keep_freed_heap_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
+
+    Backpropagation through time keeps every step's activations until the backward pass
+    (~16 MB for the reference LSTM: B 32, T 64, H 256) and then frees them all. With glibc's
+    default thresholds that memory goes back to the OS after each training step and the next
+    step takes it again, page by page: ~4,000 page faults per step, which cost more than the
+    step's whole element-wise work on the development machine. Raising the trim and mmap
+    thresholds (what ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` do) keeps it in the
+    heap. Peak memory is unchanged; the process just holds on to its peak between steps.
+
+    Called once by the first NumpyBackend; set ``MLXRNN_MALLOC=default`` to leave malloc alone.
+    A no-op (returning False) outside Linux/glibc.
+    """
+    global _heap_configured
+    if _heap_configured or not sys.platform.startswith("linux") or os.environ.get("MLXRNN_MALLOC") == "default":
+        return _heap_configured
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    _heap_configured = bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    return _heap_configured
 
 
 class NumpyBackend:
@@ -18,6 +53,9 @@ class NumpyBackend:
     def __init__(self, dtype: str = "float32"):
         self.dtype_name = dtype
         self.dtype = np.dtype(dtype)
+        #: the backend of the recurrent time loop (see :class:`BatchFastestNumpyBackend`)
+        self.time_loop = self if isinstance(self, BatchFastestNumpyBackend) else BatchFastestNumpyBackend(dtype)
+        keep_freed_heap_memory()
 
     def __repr__(self) -> str:
         return f"NumpyBackend(dtype={self.dtype_name})"
@@ -63,8 +101,13 @@ class NumpyBackend:
 
     @staticmethod
     def sigmoid(a: np.ndarray) -> np.ndarray:
-        # tanh form: one transcendental, no overflow for large |a| (exp(-a) would overflow).
-        return 0.5 * (1.0 + np.tanh(0.5 * a))
+        # tanh form: one transcendental, no overflow for large |a| (exp(-a) would overflow);
+        # in place on one temporary, so the four passes allocate one array, not four.
+        out = np.multiply(a, 0.5)
+        np.tanh(out, out=out)
+        out *= 0.5
+        out += 0.5
+        return out
 
     # linear algebra, shapes and reductions
     matmul = staticmethod(np.matmul)
@@ -91,8 +134,17 @@ class NumpyBackend:
         return np.max(a, axis=axis, keepdims=keepdims)
 
     def scatter_add_rows(self, num_rows: int, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+        # Sort the rows by index and sum each run with reduceat: ~10x faster than np.add.at on
+        # (2048, 128) float32 rows.
+        indices = np.asarray(indices).reshape(-1)
+        values = values.reshape(-1, values.shape[-1])
         out = np.zeros((num_rows, values.shape[-1]), dtype=values.dtype)
-        np.add.at(out, np.asarray(indices).reshape(-1), values.reshape(-1, values.shape[-1]))
+        if indices.size == 0:
+            return out
+        order = np.argsort(indices, kind="stable")
+        sorted_ids = indices[order]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+        out[sorted_ids[starts]] = np.add.reduceat(values[order], starts, axis=0)
         return out
 
     def one_hot(self, indices: np.ndarray, num_classes: int) -> np.ndarray:
@@ -110,3 +162,36 @@ class NumpyBackend:
 
     def value_and_grad(self, fn):
         return None  # NumPy has no autodiff; finite differences are the oracle there.
+
+    # layouts (beyond the protocol; used by the recurrent layers when present)
+    @staticmethod
+    def batch_fastest(a: np.ndarray) -> np.ndarray:
+        """``a`` (..., B, F) with every (B, F) matrix column-major (B fastest, then F) and contiguous:
+        ``a`` itself if it already is, else a copy. Element-wise ops on such matrices run as
+        one flat loop; a strided or row-major operand makes NumPy loop B elements at a time.
+        """
+        if a.ndim >= 2 and np.swapaxes(a, -1, -2).flags.c_contiguous:
+            return a
+        return np.swapaxes(np.ascontiguousarray(np.swapaxes(a, -1, -2)), -1, -2)
+
+    @staticmethod
+    def row_major(a: np.ndarray) -> np.ndarray:
+        """``a`` C-contiguous (what BLAS-backed batched matmuls and free reshapes want)."""
+        return np.ascontiguousarray(a)
+
+
+class BatchFastestNumpyBackend(NumpyBackend):
+    """NumPy for the recurrent time loop: 2-D products come back batch-fastest (column-major).
+
+    On the development machine OpenBLAS computes (32, 256) @ (256, 1024) in ~96 µs into a
+    column-major result against ~146 µs into a row-major one, and (32, 1024) @ (1024, 256) in
+    ~98 µs against ~171 µs (float32; likewise for H = 512 and for G = 1 and 3 gate blocks).
+    Writing a @ b as (bᵀ aᵀ)ᵀ gives that result layout with no copy; element-wise NumPy ops
+    then keep it, so a whole time loop runs in it. Values are the same as ``np.matmul``'s.
+    """
+
+    @staticmethod
+    def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if a.ndim == 2 and b.ndim == 2:
+            return np.matmul(b.T, a.T).T
+        return np.matmul(a, b)
