@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=25.0)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--schedule", default="plateau", choices=["plateau", "cosine", "none"])
     parser.add_argument("--out", default=None, help="run directory (default: a fresh one under /tmp)")
     args = parser.parse_args()
     run_dir = Path(args.out or f"/tmp/mlxrnn-quality-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -88,6 +89,8 @@ def main() -> None:
         str(args.minutes),
         "--eval-every",
         str(args.eval_every),
+        "--schedule",
+        args.schedule,
         "--backend",
         args.backend,
         "--out",
@@ -139,7 +142,8 @@ def main() -> None:
         "benchmark": "char_lm_quality",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
-        "settings": RECOMMENDED + ["--minutes", str(args.minutes), "--backend", args.backend],
+        "settings": RECOMMENDED
+        + ["--minutes", str(args.minutes), "--schedule", args.schedule, "--backend", args.backend],
         "best_val_loss": summary["best_val_loss"],
         "best_val_bpc": summary.get("best_val_bpc"),
         "target_val_loss": 1.45,
@@ -150,7 +154,7 @@ def main() -> None:
         "curve": curve,
         "sample": sample,
     }
-    name = f"char_lm_quality_{args.backend}_{int(args.minutes)}min"
+    name = f"char_lm_quality_{args.backend}_{args.schedule}_{int(args.minutes)}min"
     (HERE / "results" / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     verdict = "met" if report["met_target"] else "missed"
     lines = [
