@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 import mlxrnn
 
+# The command owns its process, so it may keep freed activation memory in the heap between
+# training steps (15-50% faster on Linux; see mlxrnn.backend.numpy_backend). Libraries importing
+# mlxrnn are left alone unless they opt in the same way.
+os.environ.setdefault("MLXRNN_MALLOC", "tuned")
+
+from .bench import bench
 from .common import Application
 from .generate import eval_command, sample_command, score_command
 from .info import info
@@ -27,6 +35,8 @@ def cli() -> None:
 
 for command in (train, sample_command, score_command, eval_command, info):
     cli.add_command(command)
+
+cli.add_command(bench)
 
 if __name__ == "__main__":
     cli()

@@ -25,7 +25,7 @@ import numpy as np
 
 from .cells import GRUCell, LSTMCell, RNNCell
 from .errors import ConfigError, DataError, ShapeError
-from .layers import Embedding, Linear, check_token_ids, lengths_to_mask, make_recurrent
+from .layers import Embedding, Linear, TokenInputs, check_token_ids, lengths_to_mask, make_recurrent
 from .losses import get_loss
 from .module import Module, check_positive_int
 
@@ -228,7 +228,8 @@ class SequenceModel(Module):
             raise ShapeError(f"inputs must be token ids of shape (batch, time); got {tuple(ids.shape)}")
         if c.input_kind == "one_hot":
             return xp.one_hot(ids, c.input_size), ids
-        return self.embedding.forward(ids)
+        # The recurrent stack may fold the lookup into layer 0's input projection (fewer FLOPs).
+        return TokenInputs(self.embedding.params["weight"], ids), ids
 
     def _head_weight(self) -> Any:
         if self.config.tie_weights:
@@ -303,7 +304,7 @@ class SequenceModel(Module):
         grads.update({f"rnn.{name}": g for name, g in rnn_grads.items()})
         extras = {"initial_state": d_initial}
         if c.input_kind == "embedding":
-            d_embed = self.embedding.backward(d_x, cache["ids"])["weight"]
+            d_embed = d_x  # with TokenInputs the stack returns the embedding table's gradient
             if c.tie_weights:
                 d_embed = d_embed + xp.permute_dims(d_weight, (1, 0))
             grads["embedding.weight"] = d_embed

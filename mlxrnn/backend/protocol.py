@@ -4,6 +4,12 @@ Names follow the Python array API standard (``matmul``, ``concat``, ``permute_di
 NumPy 2 needs almost no glue and MLX only a few aliases. The handful of methods beyond the
 standard are marked below. Code receives a backend object ``xp`` and never imports numpy or
 mlx for array math itself; that is what lets one BPTT implementation run on both.
+
+Optional hooks, not part of the protocol (code uses them through ``getattr`` with a fallback):
+a backend whose speed depends on memory layout may offer ``time_loop`` (the backend the
+recurrent time loop should run on), ``batch_fastest(a)`` and ``row_major(a)`` (the same values
+in that layout). NumPy does — see mlxrnn/backend/numpy_backend.py and mlxrnn/layers.py; MLX
+arrays have no user-visible layout, so MLX has none of them.
 """
 
 from __future__ import annotations
