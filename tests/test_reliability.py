@@ -602,6 +602,13 @@ def test_ctrl_c_during_the_final_evaluation_saves_and_exits_cleanly(tmp_path, co
     assert events[-2:] == ["eval", "interrupted"]
 
 
+def _default_sigint() -> None:
+    """Run in the child before exec: a shell that started the test run in the background
+    (``cmd &`` without job control) makes SIGINT ignored, children inherit that, and Python
+    then never raises KeyboardInterrupt. Reset it so the test sends a real Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(predicate, process, seconds: float = 60) -> None:
     deadline = time.time() + seconds
     while not predicate():
@@ -614,7 +621,8 @@ def test_ctrl_c_during_the_final_sample_exits_130_and_keeps_the_run(tmp_path, co
     run = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "mlxrnn_cli.main", "train", str(corpus), *TINY_FLAGS, "--sample-length",
-         "100000000", "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "100000000", "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint)
     metrics = run / "metrics.jsonl"
     _wait_for(lambda: metrics.exists() and '"end"' in metrics.read_text(), process)
     time.sleep(0.3)
@@ -629,7 +637,8 @@ def test_ctrl_c_during_the_final_sample_exits_130_and_keeps_the_run(tmp_path, co
 def test_ctrl_c_during_sampling_exits_130(char_run):
     process = subprocess.Popen(
         [sys.executable, "-m", "mlxrnn_cli.main", "sample", str(char_run), "--length", "100000000", "--backend",
-         "numpy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+         "numpy"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=_default_sigint)
     assert process.stdout.read(5)  # tokens are streaming: the command is running
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
