@@ -47,7 +47,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-import safetensors.numpy as _st
 
 from .errors import CheckpointError
 
@@ -65,6 +64,13 @@ __all__ = [
 
 FORMAT_VERSION = 1
 LIBRARY = "mlxrnn"
+
+def _safetensors():
+    """The safetensors NumPy API, imported on first use so ``import mlxrnn`` loads NumPy only."""
+    import safetensors.numpy
+
+    return safetensors.numpy
+
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -219,7 +225,7 @@ def _serialise(tensors: Mapping[str, np.ndarray], kind: str, allowed: tuple[np.d
         # Little-endian and C-contiguous (np.ascontiguousarray would turn 0-d into 1-d).
         prepared[name] = value.astype(value.dtype.newbyteorder("<"), order="C", copy=False)
     try:
-        return _st.save(prepared)
+        return _safetensors().save(prepared)
     except Exception as exc:  # pragma: no cover - defensive: safetensors rejected the input
         raise CheckpointError(f"could not serialise {kind}s: {exc}") from exc
 
@@ -653,7 +659,7 @@ def _read_meta(ckpt: Path) -> dict[str, Any]:
 
 def _parse_tensors(ckpt: Path, name: str, data: bytes) -> dict[str, np.ndarray]:
     try:
-        tensors = _st.load(data)
+        tensors = _safetensors().load(data)
         if not isinstance(tensors, dict):
             raise TypeError(f"parser returned {type(tensors).__name__}")
     except KeyError as exc:  # safetensors.numpy has no NumPy type for e.g. BF16 / F8

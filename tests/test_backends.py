@@ -47,7 +47,7 @@ def _to_np(xp, tree):
 
 
 def test_import_loads_neither_mlx_nor_click():
-    code = "import sys, mlxrnn; bad = [m for m in ('mlx', 'click') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    code = "import sys, mlxrnn; bad = [m for m in ('mlx', 'click', 'safetensors', 'torch') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
