@@ -113,3 +113,13 @@ class Application(click.Group):
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+#: shared by every command that reads a text file
+encoding_errors_option = click.option(
+    "--encoding-errors",
+    type=click.Choice(["strict", "replace"]),
+    default="strict",
+    show_default=True,
+    help="'replace' turns undecodable bytes into U+FFFD instead of failing.",
+)

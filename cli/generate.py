@@ -9,7 +9,7 @@ from mlxrnn.errors import ConfigError
 from mlxrnn.lm import load_language_model
 from mlxrnn.sample import SamplingOptions, evaluate_text, sample, score
 
-from .common import check_backend, echo_json, handle_errors
+from .common import check_backend, echo_json, encoding_errors_option, handle_errors
 
 checkpoint_option = click.option(
     "--checkpoint",
@@ -111,13 +111,7 @@ def score_command(run, sentences, per_token, tag, backend, as_json):
 @click.argument("run", type=click.Path(path_type=str))
 @click.argument("file", type=click.Path(path_type=str))
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of FILE.")
-@click.option(
-    "--encoding-errors",
-    type=click.Choice(["strict", "replace"]),
-    default="strict",
-    show_default=True,
-    help="'replace' turns undecodable bytes into U+FFFD instead of failing.",
-)
+@encoding_errors_option
 @checkpoint_option
 @backend_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -11,7 +11,7 @@ import click
 from mlxrnn.distributed import init_distributed, launched
 from mlxrnn.lm_train import SCHEDULES, Interrupted, TrainOptions, train_language_model
 
-from .common import EXIT_INTERRUPTED, check_backend, echo_json, fail, handle_errors
+from .common import EXIT_INTERRUPTED, check_backend, echo_json, encoding_errors_option, fail, handle_errors
 from .progress import ProgressBar
 
 
@@ -106,13 +106,7 @@ def default_run_dir(level: str, cell: str) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Replace an existing run in --out.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of CORPUS.")
-@click.option(
-    "--encoding-errors",
-    type=click.Choice(["strict", "replace"]),
-    default="strict",
-    show_default=True,
-    help="'replace' turns undecodable bytes into U+FFFD instead of failing.",
-)
+@encoding_errors_option
 @click.option(
     "--sample-length",
     type=int,
