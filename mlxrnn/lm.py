@@ -94,6 +94,30 @@ class LanguageModel:
         last = logits[:, -1, :]
         return self.xp.to_numpy(last).astype(np.float64), state
 
+    def token_stepper(self):
+        """A cache-free one-token-per-row path for generation: ``step(tokens (B,), state)``
+        returns (logits (B, V) float64 NumPy, state), the numbers of :meth:`next_token_logits`
+        on ``tokens[:, None]`` without building BPTT caches. Layer 0's input projection of the
+        whole vocabulary is computed once here, so each token starts from a row of it.
+        """
+        model, xp = self.model, self.xp
+        if model.config.input_kind == "embedding":
+            inputs = model.embedding.params["weight"]
+        else:  # one-hot inputs: the projection of the identity is the table
+            inputs = xp.from_numpy(np.eye(model.config.input_size))
+        table = model.rnn.project_inputs(inputs)  # (V, G·H)
+        head_weight, head_bias = model._head_weight(), model.head.params.get("b")
+
+        def step(tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
+            ids = xp.from_numpy(np.asarray(tokens, dtype=np.int64))
+            h, state = model.rnn.step(x_proj=xp.take(table, ids, axis=0), state=state)
+            logits = xp.matmul(h, head_weight)
+            if head_bias is not None:
+                logits = logits + head_bias
+            return xp.to_numpy(logits).astype(np.float64), state
+
+        return step
+
     def log_probs(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
         """log p(· | prefix) at every step: ids (B, T) → (B, T, V) float64 NumPy, and the state."""
         logits, state, _ = self.model.forward(np.asarray(ids), initial_state=state)

@@ -158,6 +158,7 @@ def sample(
     context = np.concatenate([[lm.start_id], prime_ids]).astype(np.int32)
     logits, state = lm.next_token_logits(np.tile(context, (num_samples, 1)))
     banned = banned_ids(lm, options.allow_unk)
+    step = lm.token_stepper()  # the cache-free per-token path after the context
     generated: list[list[int]] = [[] for _ in range(num_samples)]
     finished = np.zeros(num_samples, dtype=bool)
     for _ in range(length):
@@ -172,7 +173,7 @@ def sample(
                 finished[i] = True
         if finished.all():
             break
-        logits, state = lm.next_token_logits(tokens[:, None], state)
+        logits, state = step(tokens, state)
     texts = [lm.decode(ids) for ids in generated]
     return Samples(generated, texts)
 

@@ -304,3 +304,19 @@ def test_cli_signal_saves_checkpoint_and_resume_continues(tmp_path, small_corpus
     resumed = _cli("train", "--resume", "--out", run, "--steps", str(saved_step + 3), "--quiet", "--sample-length", "0")
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(run, tag="last").meta["training"]["state"]["step"] == saved_step + 3
+
+
+@pytest.mark.parametrize("embed", [8, 0])
+def test_token_stepper_equals_full_forward(tmp_path, small_corpus, embed):
+    """Sampling's cache-free path gives the logits of the full forward, for embedding and one-hot inputs."""
+    run = tmp_path / "run"
+    options = {**SMALL, "embed": embed, "layers": 2}
+    train_language_model(TrainOptions(corpus=small_corpus, steps=3, dropout=0.0, **options), run)
+    lm, _ = load_language_model(run, backend="numpy")
+    ids = lm.encode("First Citizen:\nBefore we")[None, :]
+    expected = lm.log_probs(np.repeat(ids, 2, axis=0))[0]
+    step, state = lm.token_stepper(), None
+    for t in range(ids.shape[1]):
+        logits, state = step(np.repeat(ids[:, t], 2), state)
+        z = logits - logits.max(axis=1, keepdims=True)
+        np.testing.assert_allclose(z - np.log(np.exp(z).sum(axis=1, keepdims=True)), expected[:, t], atol=1e-5)
