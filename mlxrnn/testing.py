@@ -13,6 +13,18 @@ import numpy as np
 
 from .backend import mlx_installed
 
+#: Every cell and variant mlxrnn implements, as (cell, options) for ``make_recurrent``: the
+#: list tests are parametrized over, so a new variant is checked everywhere by adding it here.
+CELL_VARIANTS = [
+    ("rnn", {"activation": "tanh"}),
+    ("rnn", {"activation": "relu"}),
+    ("gru", {"variant": "full"}),
+    ("gru", {"variant": "reset_after"}),
+    ("gru", {"variant": "simple"}),
+    ("lstm", {"peephole": False}),
+    ("lstm", {"peephole": True}),
+]
+
 #: PyTorch's ``gradcheck`` defaults in float64; our checks are at least this strict.
 GRADCHECK_ATOL = 1e-5
 GRADCHECK_RTOL = 1e-3

@@ -13,17 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlxrnn import SequenceModel, SequenceModelConfig, make_recurrent
-from mlxrnn.testing import assert_gradients_close, numerical_gradient
+from mlxrnn.testing import CELL_VARIANTS, assert_gradients_close, numerical_gradient
 
-CELL_VARIANTS = [
-    ("rnn", {"activation": "tanh"}),
-    ("rnn", {"activation": "relu"}),
-    ("gru", {"variant": "full"}),
-    ("gru", {"variant": "reset_after"}),
-    ("gru", {"variant": "simple"}),
-    ("lstm", {"peephole": False}),
-    ("lstm", {"peephole": True}),
-]
 VARIANT_IDS = [f"{cell}-{next(iter(opts.values()))}" for cell, opts in CELL_VARIANTS]
 
 

@@ -32,17 +32,8 @@ from mlxrnn import (
     seq2seq_batch,
 )
 from mlxrnn.sample import SamplingOptions
-from mlxrnn.testing import assert_gradients_close, available_backends, numerical_gradient
+from mlxrnn.testing import CELL_VARIANTS, assert_gradients_close, available_backends, numerical_gradient
 
-CELL_VARIANTS = [
-    ("rnn", {"activation": "tanh"}),
-    ("rnn", {"activation": "relu"}),
-    ("gru", {"variant": "full"}),
-    ("gru", {"variant": "reset_after"}),
-    ("gru", {"variant": "simple"}),
-    ("lstm", {"peephole": False}),
-    ("lstm", {"peephole": True}),
-]
 cell_variants = st.sampled_from(CELL_VARIANTS)
 
 
