@@ -63,7 +63,7 @@ def test_environment_variable_selects_backend(monkeypatch):
     monkeypatch.setenv("MLXRNN_BACKEND", "numpy")
     assert get_backend().name == "numpy"
     monkeypatch.setenv("MLXRNN_BACKEND", "tpu")
-    with pytest.raises(ConfigError, match="unknown backend 'tpu'"):
+    with pytest.raises(ConfigError, match=r"unknown backend \(from MLXRNN_BACKEND\) 'tpu'"):
         get_backend()
 
 
@@ -176,3 +176,17 @@ def test_cli_info_runs():
         pytest.skip("mlxrnn_cli is not installed (pip install -e .)")
     assert result.returncode == 0, result.stderr
     assert "auto picks" in result.stdout and mlxrnn.__version__ in result.stdout
+
+
+@needs_mlx
+def test_broken_mlx_install_is_backend_unavailable_not_import_error():
+    code = (
+        "import sys, mlxrnn.backend as b\n"
+        "b.mlx_installed = lambda: True  # installed, but importing it fails:\n"
+        "sys.modules['mlx.core'] = None\n"
+        "try:\n    b.get_backend('mlx')\nexcept b.BackendUnavailable as e:\n    print(e); sys.exit(0)\n"
+        "sys.exit(1)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "cannot be imported" in result.stdout and result.stdout.count("\n") == 1

@@ -336,7 +336,7 @@ def test_mlx_requested_but_not_usable(tmp_path, corpus, char_run, mode, message)
 
 def test_unknown_backend(char_run):
     assert_clean(invoke("sample", char_run, "--length", "3", env={"MLXRNN_BACKEND": "cuda"}), 2,
-                 "unknown backend 'cuda'")
+                 "unknown backend (from MLXRNN_BACKEND) 'cuda'")
     with pytest.raises(ConfigError, match="unknown backend"):
         SequenceModel(SequenceModelConfig(), backend="tpu")
 

@@ -21,8 +21,7 @@ from .protocol import Array, ArrayBackend
 BACKEND_NAMES = ("auto", "numpy", "mlx")
 DTYPE_NAMES = ("float32", "float64")
 MLX_INSTALL_HINT = (
-    "install it with: pip install 'mlxrnn[mlx]' (Apple silicon: pip install mlx; "
-    "Linux: pip install 'mlx[cpu]')"
+    "install it with: pip install 'mlxrnn[mlx]' (Apple silicon: pip install mlx; Linux: pip install 'mlx[cpu]')"
 )
 
 __all__ = [
@@ -67,10 +66,12 @@ def auto_choice() -> AutoChoice:
 
 
 def _resolve_name(name: str | None) -> str:
+    source = "backend"
     if name is None or name == "auto":
         name = os.environ.get("MLXRNN_BACKEND", "auto").strip().lower() or "auto"
+        source = "backend" if name == "auto" else "backend (from MLXRNN_BACKEND)"
     if name not in BACKEND_NAMES:
-        raise ConfigError(f"unknown backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}")
+        raise ConfigError(f"unknown {source} {name!r}: choose one of {', '.join(BACKEND_NAMES)}")
     return auto_choice().name if name == "auto" else name
 
 
@@ -80,7 +81,12 @@ def _make_backend(name: str, dtype: str) -> ArrayBackend:
         return NumpyBackend(dtype)
     if not mlx_installed():
         raise BackendUnavailable(f"the mlx backend was requested but MLX is not installed; {MLX_INSTALL_HINT}")
-    from .mlx_backend import MLXBackend, _has_gpu
+    try:
+        from .mlx_backend import MLXBackend, _has_gpu
+    except ImportError as error:  # installed but broken (e.g. a missing shared library)
+        raise BackendUnavailable(
+            f"MLX is installed but cannot be imported ({error}); reinstall it: {MLX_INSTALL_HINT}"
+        ) from None
 
     if dtype == "float64":
         import mlx.core as mx
