@@ -183,9 +183,16 @@ def load_corpus(options: TrainOptions) -> tuple[str, str]:
 
 
 def build_vocabulary(options: TrainOptions, text: str):
+    """(tokenizer, vocabulary, tokens). Word vocabularies count only the training split, so a
+    word seen only in validation is <UNK> there, as it would be in new text (no leak into the
+    validation loss). Character vocabularies use the whole text, as char-rnn does."""
     tokenizer = make_tokenizer(options.level, **({"lowercase": options.lowercase} if options.level == "word" else {}))
     tokens = tokenizer.tokenize(text)
-    vocab = Vocabulary.build(tokens, max_size=options.max_vocab, min_count=options.min_count, level=options.level)
+    counted = tokens
+    if options.level == "word":
+        train_positions, _, _ = split_by_fraction(np.arange(len(tokens)), options.val_frac)
+        counted = tokens[: len(train_positions)]
+    vocab = Vocabulary.build(counted, max_size=options.max_vocab, min_count=options.min_count, level=options.level)
     return tokenizer, vocab, tokens
 
 

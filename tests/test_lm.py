@@ -320,3 +320,14 @@ def test_token_stepper_equals_full_forward(tmp_path, small_corpus, embed):
         logits, state = step(np.repeat(ids[:, t], 2), state)
         z = logits - logits.max(axis=1, keepdims=True)
         np.testing.assert_allclose(z - np.log(np.exp(z).sum(axis=1, keepdims=True)), expected[:, t], atol=1e-5)
+
+
+def test_word_vocabulary_counts_only_the_training_split(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat\n" * 90 + "zebra zebra zebra\n" * 10, encoding="utf-8")  # zebra: last 10% only
+    from mlxrnn.lm_train import build_vocabulary
+
+    _, vocab, _ = build_vocabulary(TrainOptions(corpus=str(corpus), level="word", val_frac=0.1), corpus.read_text())
+    assert "cat" in vocab and "zebra" not in vocab
+    _, chars, _ = build_vocabulary(TrainOptions(corpus=str(corpus), level="char", val_frac=0.1), corpus.read_text())
+    assert "z" in chars  # character models keep the whole text's alphabet
