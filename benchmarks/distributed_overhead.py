@@ -43,8 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "distributed_overhead.js
 def worker(config: dict, out_dir: Path) -> None:
     import numpy as np
 
-    from mlxrnn.distributed import init_distributed
-    from mlxrnn.lm_train import LanguageModelRun, TrainOptions
+    from mlxrnn.lm.run import LanguageModelRun, TrainOptions
+    from mlxrnn.training.distributed import init_distributed
 
     dist = init_distributed()
     options = TrainOptions(**config["options"])

@@ -3,7 +3,7 @@
     python benchmarks/mlx_gradients.py            # a small shape (the Linux CPU build is slow)
     python benchmarks/mlx_gradients.py --size ref
 
-Implementations (see ``mlxrnn.bench``): ``mlx`` (hand-written BPTT, eager: what the Trainer
+Implementations (see ``mlxrnn.bench.harness``): ``mlx`` (hand-written BPTT, eager: what the Trainer
 runs), ``mlx-compiled`` (the same under ``mx.compile``), ``mlx-autodiff`` and
 ``mlx-autodiff-compiled`` (gradients from ``mx.value_and_grad`` of the forward), and the peers
 ``mlx.nn`` / ``mlx.nn-compiled`` (``mlx.nn.LSTM/GRU/RNN`` with ``nn.value_and_grad``), with
@@ -21,8 +21,9 @@ import json
 import sys
 from pathlib import Path
 
+from mlxrnn.bench.harness import BenchSettings, format_summary, format_table, run_benchmarks
+
 from mlxrnn.backend import mlx_installed
-from mlxrnn.bench import BenchSettings, format_summary, format_table, run_benchmarks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IMPLS = ["mlx", "mlx-compiled", "mlx-autodiff", "mlx-autodiff-compiled", "mlx.nn", "mlx.nn-compiled", "numpy"]

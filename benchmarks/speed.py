@@ -4,7 +4,7 @@
     python benchmarks/speed.py --quick      # ref only, 3 repeats
 
 Writes, under benchmarks/results/:
-  speed.json  the full report of ``mlxrnn.bench`` (machine, versions, every timing, notes)
+  speed.json  the full report of ``mlxrnn.bench.harness`` (machine, versions, every timing, notes)
   speed.md    the table, issue 5's targets with their measured ratios (median and min–max),
               and the share of the machine's float32 matmul peak each training run reaches
 
@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlxrnn.bench import BenchSettings, format_summary, format_table, run_benchmarks
+from mlxrnn.bench.harness import BenchSettings, format_summary, format_table, run_benchmarks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,7 +62,7 @@ def markdown(report: dict) -> str:
                      f"{'yes' if v['met'] else '**no**'} |")
     lines += ["", "## Share of the float32 matmul peak reached by training", "",
               f"Yardstick: NumPy's own 1024² sgemm, {report['sgemm_1024_gflops']:.0f} GFLOP/s. GEMM FLOPs of a step "
-              "are counted analytically for the standard algorithm (`mlxrnn.bench.gemm_flops`), so an implementation "
+              "are counted analytically for the standard algorithm (`mlxrnn.bench.harness.gemm_flops`), so an implementation "
               "that skips work (the folded embedding) scores above its true BLAS efficiency.", "",
               "| cell | size | implementation | GEMM GFLOP/step | achieved GFLOP/s | share of peak |",
               "|---|---|---|---|---|---|"]

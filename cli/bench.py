@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 
 import click
-
-from mlxrnn.backend import auto_choice
-from mlxrnn.bench import (
+from mlxrnn.bench.harness import (
     CELLS,
     IMPLS,
     OWN_IMPLS,
@@ -19,6 +17,8 @@ from mlxrnn.bench import (
     run_benchmarks,
     split_list,
 )
+
+from mlxrnn.backend import auto_choice
 
 from .common import echo_json, handle_errors
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from mlxrnn.data import read_text
 from mlxrnn.errors import ConfigError
-from mlxrnn.lm import load_language_model
-from mlxrnn.sample import SamplingOptions, evaluate_text, sample, score
+from mlxrnn.lm.corpus import read_text
+from mlxrnn.lm.model import load_language_model
+from mlxrnn.lm.sampling import evaluate_text, sample, score
+from mlxrnn.models.decoding import SamplingOptions
 
 from .common import check_backend, echo_json, encoding_errors_option, handle_errors
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from mlxrnn.distributed import init_distributed, launched
-from mlxrnn.lm_train import SCHEDULES, Interrupted, TrainOptions, train_language_model
+from mlxrnn.lm.run import SCHEDULES, Interrupted, TrainOptions, train_language_model
+from mlxrnn.training.distributed import init_distributed, launched
 
 from .common import EXIT_INTERRUPTED, check_backend, echo_json, encoding_errors_option, fail, handle_errors
 from .progress import ProgressBar
@@ -262,8 +262,8 @@ def train(
         )
         click.echo(f"checkpoints in {summary.run_dir} (sample: mlxrnn sample {summary.run_dir})")
     if sample_length and not as_json:
-        from mlxrnn.lm import load_language_model
-        from mlxrnn.sample import sample
+        from mlxrnn.lm.model import load_language_model
+        from mlxrnn.lm.sampling import sample
 
         try:
             lm, _ = load_language_model(summary.run_dir, backend=backend)

@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 from tasks import AMBIGUOUS_FIRST, name_spans, name_tagging_data  # noqa: E402
 
 import mlxrnn  # noqa: E402
-from mlxrnn.data import Vocabulary, pad_sequences  # noqa: E402
+from mlxrnn.lm.vocabulary import Vocabulary
+from mlxrnn.nn.sequences import pad_sequences
 
 
 def evaluate(model: mlxrnn.SequenceTagger, ids: np.ndarray, lengths: np.ndarray, sentences, tags) -> dict:

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from tasks import date_pairs  # noqa: E402
 
 import mlxrnn  # noqa: E402
-from mlxrnn.data import Vocabulary  # noqa: E402
+from mlxrnn.lm.vocabulary import Vocabulary
 
 
 def build(pairs, source_vocab: Vocabulary, target_vocab: Vocabulary) -> dict:

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import interop
-from .backend import auto_choice, get_backend, mlx_installed
-from .cells import GRUCell, LSTMCell, RNNCell, make_cell
-from .classifier import SequenceClassifier, SequenceClassifierConfig
-from .clip import clip_grad_norm, clip_grad_value, global_norm
-from .errors import BackendUnavailable, CheckpointError, ConfigError, DataError, MLXRNNError, ShapeError
-from .generator import SequenceGenerator, SequenceGeneratorConfig, generator_batch
-from .layers import GRU, LSTM, RNN, Embedding, Linear, Recurrent, lengths_to_mask, make_recurrent, one_hot
-from .losses import binary_cross_entropy_with_logits, mean_squared_error, softmax_cross_entropy
-from .models import SequenceModel, SequenceModelConfig
-from .optim import SGD, Adam, AdamW, Optimizer, RMSProp, make_optimizer
-from .seq2seq import Hypothesis, Seq2Seq, Seq2SeqConfig, seq2seq_batch
-from .tagger import SequenceTagger, SequenceTaggerConfig
-from .train import StepResult, Trainer
+from mlxrnn.backend import auto_choice, get_backend, mlx_installed
+from mlxrnn.errors import BackendUnavailable, CheckpointError, ConfigError, DataError, MLXRNNError, ShapeError
+from mlxrnn.io import interop
+from mlxrnn.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from mlxrnn.models.generator import SequenceGenerator, SequenceGeneratorConfig, generator_batch
+from mlxrnn.models.seq2seq import Hypothesis, Seq2Seq, Seq2SeqConfig, seq2seq_batch
+from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
+from mlxrnn.models.tagger import SequenceTagger, SequenceTaggerConfig
+from mlxrnn.nn.cells import GRUCell, LSTMCell, RNNCell, make_cell
+from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
+from mlxrnn.nn.layers import GRU, LSTM, RNN, Embedding, Linear, Recurrent, lengths_to_mask, make_recurrent, one_hot
+from mlxrnn.nn.losses import binary_cross_entropy_with_logits, mean_squared_error, softmax_cross_entropy
+from mlxrnn.nn.optim import SGD, Adam, AdamW, Optimizer, RMSProp, make_optimizer
+from mlxrnn.training.trainer import StepResult, Trainer
 
 __all__ = [
     "__version__", "interop", "auto_choice", "get_backend", "mlx_installed",

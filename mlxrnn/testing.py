@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .backend import mlx_installed
+from mlxrnn.backend import mlx_installed
 
 #: Every cell and variant mlxrnn implements, as (cell, options) for ``make_recurrent``: the
 #: list tests are parametrized over, so a new variant is checked everywhere by adding it here.

@@ -17,12 +17,12 @@ import sys
 
 import numpy as np
 import pytest
+from mlxrnn.bench.harness import BenchSettings, gemm_flops, parse_size, sample_tokens, split_list
 
 import mlxrnn
 from mlxrnn import Adam, SequenceModel, SequenceModelConfig, Trainer, make_recurrent
-from mlxrnn.bench import BenchSettings, gemm_flops, parse_size, sample_tokens, split_list
 from mlxrnn.errors import ConfigError
-from mlxrnn.layers import TokenInputs
+from mlxrnn.nn.layers import TokenInputs
 from mlxrnn.testing import available_backends
 
 from .test_gradients import CELL_VARIANTS, VARIANT_IDS

@@ -1,4 +1,4 @@
-"""Tests for mlxrnn.checkpoint: round trips, run directories, validation, fuzzing, SIGKILL safety."""
+"""Tests for mlxrnn.io.checkpoint: round trips, run directories, validation, fuzzing, SIGKILL safety."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ import safetensors.numpy as stnp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mlxrnn.checkpoint as ckmod
-from mlxrnn.checkpoint import (
+import mlxrnn.io.checkpoint as ckmod
+from mlxrnn.errors import CheckpointError
+from mlxrnn.io.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
     check_weights,
@@ -33,7 +34,6 @@ from mlxrnn.checkpoint import (
     save_checkpoint,
     save_run_checkpoint,
 )
-from mlxrnn.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL, OPTIM, META = "model.safetensors", "optimizer.safetensors", "meta.json"
@@ -709,7 +709,7 @@ def test_fuzz_meta_json_structure(pristine_run, where, value, delete) -> None:
 CRASH_WRITER = r"""
 import sys
 import numpy as np
-from mlxrnn.checkpoint import save_run_checkpoint
+from mlxrnn.io.checkpoint import save_run_checkpoint
 
 run, step = sys.argv[1], int(sys.argv[2])
 print("ready", flush=True)

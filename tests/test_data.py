@@ -1,4 +1,4 @@
-"""Tests for mlxrnn.data: tokenizers, vocabulary, array helpers, splits, batcher, corpus files."""
+"""Tests for mlxrnn.lm (tokenizers, vocabulary, corpus, batching) and mlxrnn.nn.sequences: tokenizers, vocabulary, array helpers, splits, batcher, corpus files."""
 
 from __future__ import annotations
 
@@ -12,22 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlxrnn.data import (
-    EOS,
-    PAD,
-    UNK,
-    CharTokenizer,
-    LMBatcher,
-    Vocabulary,
-    WordTokenizer,
-    bundled_corpus_path,
-    make_tokenizer,
-    one_hot,
-    pad_sequences,
-    read_text,
-    split_by_fraction,
-)
 from mlxrnn.errors import ConfigError, DataError
+from mlxrnn.lm.batching import LMBatcher
+from mlxrnn.lm.corpus import bundled_corpus_path, read_text, split_by_fraction
+from mlxrnn.lm.tokenizers import CharTokenizer, WordTokenizer, make_tokenizer
+from mlxrnn.lm.vocabulary import Vocabulary
+from mlxrnn.nn.sequences import EOS, PAD, UNK, one_hot, pad_sequences
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

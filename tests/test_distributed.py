@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlxrnn.checkpoint import load_checkpoint
-from mlxrnn.data import LMBatcher, bundled_corpus_path
-from mlxrnn.distributed import DataParallel, ShardedBatcher, ShardedDropoutRNG, init_distributed
 from mlxrnn.errors import ConfigError
-from mlxrnn.lm_train import LanguageModelRun, TrainOptions
+from mlxrnn.io.checkpoint import load_checkpoint
+from mlxrnn.lm.batching import LMBatcher
+from mlxrnn.lm.corpus import bundled_corpus_path
+from mlxrnn.lm.run import LanguageModelRun, TrainOptions
+from mlxrnn.training.distributed import DataParallel, ShardedBatcher, ShardedDropoutRNG, init_distributed
 
 try:
     import mlx.core as mx
@@ -44,8 +45,8 @@ WORKER = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from mlxrnn.distributed import init_distributed
-    from mlxrnn.lm_train import LanguageModelRun, TrainOptions
+    from mlxrnn.training.distributed import init_distributed
+    from mlxrnn.lm.run import LanguageModelRun, TrainOptions
 
     options, run_dir, out = TrainOptions(**json.loads(sys.argv[1])), sys.argv[2], sys.argv[3]
     dist = init_distributed()

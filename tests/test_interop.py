@@ -20,7 +20,7 @@ import pytest
 
 from mlxrnn import make_recurrent
 from mlxrnn.errors import CheckpointError, ConfigError
-from mlxrnn.interop import from_keras, from_mlx_nn, from_torch, to_keras, to_mlx_nn, to_torch
+from mlxrnn.io.interop import from_keras, from_mlx_nn, from_torch, to_keras, to_mlx_nn, to_torch
 
 
 def _importable(name: str) -> bool:

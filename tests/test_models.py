@@ -31,7 +31,7 @@ from mlxrnn import (
     generator_batch,
     seq2seq_batch,
 )
-from mlxrnn.sample import SamplingOptions
+from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.testing import CELL_VARIANTS, assert_gradients_close, available_backends, numerical_gradient
 
 cell_variants = st.sampled_from(CELL_VARIANTS)

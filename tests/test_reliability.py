@@ -33,16 +33,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlxrnn_cli.main import cli
 
-from mlxrnn import lm_train, mlx_installed
-from mlxrnn.checkpoint import load_checkpoint, save_checkpoint
-from mlxrnn.data import CharTokenizer, Vocabulary, WordTokenizer, bundled_corpus_path, make_tokenizer, read_text
+from mlxrnn import mlx_installed
 from mlxrnn.errors import CheckpointError, ConfigError, DataError, MLXRNNError, ShapeError
-from mlxrnn.lm import language_model_config, load_language_model
-from mlxrnn.lm_train import Interrupted, TrainingDiverged, TrainOptions, train_language_model
-from mlxrnn.models import SequenceModel, SequenceModelConfig
-from mlxrnn.optim import Adam
-from mlxrnn.sample import evaluate_ids
-from mlxrnn.train import Trainer
+from mlxrnn.io.checkpoint import load_checkpoint, save_checkpoint
+from mlxrnn.lm import run as lm_train
+from mlxrnn.lm.corpus import bundled_corpus_path, read_text
+from mlxrnn.lm.model import language_model_config, load_language_model
+from mlxrnn.lm.run import Interrupted, TrainingDiverged, TrainOptions, train_language_model
+from mlxrnn.lm.sampling import evaluate_ids
+from mlxrnn.lm.tokenizers import CharTokenizer, WordTokenizer, make_tokenizer
+from mlxrnn.lm.vocabulary import Vocabulary
+from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
+from mlxrnn.nn.optim import Adam
+from mlxrnn.training.trainer import Trainer
 
 TINY = dict(layers=1, hidden=16, embed=8, seq_len=16, batch_size=4, eval_every=3, log_every=1, dropout=0.0)
 TINY_FLAGS = ["--layers", "1", "--hidden", "8", "--embed", "4", "--seq-len", "8", "--batch-size", "4",

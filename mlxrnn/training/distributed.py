@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, MLXRNNError
+from mlxrnn.errors import ConfigError, MLXRNNError
 
 MLX_MISSING = (
     "data-parallel training (--distributed, or a process started by mlx.launch) needs MLX's distributed "
@@ -182,7 +182,7 @@ class DataParallel:
 
 
 class ShardedBatcher:
-    """Rows ``rows`` of every window of an :class:`~mlxrnn.data.LMBatcher` shared by all processes."""
+    """Rows ``rows`` of every window of an :class:`~mlxrnn.lm.batching.LMBatcher` shared by all processes."""
 
     def __init__(self, batcher, rows: slice):
         self.batcher, self.rows = batcher, rows

@@ -14,7 +14,7 @@ t = T−1 … 0, starts from its initial state at each sequence's own last step 
 
 Backward walks the same steps in reverse; only dh⟨t−1⟩ = dP⟨t⟩ W_hᵀ is a per-step matmul.
 dW_x = Xᵀ dP, db = Σ dP, dX = dP W_xᵀ and dW_h = Σ_t h⟨t−1⟩ᵀ dP⟨t⟩ are one GEMM each after the
-loop (see :meth:`mlxrnn.cells.Cell.recurrent_grads`).
+loop (see :meth:`mlxrnn.nn.cells.Cell.recurrent_grads`).
 
 Memory layout (NumPy only; other backends ignore it). OpenBLAS multiplies a batch of states
 (B, H) by a weight (H, G·H) about 1.5x faster when the activations are stored batch-fastest
@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from .cells import Cell, GRUCell, LSTMCell, RNNCell
-from .errors import ConfigError, ShapeError
-from .module import Module, check_positive_int, check_probability
+from mlxrnn.errors import ConfigError, ShapeError
+from mlxrnn.nn.cells import Cell, GRUCell, LSTMCell, RNNCell
+from mlxrnn.nn.module import Module, check_positive_int, check_probability
 
 DIRECTION_NAMES = ("fwd", "bwd")
 

@@ -3,7 +3,7 @@
 :class:`SequenceModel` covers the notes' many-to-many (one output per step: tagging, language
 modelling) and many-to-one (one output per sequence from the final hidden state:
 classification) shapes with any cell, depth and direction, and any of the three losses. It is
-what :class:`mlxrnn.train.Trainer` trains: anything with ``parameters``, ``load_parameters``
+what :class:`mlxrnn.training.trainer.Trainer` trains: anything with ``parameters``, ``load_parameters``
 and ``loss_and_grads(batch, training)`` can be trained the same way.
 
 A batch is a dict:
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .cells import GRUCell, LSTMCell, RNNCell
-from .errors import ConfigError, DataError, ShapeError
-from .layers import Embedding, Linear, TokenInputs, check_token_ids, lengths_to_mask, make_recurrent
-from .losses import get_loss
-from .module import Module, check_positive_int
+from mlxrnn.errors import ConfigError, DataError, ShapeError
+from mlxrnn.nn.cells import GRUCell, LSTMCell, RNNCell
+from mlxrnn.nn.layers import Embedding, Linear, TokenInputs, check_token_ids, lengths_to_mask, make_recurrent
+from mlxrnn.nn.losses import get_loss
+from mlxrnn.nn.module import Module, check_positive_int
 
 INPUT_KINDS = ("embedding", "one_hot", "dense")
 OUTPUT_KINDS = ("sequence", "last")
@@ -221,7 +221,7 @@ class SequenceModel(Module):
             except ValueError:  # ragged nested lists
                 raise ShapeError(
                     "token ids must be a rectangular (batch, time) array; pad the sequences to one length "
-                    "(mlxrnn.data.pad_sequences) and pass lengths="
+                    "(mlxrnn.nn.sequences.pad_sequences) and pass lengths="
                 ) from None
         ids = check_token_ids(xp, inputs, c.input_size)
         if len(ids.shape) != 2:

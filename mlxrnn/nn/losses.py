@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, ShapeError
+from mlxrnn.errors import ConfigError, ShapeError
 
 REDUCTIONS = ("mean", "sum")
 

@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from .backend import get_backend
-from .checkpoint import check_weights, load_checkpoint
-from .data import Vocabulary, make_tokenizer
-from .errors import CheckpointError, MLXRNNError
-from .models import SequenceModel, SequenceModelConfig
+from mlxrnn.backend import get_backend
+from mlxrnn.errors import CheckpointError, MLXRNNError
+from mlxrnn.io.checkpoint import check_weights, load_checkpoint
+from mlxrnn.lm.tokenizers import make_tokenizer
+from mlxrnn.lm.vocabulary import Vocabulary
+from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
 
 LM_KIND = "language_model"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError, ConfigError
+from mlxrnn.errors import CheckpointError, ConfigError
 
 
 class Optimizer:

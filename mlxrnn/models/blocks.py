@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, ShapeError
-from .layers import Recurrent, check_token_ids, lengths_to_mask
-from .module import Module, check_positive_int
+from mlxrnn.errors import ConfigError, ShapeError
+from mlxrnn.nn.layers import Recurrent, check_token_ids, lengths_to_mask
+from mlxrnn.nn.module import Module, check_positive_int
 
 INPUT_KINDS = ("embedding", "one_hot", "dense")
 

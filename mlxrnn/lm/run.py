@@ -34,15 +34,18 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, save_run_checkpoint
-from .data import LMBatcher, Vocabulary, bundled_corpus_path, make_tokenizer, read_text, split_by_fraction
-from .distributed import DataParallel
-from .errors import ConfigError, DataError, MLXRNNError
-from .lm import LanguageModel, language_model_config, language_model_from_meta
-from .module import check_positive_int
-from .optim import make_optimizer
-from .sample import perplexity
-from .train import Trainer
+from mlxrnn.errors import ConfigError, DataError, MLXRNNError
+from mlxrnn.io.checkpoint import load_checkpoint, save_run_checkpoint
+from mlxrnn.lm.batching import LMBatcher
+from mlxrnn.lm.corpus import bundled_corpus_path, read_text, split_by_fraction
+from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
+from mlxrnn.lm.sampling import perplexity
+from mlxrnn.lm.tokenizers import make_tokenizer
+from mlxrnn.lm.vocabulary import Vocabulary
+from mlxrnn.nn.module import check_positive_int
+from mlxrnn.nn.optim import make_optimizer
+from mlxrnn.training.distributed import DataParallel
+from mlxrnn.training.trainer import Trainer
 
 SCHEDULES = ("plateau", "cosine", "none")
 DIVERGENCE_FACTOR = 3.0
@@ -215,7 +218,7 @@ def make_batchers(options: TrainOptions, ids: np.ndarray, dist: DataParallel | N
 def evaluate_batches(lm: LanguageModel, batcher: LMBatcher, dist: DataParallel | None = None) -> float:
     """Mean validation NLL per token over every window, carrying the state as in training
     (data-parallel: each process evaluates its rows, and the sums are added up over all)."""
-    from .losses import softmax_cross_entropy
+    from mlxrnn.nn.losses import softmax_cross_entropy
 
     xp, state, total, count = lm.xp, None, 0.0, 0
     for inputs, targets in batcher:
@@ -388,7 +391,7 @@ class LanguageModelRun:
             cell_options=options.cell_options,
             seed=options.seed,
         )
-        from .models import SequenceModel
+        from mlxrnn.models.sequence_model import SequenceModel
 
         self.lm = LanguageModel(SequenceModel(config, backend=options.backend), vocab, tokenizer)
         self.ids = vocab.encode(tokenizer.tokenize(text))

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError
+from mlxrnn.errors import CheckpointError
 
 __all__ = [
     "FORMAT_VERSION",

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import INPUT_KINDS, InputEncoder, batch_mask, top_final_hidden, top_final_hidden_backward
-from .errors import ConfigError, ShapeError
-from .layers import Linear, make_recurrent
-from .losses import binary_cross_entropy_with_logits, softmax_cross_entropy
-from .module import Module, check_positive_int
+from mlxrnn.errors import ConfigError, ShapeError
+from mlxrnn.models.blocks import INPUT_KINDS, InputEncoder, batch_mask, top_final_hidden, top_final_hidden_backward
+from mlxrnn.nn.layers import Linear, make_recurrent
+from mlxrnn.nn.losses import binary_cross_entropy_with_logits, softmax_cross_entropy
+from mlxrnn.nn.module import Module, check_positive_int
 
 POOLINGS = ("last", "mean", "max")
 HEADS = ("auto", "sigmoid", "softmax")

@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError, ConfigError
-from .layers import DIRECTION_NAMES, Recurrent, make_recurrent
+from mlxrnn.errors import CheckpointError, ConfigError
+from mlxrnn.nn.layers import DIRECTION_NAMES, Recurrent, make_recurrent
 
 __all__ = ["from_torch", "to_torch", "from_keras", "to_keras", "from_mlx_nn", "to_mlx_nn"]
 
@@ -209,7 +209,7 @@ def from_torch(
         prefix: read only keys starting with it (e.g. ``"encoder.rnn."`` in a model's state dict).
         dropout, backend, dtype: passed to the layer (dropout is not part of a state dict).
     Returns:
-        an :class:`~mlxrnn.layers.RNN` / ``GRU`` (``variant="reset_after"``) / ``LSTM``;
+        an :class:`~mlxrnn.nn.layers.RNN` / ``GRU`` (``variant="reset_after"``) / ``LSTM``;
         batch-first, states (L·D, B, H) as PyTorch's.
     Raises:
         CheckpointError for missing/unexpected keys, shapes that do not fit ``mode``, or

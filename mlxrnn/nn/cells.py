@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from mlxrnn.errors import ConfigError
 
 Params = dict[str, Any]
 Cache = dict[str, Any]

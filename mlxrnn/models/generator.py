@@ -11,7 +11,7 @@ back in as the next input:
 
 Training uses teacher forcing (y⟨t−1⟩ is the true previous token) and the mean cross-entropy
 over every target token, the closing <EOS> included. Generation draws y⟨t⟩ from ŷ⟨t⟩ with the
-language model's controls (:class:`mlxrnn.sample.SamplingOptions`: temperature, top-k, top-p,
+language model's controls (:class:`mlxrnn.models.decoding.SamplingOptions`: temperature, top-k, top-p,
 greedy; <PAD> is never drawn, <UNK> only with ``allow_unk``), feeds it back, and stops a
 sequence at <EOS> (not returned) or after ``max_length`` tokens.
 
@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import batch_mask
-from .data import EOS_ID, PAD_ID, UNK_ID, pad_sequences
-from .errors import ConfigError, ShapeError
-from .layers import Embedding, Linear, check_token_ids, make_recurrent
-from .losses import softmax_cross_entropy
-from .module import Module, check_positive_int, check_probability
-from .sample import SamplingOptions, draw_tokens, next_token_distribution
+from mlxrnn.errors import ConfigError, ShapeError
+from mlxrnn.models.blocks import batch_mask
+from mlxrnn.models.decoding import SamplingOptions, draw_tokens, next_token_distribution
+from mlxrnn.nn.layers import Embedding, Linear, check_token_ids, make_recurrent
+from mlxrnn.nn.losses import softmax_cross_entropy
+from mlxrnn.nn.module import Module, check_positive_int, check_probability
+from mlxrnn.nn.sequences import EOS_ID, PAD_ID, UNK_ID, pad_sequences
 
 CONDITION_KINDS = ("class", "vector")
 

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .clip import clip_grad_norm, clip_grad_value, global_norm
-from .errors import ConfigError, DataError
-from .optim import Optimizer
+from mlxrnn.errors import ConfigError, DataError
+from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
+from mlxrnn.nn.optim import Optimizer
 
 
 class TrainableModel(Protocol):

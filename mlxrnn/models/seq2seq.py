@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import batch_mask, bridge_state, bridge_state_backward
-from .data import EOS_ID, PAD_ID, pad_sequences
-from .errors import ConfigError, ShapeError
-from .layers import Embedding, Linear, make_recurrent
-from .losses import softmax_cross_entropy
-from .module import Module, check_positive_int, check_probability
+from mlxrnn.errors import ConfigError, ShapeError
+from mlxrnn.models.blocks import batch_mask, bridge_state, bridge_state_backward
+from mlxrnn.nn.layers import Embedding, Linear, make_recurrent
+from mlxrnn.nn.losses import softmax_cross_entropy
+from mlxrnn.nn.module import Module, check_positive_int, check_probability
+from mlxrnn.nn.sequences import EOS_ID, PAD_ID, pad_sequences
 
 
 @dataclass

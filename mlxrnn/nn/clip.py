@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ConfigError
+from mlxrnn.errors import ConfigError
 
 
 def global_norm(xp, grads: Mapping[str, Any]) -> Any:

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, MLXRNNError
+from mlxrnn.errors import ConfigError, MLXRNNError
 
 CELLS = ("lstm", "gru", "rnn")
 TASKS = ("train", "forward", "sample")
@@ -188,9 +188,9 @@ class MlxrnnWorkload(Workload):
 
     def __init__(self, backend: str, cell: str, shape: Shape, seed: int = 0,
                  gradients: str = "bptt", compiled: bool = False):
-        from .models import SequenceModel, SequenceModelConfig
-        from .optim import Adam
-        from .train import Trainer
+        from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
+        from mlxrnn.nn.optim import Adam
+        from mlxrnn.training.trainer import Trainer
 
         config = SequenceModelConfig(
             input_kind="embedding", input_size=shape.vocab, embed_size=shape.embed, cell=cell,
@@ -237,7 +237,7 @@ class MlxrnnWorkload(Workload):
 def sample_tokens(model: Any, num_tokens: int, rng: np.random.Generator, token: int = 0) -> list[int]:
     """Draw ``num_tokens`` from an embedding-input SequenceModel at batch 1, feeding each back.
 
-    The per-token path is :meth:`mlxrnn.layers.Recurrent.step` (no caches): layer 0's input
+    The per-token path is :meth:`mlxrnn.nn.layers.Recurrent.step` (no caches): layer 0's input
     projection of the whole embedding table is computed once, so a token's step starts from a
     row of it, and only the recurrence, the head and the draw remain per token.
     """
@@ -452,7 +452,7 @@ def available(impl: str) -> tuple[bool, str]:
         return True, ""
     if impl == "torch":
         return (importlib.util.find_spec("torch") is not None), "PyTorch is not installed (pip install torch)"
-    from .backend import mlx_installed
+    from mlxrnn.backend import mlx_installed
 
     return mlx_installed(), "MLX is not installed (pip install 'mlx[cpu]' on Linux, 'mlx' on Apple silicon)"
 
@@ -563,7 +563,7 @@ def _children_cpu_seconds() -> float:
 def _run_in_subprocess(spec: dict) -> dict:
     """Run one worker in a fresh process; also report the share of the machine other processes
     used meanwhile (``background_cpu``, Linux only), since on a busy machine timings mean little."""
-    command = [sys.executable, "-m", "mlxrnn.bench", json.dumps(spec)]
+    command = [sys.executable, "-m", "mlxrnn.bench.harness", json.dumps(spec)]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     busy, own, wall = _busy_cpu_seconds(), _children_cpu_seconds(), time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -650,7 +650,7 @@ def run_benchmarks(settings: BenchSettings, progress: Callable[[str], None] | No
 
 
 def _run_in_subprocess_sgemm() -> float:
-    command = [sys.executable, "-c", "from mlxrnn.bench import sgemm_gflops; print(sgemm_gflops())"]
+    command = [sys.executable, "-c", "from mlxrnn.bench.harness import sgemm_gflops; print(sgemm_gflops())"]
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchmarkError(f"the sgemm yardstick failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -725,7 +725,7 @@ def split_list(text: str | Iterable[str]) -> list[str]:
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
-if __name__ == "__main__":  # the worker: python -m mlxrnn.bench '{"impl": ..., ...}'
+if __name__ == "__main__":  # the worker: python -m mlxrnn.bench.harness '{"impl": ..., ...}'
     try:
         print(json.dumps(run_worker(json.loads(sys.argv[1]))))
     except MLXRNNError as error:

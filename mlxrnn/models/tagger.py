@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import INPUT_KINDS, batch_mask
-from .errors import ConfigError, ShapeError
-from .models import SequenceModel, SequenceModelConfig
-from .module import check_positive_int
+from mlxrnn.errors import ConfigError, ShapeError
+from mlxrnn.models.blocks import INPUT_KINDS, batch_mask
+from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
+from mlxrnn.nn.module import check_positive_int
 
 HEADS = ("auto", "sigmoid", "softmax")
 

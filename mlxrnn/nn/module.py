@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .backend import get_backend
-from .errors import CheckpointError, ConfigError
+from mlxrnn.backend import get_backend
+from mlxrnn.errors import CheckpointError, ConfigError
 
 
 class Module:

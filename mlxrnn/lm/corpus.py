@@ -1,0 +1,179 @@
+"""Corpus files and splits: reading text safely, the bundled corpus, contiguous train/val/test splits.
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib.resources
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlxrnn.errors import ConfigError, DataError, ShapeError
+
+# --------------------------------------------------------------------------------------------
+# Train / validation / test split
+# --------------------------------------------------------------------------------------------
+
+
+def _check_fraction(x: Any, flag: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"{flag} must be a number in [0, 1), got {x!r}")
+    if not 0.0 <= float(x) < 1.0:  # also rejects NaN
+        raise ConfigError(f"{flag} must be in [0, 1), got {x!r}")
+    return float(x)
+
+
+def split_by_fraction(
+    ids: np.ndarray, val_frac: float, test_frac: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contiguous split of a token stream (N,) into train | val | test (nanoGPT style).
+
+    The boundaries are ``floor(N * (1 - val - test))`` and ``floor(N * (1 - test))``, so with
+    val_frac=0.1 the first 90% is train and the last 10% validation. Contiguous (not shuffled)
+    splits keep validation text unseen and its sequences intact for truncated BPTT.
+
+    Returns:
+        (train, val, test): 1-D views into ``ids`` (no copy), lengths summing to N; a part
+        whose fraction is 0 is empty.
+
+    Raises:
+        ConfigError: a fraction outside [0, 1) or val_frac + test_frac >= 1.
+        ShapeError: ``ids`` is not 1-D.
+        DataError: the corpus is so short that a requested part would be empty.
+    """
+    val_frac = _check_fraction(val_frac, "--val-frac")
+    test_frac = _check_fraction(test_frac, "--test-frac")
+    if val_frac + test_frac >= 1.0:
+        raise ConfigError(
+            f"--val-frac + --test-frac must be < 1 to leave training data, got "
+            f"{val_frac} + {test_frac}"
+        )
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ShapeError(f"split_by_fraction expects a 1-D token stream, got shape {arr.shape}")
+    n = len(arr)
+    # A relative tolerance so that e.g. N * 0.7000000000000001 does not floor one token short.
+    eps = 1e-9 * max(n, 1)
+    b1 = min(n, math.floor(n * (1.0 - val_frac - test_frac) + eps))
+    b2 = n if test_frac == 0.0 else min(n, math.floor(n * (1.0 - test_frac) + eps))
+    train, val, test = arr[:b1], arr[b1:b2], arr[b2:]
+    for name, part, frac, flag in (
+        ("training", train, 1.0, "--val-frac/--test-frac" if test_frac else "--val-frac"),
+        ("validation", val, val_frac, "--val-frac"),
+        ("test", test, test_frac, "--test-frac"),
+    ):
+        if frac > 0 and len(part) == 0:
+            raise DataError(
+                f"the {name} split of a {n}-token corpus would be empty; use a longer corpus "
+                f"or change {flag}"
+            )
+    return train, val, test
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus files
+# --------------------------------------------------------------------------------------------
+
+
+def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str = "strict") -> str:
+    """Read a whole corpus file as text, with one-line DataErrors for every common problem.
+
+    Newlines are normalised like text-mode ``open()`` ("\\r\\n" and "\\r" -> "\\n") so the
+    same corpus gives the same tokens on every platform.
+
+    Args:
+        path: the file.
+        encoding: any Python codec name (``--encoding``).
+        errors: codec error handler, e.g. "strict", "replace", "ignore" (``--encoding-errors``).
+
+    Raises:
+        DataError: missing file, a directory, unreadable, undecodable (with the byte offset of
+            the first bad byte), or empty / whitespace-only.
+        ConfigError: unknown encoding or error handler.
+    """
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError, ValueError):  # ValueError: e.g. a NUL in the name
+        raise ConfigError(
+            f"unknown encoding {encoding!r}; pass a Python codec name such as --encoding utf-8"
+        ) from None
+    try:
+        b"a".decode(encoding)  # codecs such as rot13, base64 or hex exist but do not make text
+    except UnicodeError:
+        pass  # a text codec that cannot decode b"a" alone (utf-16, utf-32)
+    except LookupError:
+        raise ConfigError(
+            f"{encoding!r} is not a text encoding; pass one such as --encoding utf-8 or latin-1"
+        ) from None
+    try:
+        codecs.lookup_error(errors)
+    except (LookupError, TypeError):
+        raise ConfigError(
+            f"unknown encoding error handler {errors!r}; use --encoding-errors strict, "
+            "replace or ignore"
+        ) from None
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        mode = 0  # missing or unreadable: read_bytes below says which
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        # /dev/zero or /dev/urandom would be read forever; a terminal would wait for typing.
+        raise DataError(f"{p} is a device or socket, not a text file; pass the corpus file itself")
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"no such file: {p}") from None
+    except IsADirectoryError:
+        raise DataError(
+            f"{p} is a directory, not a text file; pass the corpus file itself"
+        ) from None
+    except PermissionError:
+        raise DataError(f"permission denied reading {p}; check the file's permissions") from None
+    except OSError as e:  # e.g. a directory on platforms that raise a plain OSError
+        if p.is_dir():
+            raise DataError(
+                f"{p} is a directory, not a text file; pass the corpus file itself"
+            ) from None
+        raise DataError(f"cannot read {p}: {e.strerror or e}") from None
+    try:
+        text = data.decode(encoding, errors)
+    except UnicodeDecodeError as e:
+        bad = data[e.start : e.start + 1].hex()
+        raise DataError(
+            f"cannot decode {p} as {encoding}: invalid byte 0x{bad} at byte offset {e.start}; "
+            f"pass the right --encoding (e.g. latin-1) or --encoding-errors replace"
+        ) from None
+    except UnicodeError as e:  # codecs such as idna raise the base class, without an offset
+        raise DataError(
+            f"cannot decode {p} as {encoding} ({e}); pass the right --encoding (e.g. utf-8 or latin-1)"
+        ) from None
+    try:
+        text.encode("utf-8")  # e.g. errors="surrogateescape": lone surrogates cannot be stored or printed
+    except UnicodeEncodeError as e:
+        raise DataError(
+            f"decoding {p} as {encoding} with errors={errors!r} left an unpaired surrogate at character "
+            f"{e.start}; use another --encoding or --encoding-errors replace"
+        ) from None
+    if not text.strip():
+        raise DataError(f"{p} is empty (or only whitespace); give a corpus with some text")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def bundled_corpus_path() -> Path:
+    """Path of the bundled tiny-shakespeare corpus (about 1.1 MB, 1,115,394 characters)."""
+    res = importlib.resources.files("mlxrnn") / "corpora" / "tinyshakespeare.txt"
+    # files() gives a real Path for ordinary installs; fall back to the module's directory
+    # for exotic loaders rather than returning something open() cannot use.
+    if isinstance(res, Path):
+        path = res
+    else:
+        path = Path(__file__).resolve().parent / "corpora" / "tinyshakespeare.txt"
+    if not path.is_file():
+        raise DataError(f"bundled corpus missing at {path}; reinstall mlxrnn")
+    return path
