@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import click
+
+from mlxrnn.backend import auto_choice
 from mlxrnn.bench.harness import (
     CELLS,
     IMPLS,
@@ -17,8 +19,6 @@ from mlxrnn.bench.harness import (
     run_benchmarks,
     split_list,
 )
-
-from mlxrnn.backend import auto_choice
 
 from .common import echo_json, handle_errors
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mlxrnn.lm.run import SCHEDULES, Interrupted, TrainOptions, train_language_model
+from mlxrnn.nn.cells import CELLS, cell_option_names
 from mlxrnn.training.distributed import init_distributed, launched
 
 from .common import EXIT_INTERRUPTED, check_backend, echo_json, encoding_errors_option, fail, handle_errors
@@ -45,7 +46,7 @@ def default_run_dir(level: str, cell: str) -> str:
     help="Word models: keep only the most frequent tokens (specials included); the rest become <UNK>.",
 )
 @click.option("--min-count", type=int, default=1, show_default=True, help="Drop tokens seen fewer times (→ <UNK>).")
-@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True)
+@click.option("--cell", type=click.Choice(list(CELLS)), default="lstm", show_default=True, help="Recurrent cell.")
 @click.option(
     "--activation",
     type=click.Choice(["tanh", "relu"]),
@@ -178,9 +179,9 @@ def train(
     if force and corpus and run_dir and _inside(Path(corpus), Path(run_dir)):
         raise click.UsageError(f"CORPUS {corpus} is inside --out {run_dir}, which --force would empty; move it")
     check_backend(backend)
-    cell_options = {"rnn": {"activation": activation}, "gru": {"variant": gru_variant}, "lstm": {"peephole": peephole}}[
-        cell
-    ]
+    # Each cell takes the flags its constructor names; the others keep their defaults unused.
+    flag_values = {"activation": activation, "variant": gru_variant, "peephole": peephole}
+    cell_options = {name: flag_values[name] for name in cell_option_names(cell) if name in flag_values}
     options = TrainOptions(
         corpus=corpus,
         encoding=encoding,

@@ -175,3 +175,27 @@ def test_random_direction_on_larger_shapes(cell, options):
     eps = 1e-5
     numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
     assert abs(analytic - numeric) <= 1e-6 + 1e-5 * abs(numeric), (analytic, numeric)
+
+
+def test_every_registered_cell_has_a_gradient_check() -> None:
+    """A cell added to the registry without a CELL_VARIANTS line would go unchecked: refuse that."""
+    from mlxrnn.nn.cells import CELLS
+
+    checked = {cell for cell, _ in CELL_VARIANTS}
+    assert set(CELLS) <= checked, f"add {sorted(set(CELLS) - checked)} to mlxrnn.testing.CELL_VARIANTS"
+
+
+def test_registry_builds_every_layer_and_reports_unknown_cells() -> None:
+    from mlxrnn.errors import ConfigError
+    from mlxrnn.nn.cells import CELLS
+    from mlxrnn.nn.layers import Recurrent, make_recurrent
+
+    for name, cls in CELLS.items():
+        layer = make_recurrent(name, 3, 4)
+        assert layer.cell_name == name and isinstance(layer.cells[0], cls)
+        assert layer.cells[0].num_gates == len(layer.cells[0].gate_names)
+        assert layer.config()["cell"] == name
+    with pytest.raises(ConfigError, match="unknown cell 'lstn'.*lstm"):
+        Recurrent(3, 4, cell="lstn")
+    with pytest.raises(ConfigError, match="unknown option.*peephole.*'gru'"):
+        make_recurrent("gru", 3, 4, peephole=True)

@@ -47,16 +47,23 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import ConfigError, MLXRNNError
+from mlxrnn.nn.cells import CELLS as CELL_REGISTRY
+from mlxrnn.nn.cells import make_cell
 
-CELLS = ("lstm", "gru", "rnn")
+#: every registered cell, in registry order (the default cell first)
+CELLS = tuple(CELL_REGISTRY)
 TASKS = ("train", "forward", "sample")
 #: mlxrnn's own implementations (``--backends``) and the peers ``--peers`` adds.
 OWN_IMPLS = ("numpy", "mlx", "mlx-compiled", "mlx-autodiff", "mlx-autodiff-compiled")
 PEER_IMPLS = ("torch", "mlx.nn", "mlx.nn-compiled")
 IMPLS = OWN_IMPLS + PEER_IMPLS
 #: the cell options that make mlxrnn compute what the peers compute
-CELL_OPTIONS: dict[str, dict] = {"lstm": {}, "gru": {"variant": "reset_after"}, "rnn": {}}
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+CELL_OPTIONS: dict[str, dict] = {"gru": {"variant": "reset_after"}}
+
+
+def num_gates(cell: str) -> int:
+    """G of a benchmarked cell (a 1×1 cell built with the bench's options knows it)."""
+    return make_cell(cell, 1, 1, **CELL_OPTIONS.get(cell, {})).num_gates
 
 
 class BenchmarkError(MLXRNNError):
@@ -117,7 +124,7 @@ def gemm_flops(cell: str, shape: Shape, task: str) -> float:
     """
     if task == "sample":
         return 0.0
-    n, hidden, gate_width = shape.batch * shape.steps, shape.hidden, GATES[cell] * shape.hidden
+    n, hidden, gate_width = shape.batch * shape.steps, shape.hidden, num_gates(cell) * shape.hidden
     forward = backward = 2.0 * n * hidden * shape.vocab
     backward *= 2
     for layer in range(shape.layers):
@@ -195,7 +202,7 @@ class MlxrnnWorkload(Workload):
         config = SequenceModelConfig(
             input_kind="embedding", input_size=shape.vocab, embed_size=shape.embed, cell=cell,
             hidden_size=shape.hidden, num_layers=shape.layers, output_size=shape.vocab,
-            cell_options=CELL_OPTIONS[cell], seed=seed,
+            cell_options=CELL_OPTIONS.get(cell, {}), seed=seed,
         )
         self.model = SequenceModel(config, backend=backend)
         self.xp = self.model.xp

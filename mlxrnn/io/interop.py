@@ -49,12 +49,13 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import CheckpointError, ConfigError
+from mlxrnn.nn.cells import CELLS
 from mlxrnn.nn.layers import DIRECTION_NAMES, Recurrent, make_recurrent
 
 __all__ = ["from_torch", "to_torch", "from_keras", "to_keras", "from_mlx_nn", "to_mlx_nn"]
 
 #: Gate blocks in our order and in each framework's, named with our letters (u = 1 − z).
-OUR_GATES = {"rnn": ("c",), "gru": ("u", "r", "c"), "lstm": ("u", "f", "c", "o")}
+OUR_GATES = {name: CELLS[name].gate_names for name in ("rnn", "gru", "lstm")}  # the cells the peers have
 TORCH_GATES = {"rnn": ("c",), "gru": ("r", "u", "c"), "lstm": ("u", "f", "c", "o")}  # also mlx.nn
 KERAS_GATES = {"rnn": ("c",), "gru": ("u", "r", "c"), "lstm": ("u", "f", "c", "o")}
 NEGATED = {"rnn": (), "gru": ("u",), "lstm": ()}  # blocks stored as z = −(our u pre-activation)

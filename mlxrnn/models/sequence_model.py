@@ -15,7 +15,6 @@ A batch is a dict:
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -24,15 +23,13 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import ConfigError, DataError, ShapeError
-from mlxrnn.nn.cells import GRUCell, LSTMCell, RNNCell
+from mlxrnn.nn.cells import CELLS, cell_option_names, make_cell
 from mlxrnn.nn.layers import Embedding, Linear, TokenInputs, check_token_ids, lengths_to_mask, make_recurrent
 from mlxrnn.nn.losses import get_loss
 from mlxrnn.nn.module import Module, check_positive_int
 
 INPUT_KINDS = ("embedding", "one_hot", "dense")
 OUTPUT_KINDS = ("sequence", "last")
-_CELL_CLASSES = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
-_CELL_ARGS = ("self", "input_size", "hidden_size")  # given by the layer, not by cell_options
 #: float32 weights, gradients and two optimizer moments (Adam): what training needs at least
 _TRAINING_BYTES_PER_PARAMETER = 16
 
@@ -95,10 +92,9 @@ class SequenceModelConfig:
             return
         if not isinstance(options, Mapping):
             raise ConfigError(f"cell_options must be a dict such as {{'peephole': True}}, got {options!r}")
-        cell_class = _CELL_CLASSES.get(self.cell)
-        if cell_class is None:  # unknown cells are reported by make_recurrent with the valid names
+        if self.cell not in CELLS:  # unknown cells are reported by make_recurrent with the valid names
             return
-        valid = [p for p in inspect.signature(cell_class.__init__).parameters if p not in _CELL_ARGS]
+        valid = cell_option_names(self.cell)
         unknown = sorted(str(k) for k in options if k not in valid)
         if unknown:
             raise ConfigError(
@@ -107,7 +103,8 @@ class SequenceModelConfig:
 
     def _parameter_count_bound(self) -> int:
         """An upper bound on the parameter count, computed without allocating anything."""
-        gates = {"rnn": 1, "gru": 3}.get(self.cell, 4)
+        # a 1×1 cell is free to build and knows its gate count (a GRU's depends on its variant)
+        gates = make_cell(self.cell, 1, 1, **(self.cell_options or {})).num_gates if self.cell in CELLS else 4
         directions = 2 if self.bidirectional else 1
         H = int(self.hidden_size)
         width = H * directions if self.merge == "concat" else H

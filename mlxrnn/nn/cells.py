@@ -26,6 +26,7 @@ W_x, W_h ~ U(−1/√H, 1/√H) (as PyTorch does), biases 0, the LSTM forget-gat
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -42,8 +43,17 @@ def _uniform(rng: np.random.Generator, shape: tuple[int, ...], hidden_size: int)
 
 
 class Cell:
-    """Base class: sizes, shared initialisation and the recurrent weight gradient."""
+    """Base class: sizes, shared initialisation and the recurrent weight gradient.
 
+    A subclass sets ``name`` (the registry key: ``--cell NAME``, ``make_recurrent(NAME, ...)``,
+    the ``cell`` field of every model config and checkpoint), ``gate_names`` (its fused blocks,
+    in order, as the notes name them) and ``state_size``; it implements :meth:`step` and
+    :meth:`step_backward`, and is listed once with :func:`register_cell`.
+    """
+
+    name: str = ""
+    #: the fused gate blocks, left to right, in the notes' letters (u: update, f: forget, ...)
+    gate_names: tuple[str, ...] = ("c",)
     num_gates: int = 1
     state_size: int = 1  # number of arrays in the state tuple
     #: cache keys whose (T·B, H) stacks :meth:`recurrent_grads` multiplies with d_recurrent
@@ -75,8 +85,6 @@ class Cell:
         h_prev = stacked["h_prev"]
         return {"W_h": xp.matmul(xp.permute_dims(h_prev, (1, 0)), d_recurrent)}
 
-    def describe(self) -> str:
-        return type(self).__name__
 
 
 class RNNCell(Cell):
@@ -87,6 +95,8 @@ class RNNCell(Cell):
     Row form: ``h = g(x_proj + h_prev @ W_h)`` with x_proj (B, H), h_prev (B, H), W_h (H, H).
     """
 
+    name = "rnn"
+    gate_names = ("c",)
     num_gates = 1
     state_size = 1
 
@@ -96,8 +106,6 @@ class RNNCell(Cell):
             raise ConfigError(f"RNN activation must be 'tanh' or 'relu', got {activation!r}")
         self.activation = activation
 
-    def describe(self) -> str:
-        return f"RNNCell({self.activation})"
 
     def step(self, xp, params: Params, x_proj, state: tuple) -> tuple[tuple, Cache]:
         (h_prev,) = state
@@ -136,6 +144,9 @@ class GRUCell(Cell):
     Shapes: x_proj (B, G·H) with G = 3 (2 for simple), W_h (H, G·H), state (h,) with h (B, H).
     """
 
+    name = "gru"
+    gate_names = ("u", "r", "c")
+    num_gates = 3
     state_size = 1
     VARIANTS = ("full", "reset_after", "simple")
 
@@ -145,10 +156,9 @@ class GRUCell(Cell):
             raise ConfigError(f"GRU variant must be one of {', '.join(self.VARIANTS)}, got {variant!r}")
         self.variant = variant
         self.num_gates = 2 if variant == "simple" else 3
+        self.gate_names = ("u", "c") if variant == "simple" else ("u", "r", "c")
         self.recurrent_input_keys = ("h_prev", "reset_h") if variant == "full" else ("h_prev",)
 
-    def describe(self) -> str:
-        return f"GRUCell({self.variant})"
 
     def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         params = super().init_params(rng)
@@ -248,16 +258,18 @@ class LSTMCell(Cell):
     state (h, c) with h, c (B, H).
     """
 
+    name = "lstm"
+    gate_names = ("u", "f", "c", "o")
     num_gates = 4
     state_size = 2
 
     def __init__(self, input_size: int, hidden_size: int, peephole: bool = False, forget_bias: float = 1.0):
         super().__init__(input_size, hidden_size)
         self.peephole = bool(peephole)
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.floating, np.integer)) \
+                or not np.isfinite(forget_bias):
+            raise ConfigError(f"invalid cell_options: forget_bias must be a finite number, got {forget_bias!r}")
         self.forget_bias = float(forget_bias)
-
-    def describe(self) -> str:
-        return "LSTMCell(peephole)" if self.peephole else "LSTMCell"
 
     def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         params = super().init_params(rng)
@@ -319,9 +331,42 @@ class LSTMCell(Cell):
         return grads
 
 
+#: The cell registry: name -> class. Layers, models, the CLI's ``--cell`` choices, the bench and
+#: interop all read it, so a new cell is one class plus one :func:`register_cell` line (and one
+#: line in :data:`mlxrnn.testing.CELL_VARIANTS`, which a test checks).
+CELLS: dict[str, type[Cell]] = {}
+
+
+def register_cell(cls: type[Cell]) -> type[Cell]:
+    """Add ``cls`` to :data:`CELLS` under ``cls.name``; returns it, so it also works as a decorator."""
+    if not cls.name or cls.name in CELLS:
+        raise ConfigError(f"cell class {cls.__name__} needs a unique, non-empty name (got {cls.name!r})")
+    CELLS[cls.name] = cls
+    return cls
+
+
+for _cell_class in (LSTMCell, GRUCell, RNNCell):  # the default cell first
+    register_cell(_cell_class)
+
+
+def cell_class(name: str) -> type[Cell]:
+    """The registered class for ``name``, or a ConfigError listing the registered names."""
+    if name not in CELLS:
+        raise ConfigError(f"unknown cell {name!r}: choose one of {', '.join(CELLS)}")
+    return CELLS[name]
+
+
+def cell_option_names(name: str) -> tuple[str, ...]:
+    """The options a cell takes besides its sizes, read from its constructor's signature."""
+    parameters = inspect.signature(cell_class(name).__init__).parameters
+    return tuple(p for p in parameters if p not in ("self", "input_size", "hidden_size"))
+
+
 def make_cell(kind: str, input_size: int, hidden_size: int, **options: Any) -> Cell:
-    """Build a cell by name: ``rnn`` (activation), ``gru`` (variant), ``lstm`` (peephole)."""
-    kinds = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
-    if kind not in kinds:
-        raise ConfigError(f"unknown cell {kind!r}: choose one of {', '.join(kinds)}")
-    return kinds[kind](input_size, hidden_size, **options)
+    """Build a registered cell by name, e.g. ``make_cell("lstm", D, H, peephole=True)``."""
+    cls = cell_class(kind)
+    unknown = sorted(str(k) for k in options if k not in cell_option_names(kind))
+    if unknown:
+        valid = ", ".join(cell_option_names(kind)) or "none"
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for cell {kind!r}; valid: {valid}")
+    return cls(input_size, hidden_size, **options)

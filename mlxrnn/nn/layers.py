@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
-from mlxrnn.nn.cells import Cell, GRUCell, LSTMCell, RNNCell
+from mlxrnn.nn.cells import Cell, cell_class, make_cell
 from mlxrnn.nn.module import Module, check_positive_int, check_probability
 
 DIRECTION_NAMES = ("fwd", "bwd")
@@ -119,8 +119,10 @@ class RecurrentCache:
 
 
 class Recurrent(Module):
-    """A stack of recurrent layers, optionally bidirectional. Use :class:`RNN`, :class:`GRU`,
-    :class:`LSTM`.
+    """A stack of recurrent layers of any registered cell, optionally bidirectional.
+
+    ``Recurrent(D, H, cell="gru", variant="reset_after")`` or the aliases :class:`RNN`,
+    :class:`GRU`, :class:`LSTM`; every cell in :data:`mlxrnn.nn.cells.CELLS` works.
 
     Args:
         input_size: D, features per input step.
@@ -131,12 +133,13 @@ class Recurrent(Module):
         dropout: inverted dropout on the outputs of every layer but the last, training only.
         seed: seeds the NumPy generator all parameters are drawn from (identical on every backend).
         backend, dtype: see :func:`mlxrnn.get_backend`.
+        cell: the registered cell name (the aliases fix it); ``cell_options`` go to its class.
 
     Shapes: ``forward(x (B, T, D)) -> (outputs (B, T, H_out), final_state, cache)`` with
     H_out = 2H for a bidirectional concat, else H.
     """
 
-    cell_name = "recurrent"
+    cell_name = "lstm"  # the default cell; the aliases below fix their own
 
     def __init__(
         self,
@@ -149,9 +152,16 @@ class Recurrent(Module):
         seed: int = 0,
         backend: Any = None,
         dtype: str = "float32",
+        *,
+        cell: str | None = None,
         **cell_options: Any,
     ):
         super().__init__(backend, dtype)
+        if cell is not None:
+            cell_class(cell)  # a ConfigError naming the registered cells
+            if type(self) is not Recurrent and cell != type(self).cell_name:
+                raise ConfigError(f"{type(self).__name__} is the {type(self).cell_name!r} cell; got cell={cell!r}")
+            self.cell_name = cell
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
@@ -168,7 +178,7 @@ class Recurrent(Module):
         arrays: dict[str, np.ndarray] = {}
         for layer in range(self.num_layers):
             layer_input = self.input_size if layer == 0 else self.output_size
-            cell = self.make_cell(layer_input, self.hidden_size, **cell_options)
+            cell = make_cell(self.cell_name, layer_input, self.hidden_size, **cell_options)
             self.cells.append(cell)
             for direction in DIRECTION_NAMES[: self.num_directions]:
                 for name, value in cell.init_params(rng).items():
@@ -176,9 +186,6 @@ class Recurrent(Module):
         self._set_numpy_params(arrays)
         self._param_names: dict[tuple[int, int], list[tuple[str, str]]] = {}
         self._dropout_rng = np.random.default_rng(None if seed is None else seed + 1)
-
-    def make_cell(self, input_size: int, hidden_size: int, **options: Any) -> Cell:
-        raise NotImplementedError
 
     @property
     def state_size(self) -> int:
@@ -499,11 +506,11 @@ class RNN(Recurrent):
 
     cell_name = "rnn"
 
-    def __init__(self, input_size: int, hidden_size: int, activation: str = "tanh", **kwargs: Any):
-        super().__init__(input_size, hidden_size, activation=activation, **kwargs)
-
-    def make_cell(self, input_size, hidden_size, **options):
-        return RNNCell(input_size, hidden_size, **options)
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 merge: str = "concat", dropout: float = 0.0, seed: int = 0, backend: Any = None,
+                 dtype: str = "float32", *, activation: str = "tanh"):
+        super().__init__(input_size, hidden_size, num_layers, bidirectional, merge, dropout, seed, backend, dtype,
+                         activation=activation)
 
 
 class GRU(Recurrent):
@@ -511,11 +518,11 @@ class GRU(Recurrent):
 
     cell_name = "gru"
 
-    def __init__(self, input_size: int, hidden_size: int, variant: str = "full", **kwargs: Any):
-        super().__init__(input_size, hidden_size, variant=variant, **kwargs)
-
-    def make_cell(self, input_size, hidden_size, **options):
-        return GRUCell(input_size, hidden_size, **options)
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 merge: str = "concat", dropout: float = 0.0, seed: int = 0, backend: Any = None,
+                 dtype: str = "float32", *, variant: str = "full"):
+        super().__init__(input_size, hidden_size, num_layers, bidirectional, merge, dropout, seed, backend, dtype,
+                         variant=variant)
 
 
 class LSTM(Recurrent):
@@ -523,19 +530,16 @@ class LSTM(Recurrent):
 
     cell_name = "lstm"
 
-    def __init__(self, input_size: int, hidden_size: int, peephole: bool = False, **kwargs: Any):
-        super().__init__(input_size, hidden_size, peephole=peephole, **kwargs)
-
-    def make_cell(self, input_size, hidden_size, **options):
-        return LSTMCell(input_size, hidden_size, **options)
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 merge: str = "concat", dropout: float = 0.0, seed: int = 0, backend: Any = None,
+                 dtype: str = "float32", *, peephole: bool = False):
+        super().__init__(input_size, hidden_size, num_layers, bidirectional, merge, dropout, seed, backend, dtype,
+                         peephole=peephole)
 
 
 def make_recurrent(cell: str, input_size: int, hidden_size: int, **kwargs: Any) -> Recurrent:
-    """Build RNN/GRU/LSTM layers by name ("rnn", "gru", "lstm")."""
-    classes = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
-    if cell not in classes:
-        raise ConfigError(f"unknown cell {cell!r}: choose one of {', '.join(classes)}")
-    return classes[cell](input_size, hidden_size, **kwargs)
+    """Build recurrent layers of any registered cell by name ("rnn", "gru", "lstm", ...)."""
+    return Recurrent(input_size, hidden_size, cell=cell, **kwargs)
 
 
 class Embedding(Module):
