@@ -618,5 +618,9 @@ def check_token_ids(xp: Any, ids: Any, vocab_size: int) -> Any:
 
 
 def one_hot(xp: Any, ids: Any, num_classes: int) -> Any:
-    """ids (...) -> (..., num_classes) one-hot vectors in the backend's float dtype."""
+    """ids (...) in [0, num_classes) -> (..., num_classes) one-hot vectors in the backend's float dtype.
+
+    ``ids`` may be NumPy, a list or backend ints; out-of-range ids are a ConfigError.
+    """
+    check_positive_int("num_classes", num_classes)
     return xp.one_hot(check_token_ids(xp, ids, num_classes), num_classes)
