@@ -15,6 +15,7 @@ from mlxrnn.models.classifier import SequenceClassifier, SequenceClassifierConfi
 from mlxrnn.models.generator import SequenceGenerator, SequenceGeneratorConfig, generator_batch
 from mlxrnn.models.seq2seq import Hypothesis, Seq2Seq, Seq2SeqConfig, seq2seq_batch
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
+from mlxrnn.models.spec import RecurrentSpec
 from mlxrnn.models.tagger import SequenceTagger, SequenceTaggerConfig
 from mlxrnn.nn.cells import GRUCell, LSTMCell, RNNCell, make_cell
 from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
@@ -30,7 +31,7 @@ __all__ = [
     "softmax_cross_entropy", "binary_cross_entropy_with_logits", "mean_squared_error",
     "clip_grad_norm", "clip_grad_value", "global_norm",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "make_optimizer",
-    "SequenceModel", "SequenceModelConfig", "Trainer", "StepResult",
+    "SequenceModel", "SequenceModelConfig", "RecurrentSpec", "Trainer", "StepResult",
     "MLXRNNError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "BackendUnavailable",
     "SequenceClassifier", "SequenceClassifierConfig", "SequenceTagger", "SequenceTaggerConfig",
     "Seq2Seq", "Seq2SeqConfig", "Hypothesis", "seq2seq_batch",

@@ -15,8 +15,9 @@ import pytest
 
 import mlxrnn
 from mlxrnn import Adam, SequenceModel, SequenceModelConfig, Trainer, get_backend, make_recurrent
-from mlxrnn.backend import auto_choice
+from mlxrnn.backend import ArrayBackend, auto_choice
 from mlxrnn.errors import BackendUnavailable, ConfigError
+from mlxrnn.testing import available_backends
 
 from .test_gradients import CELL_VARIANTS, VARIANT_IDS
 
@@ -50,6 +51,28 @@ def test_import_loads_neither_mlx_nor_click():
     code = "import sys, mlxrnn; bad = [m for m in ('mlx', 'click', 'safetensors', 'torch') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", available_backends())
+def test_every_backend_implements_the_protocol_and_its_layout_methods(name):
+    """The recurrent layers call the layout methods unconditionally: each backend must have them,
+    and they (and the time-loop backend's matmul) must never change a value."""
+    xp = get_backend(name)
+    assert isinstance(xp, ArrayBackend)  # every protocol member is present, time_loop included
+    assert isinstance(xp.time_loop, ArrayBackend)
+    values = np.arange(24.0).reshape(2, 3, 4)
+    weight = np.linspace(-1.0, 1.0, 20).reshape(4, 5)
+    a = xp.from_numpy(values)
+    fast, rows = xp.batch_fastest(a), xp.row_major(xp.batch_fastest(a))
+    np.testing.assert_array_equal(xp.to_numpy(fast), values)
+    np.testing.assert_array_equal(xp.to_numpy(rows), values)
+    product = xp.time_loop.matmul(a[0], xp.from_numpy(weight))
+    np.testing.assert_allclose(xp.to_numpy(product), values[0] @ weight, rtol=1e-6)
+    if name == "numpy":  # the layouts themselves: each (B, F) matrix column-major, then C order again
+        assert all(fast[i].flags.f_contiguous for i in range(2)) and rows.flags.c_contiguous
+        assert product.flags.f_contiguous
+    else:  # no user-visible layout: nothing to do
+        assert fast is a and xp.row_major(a) is a and xp.time_loop is xp
 
 
 def test_unknown_backend_is_a_one_line_config_error():

@@ -120,7 +120,8 @@ def test_step_matches_the_full_forward(cell, options, backend):
         if t % 2:
             h, state = model.rnn.step(x_proj=xp.take(table, xp.from_numpy(ids[:, t]), axis=0), state=state)
         else:
-            h, state = model.rnn.step(x=model.embedding.forward(ids[:, t])[0], state=state)
+            embedded, _ = model.embedding.forward(ids[:, t:t + 1], as_tokens=False)  # (B, 1, E): a plain lookup
+            h, state = model.rnn.step(x=embedded[:, 0], state=state)
         step_logits = xp.to_numpy(xp.matmul(h, model.head.params["W"]) + model.head.params["b"])
         np.testing.assert_allclose(_softmax(step_logits), _softmax(xp.to_numpy(logits)[:, t]), rtol=1e-5, atol=1e-6)
     for a, b in zip(np.atleast_1d(state) if model.rnn.state_size == 1 else state,

@@ -17,7 +17,7 @@ from mlxrnn.lm.batching import LMBatcher
 from mlxrnn.lm.corpus import bundled_corpus_path, read_text, split_by_fraction
 from mlxrnn.lm.tokenizers import CharTokenizer, WordTokenizer, make_tokenizer
 from mlxrnn.lm.vocabulary import Vocabulary
-from mlxrnn.nn.sequences import EOS, PAD, UNK, one_hot, pad_sequences
+from mlxrnn.nn.sequences import EOS, PAD, UNK, pad_sequences
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -212,7 +212,7 @@ def test_vocab_build_rejects_bad_arguments() -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# pad_sequences / one_hot
+# pad_sequences
 # ------------------------------------------------------------------------------------------
 
 
@@ -244,22 +244,6 @@ def test_pad_sequences_property(seqs: list[list[int]], max_len: int | None) -> N
         assert lengths[b] == n
         assert ids[b, :n].tolist() == s[:n]
         assert (ids[b, n:] == 1).all()
-
-
-def test_one_hot() -> None:
-    ids = np.array([[0, 2], [1, 3]])
-    oh = one_hot(ids, 4)
-    assert oh.shape == (2, 2, 4) and oh.dtype == np.float32
-    np.testing.assert_array_equal(oh.argmax(-1), ids)
-    np.testing.assert_array_equal(oh.sum(-1), np.ones((2, 2)))
-    assert one_hot(np.array(2), 3, dtype=np.float64).tolist() == [0.0, 0.0, 1.0]
-    assert one_hot([1, 0], 2).tolist() == [[0, 1], [1, 0]]
-    with pytest.raises(ConfigError, match="out of range"):
-        one_hot([0, 4], 4)
-    with pytest.raises(ConfigError, match="out of range"):
-        one_hot([-1], 4)
-    with pytest.raises(ConfigError):
-        one_hot([0], 0)
 
 
 # ------------------------------------------------------------------------------------------

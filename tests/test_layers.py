@@ -19,6 +19,7 @@ from mlxrnn import (
     get_backend,
     make_recurrent,
     mean_squared_error,
+    one_hot,
     softmax_cross_entropy,
 )
 from mlxrnn.errors import ConfigError, ShapeError
@@ -121,6 +122,24 @@ def test_token_ids_out_of_range_are_reported():
         model.forward(np.array([[1, 7]]))
     with pytest.raises(ConfigError, match=r"token id -1"):
         model.forward(np.array([[1, -1]]))
+
+
+def test_one_hot() -> None:
+    """The one one-hot (moved here from nn/sequences with its assertions), NumPy-backed here."""
+    float32 = get_backend("numpy")
+    ids = np.array([[0, 2], [1, 3]])
+    oh = one_hot(float32, ids, 4)
+    assert oh.shape == (2, 2, 4) and oh.dtype == np.float32
+    np.testing.assert_array_equal(oh.argmax(-1), ids)
+    np.testing.assert_array_equal(oh.sum(-1), np.ones((2, 2)))
+    assert one_hot(xp, np.array(2), 3).tolist() == [0.0, 0.0, 1.0]  # float64 backend
+    assert one_hot(float32, [1, 0], 2).tolist() == [[0, 1], [1, 0]]
+    with pytest.raises(ConfigError, match="out of range"):
+        one_hot(float32, [0, 4], 4)
+    with pytest.raises(ConfigError, match="out of range"):
+        one_hot(float32, [-1], 4)
+    with pytest.raises(ConfigError, match="num_classes must be an integer >= 1"):
+        one_hot(float32, [0], 0)
 
 
 def test_cross_entropy_matches_naive_formula_and_is_stable_for_large_logits():

@@ -396,6 +396,11 @@ def _tamper_header(ckpt: Path) -> None:
     _rehash(ckpt)
 
 
+def _recurrent(doc: dict) -> dict:
+    """The recurrent settings of a checkpoint's model config (nested since RecurrentSpec)."""
+    return doc["meta"]["model_config"]["recurrent"]
+
+
 def _shrink_vocab(doc: dict) -> None:
     doc["meta"]["vocab"]["tokens"] = doc["meta"]["vocab"]["tokens"][:-5]
     doc["meta"]["model_config"]["input_size"] -= 5
@@ -437,14 +442,18 @@ CHECKPOINT_FAULTS = {
         5, d["meta"]["vocab"]["tokens"][6])), "appears more than once"),
     "vocabulary level differs from the tokenizer": (lambda run, ck: _edit_meta(
         ck, lambda d: d["meta"]["tokenizer"].update(level="word")), "the tokenizer is word-level"),
-    "config: unknown cell option": (lambda run, ck: _edit_meta(ck, lambda d: d["meta"]["model_config"].update(
+    "config: unknown cell option": (lambda run, ck: _edit_meta(ck, lambda d: _recurrent(d).update(
         cell_options={"bogus": 1})), "unknown option(s) bogus"),
-    "config: unknown cell": (lambda run, ck: _edit_meta(ck, lambda d: d["meta"]["model_config"].update(
+    "config: unknown cell": (lambda run, ck: _edit_meta(ck, lambda d: _recurrent(d).update(
         cell="transformer")), "unknown cell 'transformer'"),
-    "config: hidden_size 10**12": (lambda run, ck: _edit_meta(ck, lambda d: d["meta"]["model_config"].update(
+    "config: hidden_size 10**12": (lambda run, ck: _edit_meta(ck, lambda d: _recurrent(d).update(
         hidden_size=10**12)), "checkpoint metadata is invalid"),
-    "config: hidden_size 4096": (lambda run, ck: _edit_meta(ck, lambda d: d["meta"]["model_config"].update(
+    "config: hidden_size 4096": (lambda run, ck: _edit_meta(ck, lambda d: _recurrent(d).update(
         hidden_size=4096)), "checkpoint stores"),
+    "config: a recurrent setting given twice": (lambda run, ck: _edit_meta(
+        ck, lambda d: d["meta"]["model_config"].update(hidden_size=16)), "both at the top level and under 'recurrent'"),
+    "config: recurrent settings not a dict": (lambda run, ck: _edit_meta(
+        ck, lambda d: d["meta"]["model_config"].update(recurrent=None)), "recurrent must be a dict"),
     "config: not a language model head": (lambda run, ck: _edit_meta(ck, lambda d: d["meta"]["model_config"].update(
         output="last")), "output='last'"),
     "config: negative seed": (lambda run, ck: _edit_meta(ck, lambda d: d["meta"]["model_config"].update(seed=-3)),
@@ -792,11 +801,13 @@ JSON_VALUES = st.recursive(
     _json_containers,
     max_leaves=6,
 )
-META_FIELDS = [("model_config", k) for k in ("input_kind", "input_size", "embed_size", "cell", "hidden_size",
-                                              "num_layers", "bidirectional", "merge", "dropout", "output_size",
-                                              "output", "loss", "tie_weights", "cell_options", "seed")]
-META_FIELDS += [("vocab", "level"), ("vocab", "tokens"), ("tokenizer", "level"), ("tokenizer", "lowercase"),
-                (None, "kind"), (None, "model_config"), (None, "vocab"), (None, "tokenizer")]
+META_FIELDS = [(("model_config",), k) for k in ("input_kind", "input_size", "embed_size", "recurrent",
+                                                 "output_size", "output", "loss", "tie_weights", "seed",
+                                                 "cell", "hidden_size")]  # the last two: flat, beside "recurrent"
+META_FIELDS += [(("model_config", "recurrent"), k) for k in ("cell", "hidden_size", "num_layers", "bidirectional",
+                                                              "merge", "dropout", "cell_options")]
+META_FIELDS += [(("vocab",), "level"), (("vocab",), "tokens"), (("tokenizer",), "level"),
+                (("tokenizer",), "lowercase"), ((), "kind"), ((), "model_config"), ((), "vocab"), ((), "tokenizer")]
 
 
 @FUZZ
@@ -808,8 +819,10 @@ def test_fuzz_language_model_metadata(tmp_path, char_run, edits):
     ckpt = _checkpoint_dir(run)
 
     def apply(doc):
-        for (section, key), value in edits:
-            target = doc["meta"] if section is None else doc["meta"][section]
+        for (path, key), value in edits:
+            target = doc["meta"]
+            for section in path:
+                target = target.get(section) if isinstance(target, dict) else None
             if isinstance(target, dict):
                 target[key] = value
 

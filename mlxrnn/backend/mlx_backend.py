@@ -75,7 +75,6 @@ class MLXBackend:
     log1p = staticmethod(mx.log1p)
     sqrt = staticmethod(mx.sqrt)
     abs = staticmethod(mx.abs)
-    square = staticmethod(mx.square)
     maximum = staticmethod(mx.maximum)
     minimum = staticmethod(mx.minimum)
     where = staticmethod(mx.where)
@@ -95,12 +94,6 @@ class MLXBackend:
     @staticmethod
     def permute_dims(a, axes):
         return mx.transpose(a, tuple(axes))
-
-    @staticmethod
-    def flip(a, axis):
-        index = [slice(None)] * a.ndim
-        index[axis] = slice(None, None, -1)
-        return a[tuple(index)]
 
     @staticmethod
     def concat(arrays, axis=0):
@@ -140,5 +133,15 @@ class MLXBackend:
     def item(self, a: Any) -> float:
         return float(a.item()) if isinstance(a, mx.array) else float(a)
 
-    def value_and_grad(self, fn):
-        return mx.value_and_grad(fn)
+    # memory layout: MLX arrays have none the user controls, so the loop runs on this backend as is
+    @property
+    def time_loop(self) -> MLXBackend:
+        return self
+
+    @staticmethod
+    def batch_fastest(a: mx.array) -> mx.array:
+        return a
+
+    @staticmethod
+    def row_major(a: mx.array) -> mx.array:
+        return a

@@ -3,9 +3,10 @@
 NumPy 2 already speaks most of the array API, so this class mostly forwards. It runs
 anywhere, and it is the float64 backend the finite-difference gradient checks use.
 
-Beyond the protocol it offers the recurrent layers two layout hooks (see mlxrnn/layers.py):
-``time_loop``, a variant whose 2-D products come back batch-fastest (column-major), and
-``batch_fastest`` / ``row_major`` to put an array in a layout once.
+Its layout methods (see the protocol and mlxrnn/nn/layers.py) matter for speed: ``time_loop``
+is a variant whose 2-D products come back batch-fastest (column-major), and ``batch_fastest`` /
+``row_major`` put an array in a layout once. What each trick saved, measured, and how to measure
+it again: benchmarks/results/numpy_layout.md (``python benchmarks/numpy_layout.py``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ def keep_freed_heap_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
 
     Backpropagation through time keeps every step's activations until the backward pass
-    (~16 MB for the reference LSTM: B 32, T 64, H 256) and then frees them all. With glibc's
-    default thresholds that memory goes back to the OS after each training step and the next
-    step takes it again, page by page: ~4,000 page faults per step. Keeping it made training at
-    the reference shape 15% (LSTM), 50% (GRU) and 38% (RNN) faster on the development machine
-    (tokens/s, medians of 6 runs side by side). Raising the trim and mmap
-    thresholds (what ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` do) keeps it in the
-    heap. Peak memory is unchanged; the process just holds on to its peak between steps.
+    (about 16 MB for the reference LSTM: B 32, T 64, H 256) and then frees them all. With
+    glibc's default thresholds that memory goes back to the OS after each training step and the
+    next step takes it again, page by page, which made training measurably slower (figures:
+    benchmarks/results/numpy_layout.md). Raising the trim and mmap thresholds (what
+    ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` do) keeps it in the heap. Peak
+    memory is unchanged; the process just holds on to its peak between steps.
 
     This changes malloc for the whole process, so a library must not do it unasked: it happens
     only when ``MLXRNN_MALLOC=tuned`` is set, which the ``mlxrnn`` command does for itself
@@ -95,7 +95,6 @@ class NumpyBackend:
     log1p = staticmethod(np.log1p)
     sqrt = staticmethod(np.sqrt)
     abs = staticmethod(np.abs)
-    square = staticmethod(np.square)
     maximum = staticmethod(np.maximum)
     minimum = staticmethod(np.minimum)
     clip = staticmethod(np.clip)
@@ -116,7 +115,6 @@ class NumpyBackend:
     matmul = staticmethod(np.matmul)
     reshape = staticmethod(np.reshape)
     permute_dims = staticmethod(np.transpose)
-    flip = staticmethod(np.flip)
     take = staticmethod(np.take)
     take_along_axis = staticmethod(np.take_along_axis)
 
@@ -137,8 +135,8 @@ class NumpyBackend:
         return np.max(a, axis=axis, keepdims=keepdims)
 
     def scatter_add_rows(self, num_rows: int, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
-        # Sort the rows by index and sum each run with reduceat: ~10x faster than np.add.at on
-        # (2048, 128) float32 rows.
+        # Sort the rows by index and sum each run with reduceat: much faster than np.add.at's
+        # unbuffered loop (benchmarks/results/numpy_layout.md).
         indices = np.asarray(indices).reshape(-1)
         values = values.reshape(-1, values.shape[-1])
         out = np.zeros((num_rows, values.shape[-1]), dtype=values.dtype)
@@ -163,10 +161,7 @@ class NumpyBackend:
     def item(self, a: Any) -> float:
         return float(a)
 
-    def value_and_grad(self, fn):
-        return None  # NumPy has no autodiff; finite differences are the oracle there.
-
-    # layouts (beyond the protocol; used by the recurrent layers when present)
+    # memory layout (see the protocol; ``time_loop`` is set in __init__)
     @staticmethod
     def batch_fastest(a: np.ndarray) -> np.ndarray:
         """``a`` (..., B, F) with every (B, F) matrix column-major (B fastest, then F) and contiguous:
@@ -188,9 +183,9 @@ def copy_in_layout(a: np.ndarray, order: Sequence[int]) -> np.ndarray:
 
     NumPy copies with its inner loop along the destination's fastest axis. When the source's
     stride along that axis is a multiple of 2 KiB, successive reads share a handful of L1 cache
-    sets and evict each other: a (64, 32, 1024) float32 transpose takes 4.1 ms instead of 1.2 ms
-    on the development machine. Such copies first go through a copy in the source's own order
-    with its fastest axis padded, which breaks the power-of-two stride.
+    sets and evict each other, a few times slower than an ordinary copy (e.g. a (64, 32, 1024)
+    float32 transpose; benchmarks/results/numpy_layout.md). Such copies first go through a copy
+    in the source's own order with its fastest axis padded, which breaks the power-of-two stride.
     """
     inner = order[-1]
     if a.shape[inner] > 1 and a.strides[inner] % 2048 == 0:
@@ -211,11 +206,11 @@ def copy_in_layout(a: np.ndarray, order: Sequence[int]) -> np.ndarray:
 class BatchFastestNumpyBackend(NumpyBackend):
     """NumPy for the recurrent time loop: 2-D products come back batch-fastest (column-major).
 
-    On the development machine OpenBLAS computes (32, 256) @ (256, 1024) in ~96 µs into a
-    column-major result against ~146 µs into a row-major one, and (32, 1024) @ (1024, 256) in
-    ~98 µs against ~171 µs (float32; likewise for H = 512 and for G = 1 and 3 gate blocks).
-    Writing a @ b as (bᵀ aᵀ)ᵀ gives that result layout with no copy; element-wise NumPy ops
-    then keep it, so a whole time loop runs in it. Values are the same as ``np.matmul``'s.
+    OpenBLAS computes the time loop's products, a batch of states (B, H) times a weight
+    (H, G·H) and the backward's (B, G·H) times (G·H, H), faster into a column-major result than
+    into a row-major one (figures: benchmarks/results/numpy_layout.md). Writing a @ b as
+    (bᵀ aᵀ)ᵀ gives that result layout with no copy; element-wise NumPy ops then keep it, so a
+    whole time loop runs in it. Values are the same as ``np.matmul``'s.
     """
 
     @staticmethod

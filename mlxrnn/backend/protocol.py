@@ -5,16 +5,15 @@ NumPy 2 needs almost no glue and MLX only a few aliases. The handful of methods 
 standard are marked below. Code receives a backend object ``xp`` and never imports numpy or
 mlx for array math itself; that is what lets one BPTT implementation run on both.
 
-Optional hooks, not part of the protocol (code uses them through ``getattr`` with a fallback):
-a backend whose speed depends on memory layout may offer ``time_loop`` (the backend the
-recurrent time loop should run on), ``batch_fastest(a)`` and ``row_major(a)`` (the same values
-in that layout). NumPy does — see mlxrnn/backend/numpy_backend.py and mlxrnn/layers.py; MLX
-arrays have no user-visible layout, so MLX has none of them.
+Memory layout is part of the protocol because NumPy's speed depends on it: ``time_loop`` (the
+backend the recurrent time loop runs on), ``batch_fastest(a)`` and ``row_major(a)`` (the same
+values in that layout). NumPy implements them (mlxrnn/backend/numpy_backend.py, used by
+mlxrnn/nn/layers.py); MLX arrays have no user-visible layout, so there they return their input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -51,7 +50,6 @@ class ArrayBackend(Protocol):
     def log1p(self, a: Array) -> Array: ...
     def sqrt(self, a: Array) -> Array: ...
     def abs(self, a: Array) -> Array: ...
-    def square(self, a: Array) -> Array: ...
     def maximum(self, a: Array, b: Array | float) -> Array: ...
     def minimum(self, a: Array, b: Array | float) -> Array: ...
     def clip(self, a: Array, lo: float, hi: float) -> Array: ...
@@ -64,7 +62,6 @@ class ArrayBackend(Protocol):
     def permute_dims(self, a: Array, axes: Sequence[int]) -> Array: ...
     def concat(self, arrays: Sequence[Array], axis: int = 0) -> Array: ...
     def stack(self, arrays: Sequence[Array], axis: int = 0) -> Array: ...
-    def flip(self, a: Array, axis: int) -> Array: ...
     def sum(self, a: Array, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Array: ...
     def max(self, a: Array, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Array: ...
     def take(self, a: Array, indices: Array, axis: int = 0) -> Array: ...
@@ -87,6 +84,16 @@ class ArrayBackend(Protocol):
     def item(self, a: Array) -> float:
         """(beyond the standard) A 0-d array as a Python float (synchronises MLX)."""
         ...
-    def value_and_grad(self, fn: Callable[..., Array]) -> Callable[..., tuple[Array, Any]] | None:
-        """(beyond the standard) The backend's autodiff of ``fn``, or None without autodiff."""
+
+    # --- memory layout (beyond the standard; identities where layout is not user-visible) -------
+    #: the backend the recurrent time loop runs on: on NumPy a variant whose 2-D matmuls return
+    #: batch-fastest results, which the loop's element-wise ops then keep; elsewhere the backend itself
+    time_loop: ArrayBackend
+
+    def batch_fastest(self, a: Array) -> Array:
+        """(beyond the standard) ``a`` (..., B, F) with every (B, F) matrix stored B-fastest
+        (column-major) and contiguous: the layout the time loop's operands want on NumPy."""
+        ...
+    def row_major(self, a: Array) -> Array:
+        """(beyond the standard) ``a`` C-contiguous, what BLAS calls and free reshapes want."""
         ...

@@ -1,8 +1,9 @@
-"""Building blocks the task models share (classifier, seq2seq, generator).
+"""Building blocks the task models share: the input encoder, the final-state head, masks, bridges.
 
-* :class:`InputEncoder` turns a batch's inputs into the (B, T, D) features a recurrent layer
-  reads — token ids through a learned embedding or one-hot vectors, or dense features as they
-  are — and routes the gradient back (to the embedding table, or to the dense inputs).
+* :class:`InputEncoder` turns a batch's inputs into what a recurrent stack reads: token ids
+  through a learned embedding (handed over as :class:`~mlxrnn.nn.layers.TokenInputs`, so the
+  stack may fold the lookup into layer 0's input projection) or as one-hot vectors, or dense
+  features as they are; and routes the gradient back (to the table, or to the dense inputs).
 * :func:`top_final_hidden` / :func:`top_final_hidden_backward` read the top layer's final
   hidden state with both directions side by side, the many-to-one "last state" of the notes.
 * :func:`batch_mask` validates ``lengths`` / ``mask`` once and gives the (B, T) float mask.
@@ -13,26 +14,42 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError, ShapeError
-from mlxrnn.nn.layers import Recurrent, check_token_ids, lengths_to_mask
+from mlxrnn.errors import ConfigError, DataError, ShapeError
+from mlxrnn.nn.layers import Recurrent, TokenInputs, check_token_ids, lengths_to_mask
 from mlxrnn.nn.module import Module, check_positive_int
 
 INPUT_KINDS = ("embedding", "one_hot", "dense")
 
 
+@dataclass(frozen=True)
+class EncodedInputs:
+    """What :meth:`InputEncoder.backward` needs from a forward pass."""
+
+    ids: Any  #: (B, T) backend token ids; None for dense inputs
+    batch_size: int
+    time_steps: int
+    as_tokens: bool  #: handed to the stack as TokenInputs: its backward returns the table's gradient
+
+
 class InputEncoder(Module):
-    """ids or features → (B, T, D) recurrent-layer input, and the way back.
+    """ids or features → the recurrent stack's (B, T, D) input, and the way back.
 
     ``kind``:
         "embedding": ids (B, T) int → x = E[ids] (B, T, E), a learned table E (V, E) ~ N(0, 1)
-                     (parameter ``weight``, initialised exactly like :class:`mlxrnn.Embedding`);
+                     (parameter ``weight``, drawn exactly like :class:`mlxrnn.Embedding`);
         "one_hot":   ids (B, T) int → x = onehot(ids) (B, T, V), no parameters;
         "dense":     floats (B, T, D) pass through; the backward returns dL/dx.
-    ``input_size`` is V (vocabulary) for ids and D for dense inputs.
+    ``input_size`` is V (vocabulary) for ids and D for dense inputs; :attr:`output_size` is the
+    stack's input width (E, V or D).
+
+    An embedding's x is returned as ``TokenInputs(E, ids)`` unless ``as_tokens=False``: the
+    stack then either projects the table once, (E[ids]) W_x = (E W_x)[ids], or gathers the rows
+    itself, whichever needs fewer FLOPs, and its backward returns dL/dE (V, E) in place of dx.
     """
 
     def __init__(self, kind: str, input_size: int, embed_size: int = 32, seed: int = 0, backend: Any = None,
@@ -49,32 +66,85 @@ class InputEncoder(Module):
         else:
             self.output_size = self.input_size
 
-    def forward(self, inputs: Any) -> tuple[Any, Any]:
-        """inputs (B, T) ids or (B, T, D) floats → (x (B, T, D_out), cache for :meth:`backward`)."""
+    def forward(self, inputs: Any, as_tokens: bool = True) -> tuple[Any, EncodedInputs]:
+        """inputs (B, T) ids or (B, T, D) floats → (x for the stack, cache for :meth:`backward`).
+
+        x is TokenInputs for an embedding with ``as_tokens`` (see the class doc), else a backend
+        array (B, T, output_size).
+        """
         xp = self.xp
         if self.kind == "dense":
-            x = xp.from_numpy(np.asarray(inputs)) if isinstance(inputs, (np.ndarray, list)) else inputs
-            if len(x.shape) != 3 or int(x.shape[2]) != self.input_size:
+            x = self._dense(inputs)
+            return x, EncodedInputs(None, int(x.shape[0]), int(x.shape[1]), False)
+        if isinstance(inputs, (list, tuple)):
+            try:
+                inputs = np.asarray(inputs)
+            except ValueError:  # ragged nested lists
                 raise ShapeError(
-                    f"dense inputs must have shape (batch, time, {self.input_size}); got {tuple(x.shape)}"
-                )
-            return x, None
+                    "token ids must be a rectangular (batch, time) array; pad the sequences to one length "
+                    "(mlxrnn.nn.sequences.pad_sequences) and pass lengths="
+                ) from None
         ids = check_token_ids(xp, inputs, self.input_size)
         if len(ids.shape) != 2:
             raise ShapeError(f"inputs must be token ids of shape (batch, time); got {tuple(ids.shape)}")
+        B, T = int(ids.shape[0]), int(ids.shape[1])
         if self.kind == "one_hot":
-            return xp.one_hot(ids, self.input_size), ids
-        return xp.take(self.params["weight"], ids, axis=0), ids
+            return xp.one_hot(ids, self.input_size), EncodedInputs(ids, B, T, False)
+        if as_tokens:
+            return TokenInputs(self.params["weight"], ids), EncodedInputs(ids, B, T, True)
+        return xp.take(self.params["weight"], ids, axis=0), EncodedInputs(ids, B, T, False)
 
-    def backward(self, d_x: Any, ids: Any) -> tuple[dict, Any]:
-        """d_x (B, T, D_out) → (grads keyed like ``params``, dL/dinputs for dense inputs else None)."""
+    def _dense(self, inputs: Any) -> Any:
+        D = self.input_size
+        if isinstance(inputs, (np.ndarray, list, tuple)):
+            try:
+                array = np.asarray(inputs)
+            except ValueError:  # ragged nested lists
+                raise ShapeError(
+                    f"dense inputs must be a rectangular (batch, time, {D}) array; pad the sequences "
+                    "to one length and pass lengths="
+                ) from None
+            x = self.xp.from_numpy(_check_dense_numpy(array, D))
+        elif hasattr(inputs, "shape"):
+            x = inputs  # already a backend array: not inspected (that would cost a device sync)
+        else:
+            raise ShapeError(f"dense inputs must be a float array of shape (batch, time, {D}); "
+                             f"got {type(inputs).__name__}")
+        if len(x.shape) != 3 or int(x.shape[2]) != D:
+            raise ShapeError(f"dense inputs must have shape (batch, time, {D}); got {tuple(x.shape)}")
+        return x
+
+    def backward(self, d_x: Any, cache: EncodedInputs) -> tuple[dict, Any]:
+        """d_x from the stack → (grads keyed like ``params``, dL/dinputs for dense inputs else None).
+
+        ``d_x`` is the stack's first backward result: (B, T, output_size), or the table's
+        gradient (V, E) when the inputs went in as TokenInputs.
+        """
         if self.kind == "dense":
             return {}, d_x
         if self.kind == "one_hot":
             return {}, None
+        if cache.as_tokens:
+            return {"weight": d_x}, None
         flat = self.xp.reshape(d_x, (-1, self.output_size))
-        weight = self.xp.scatter_add_rows(self.input_size, self.xp.reshape(ids, (-1,)), flat)
+        weight = self.xp.scatter_add_rows(self.input_size, self.xp.reshape(cache.ids, (-1,)), flat)
         return {"weight": weight}, None
+
+
+def _check_dense_numpy(x: np.ndarray, features: int) -> np.ndarray:
+    """Dense NumPy inputs must be real numbers and finite: one NaN would silently poison training.
+
+    One pass over (B, T, D) values, negligible next to the recurrent matmuls over the same steps.
+    """
+    if x.dtype.kind not in "fiub":
+        raise ShapeError(f"dense inputs must be numbers of shape (batch, time, {features}); got dtype {x.dtype}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise DataError(
+            f"dense inputs contain NaN or Inf (first at index {where}, value {x[where]}); "
+            "clean or impute the data before passing it to the model"
+        )
+    return x
 
 
 def batch_mask(batch: Mapping[str, Any], batch_size: int, time_steps: int, lengths_key: str = "lengths",

@@ -23,14 +23,15 @@ A batch is a dict: ``inputs`` (B, T) ids or (B, T, D) floats, ``targets`` (B,) c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.models.blocks import INPUT_KINDS, InputEncoder, batch_mask, top_final_hidden, top_final_hidden_backward
-from mlxrnn.nn.layers import Linear, make_recurrent
+from mlxrnn.models.spec import RecurrentSpec, config_from_dict, with_recurrent_spec
+from mlxrnn.nn.layers import Linear
 from mlxrnn.nn.losses import binary_cross_entropy_with_logits, softmax_cross_entropy
 from mlxrnn.nn.module import Module, check_positive_int
 
@@ -38,23 +39,20 @@ POOLINGS = ("last", "mean", "max")
 HEADS = ("auto", "sigmoid", "softmax")
 
 
+@with_recurrent_spec()
 @dataclass
 class SequenceClassifierConfig:
-    """Everything needed to rebuild a :class:`SequenceClassifier`."""
+    """Everything needed to rebuild a :class:`SequenceClassifier` (flat recurrent names work too,
+    see :class:`~mlxrnn.models.sequence_model.SequenceModelConfig`)."""
 
     input_kind: str = "embedding"  #: "embedding", "one_hot" (ids) or "dense" (float features)
     input_size: int = 1000  #: vocabulary size for ids, feature count for dense inputs
     embed_size: int = 64  #: embedding width (input_kind "embedding" only)
-    cell: str = "lstm"  #: "rnn", "gru" or "lstm"
-    hidden_size: int = 64
-    num_layers: int = 1
-    bidirectional: bool = False
-    merge: str = "concat"  #: how the directions' outputs combine for "mean"/"max" pooling
-    dropout: float = 0.0
+    #: the stack; its ``merge`` combines the directions' outputs for "mean"/"max" pooling
+    recurrent: RecurrentSpec = field(default_factory=lambda: RecurrentSpec(hidden_size=64))
     pooling: str = "last"  #: "last", "mean" or "max" (see the module docstring)
     num_classes: int = 2
     head: str = "auto"  #: "sigmoid" (binary, one logit), "softmax", or "auto" (sigmoid iff 2 classes)
-    cell_options: dict | None = None
     seed: int = 0
 
     def validate(self) -> SequenceClassifierConfig:
@@ -64,8 +62,9 @@ class SequenceClassifierConfig:
             raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.head not in HEADS:
             raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
-        for label in ("input_size", "embed_size", "hidden_size", "num_layers"):
+        for label in ("input_size", "embed_size"):
             check_positive_int(label, getattr(self, label))
+        self.recurrent.validate()
         check_positive_int("num_classes", self.num_classes, minimum=2)
         if self.head == "sigmoid" and self.num_classes != 2:
             raise ConfigError(f"a sigmoid head is binary (num_classes=2); use head='softmax' for {self.num_classes}")
@@ -83,7 +82,8 @@ class SequenceClassifierConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SequenceClassifierConfig:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}).validate()
+        """From :meth:`to_dict`'s form (recurrent settings nested) or the older flat one; validated."""
+        return config_from_dict(cls, data)
 
 
 def _as_batch(batch: Any) -> Mapping[str, Any]:
@@ -103,19 +103,14 @@ class SequenceClassifier(Module):
         self.config = c = config.validate()
         self.add_child("embedding", InputEncoder(c.input_kind, c.input_size, c.embed_size, seed=c.seed,
                                                  backend=self.xp))
-        self.add_child("rnn", make_recurrent(
-            c.cell, self.embedding.output_size, c.hidden_size, num_layers=c.num_layers,
-            bidirectional=c.bidirectional, merge=c.merge, dropout=c.dropout, seed=c.seed + 1, backend=self.xp,
-            **(c.cell_options or {}),
-        ))
+        self.add_child("rnn", c.recurrent.build(self.embedding.output_size, seed=c.seed + 1, backend=self.xp))
         self.add_child("head", Linear(self.embedding_size, self.num_outputs, seed=c.seed + 2, backend=self.xp))
 
     @property
     def embedding_size(self) -> int:
         """E, the width of a sentence embedding."""
-        if self.config.pooling == "last":
-            return self.rnn.hidden_size * self.rnn.num_directions
-        return self.rnn.output_size
+        spec = self.config.recurrent
+        return spec.final_size if self.config.pooling == "last" else spec.output_size
 
     @property
     def num_outputs(self) -> int:
@@ -125,13 +120,14 @@ class SequenceClassifier(Module):
     def forward(self, inputs: Any, lengths: Any = None, mask: Any = None, training: bool = False,
                 rng: np.random.Generator | None = None) -> tuple[Any, dict]:
         """inputs (B, T) or (B, T, D) → (logits (B, O), cache). Every sequence needs ≥ 1 valid step."""
-        x, ids = self.embedding.forward(inputs)
-        B, T = int(x.shape[0]), int(x.shape[1])
-        mask_np = batch_mask({"lengths": lengths, "mask": mask}, B, T, require_nonempty=True)
+        x, encoded = self.embedding.forward(inputs)
+        mask_np = batch_mask({"lengths": lengths, "mask": mask}, encoded.batch_size, encoded.time_steps,
+                             require_nonempty=True)
         hidden, final_state, rnn_cache = self.rnn.forward(x, mask=mask_np, training=training, rng=rng)
         features, pool_cache = self._pool(hidden, final_state, mask_np)
         logits, _ = self.head.forward(features)
-        cache = {"ids": ids, "rnn": rnn_cache, "features": features, "final_state": final_state, "pool": pool_cache}
+        cache = {"encoded": encoded, "rnn": rnn_cache, "features": features, "final_state": final_state,
+                 "pool": pool_cache}
         return logits, cache
 
     def _pool(self, hidden: Any, final_state: Any, mask_np: np.ndarray | None) -> tuple[Any, dict]:
@@ -181,7 +177,7 @@ class SequenceClassifier(Module):
         d_features, head_grads = self.head.backward(d_logits, cache["features"])
         d_hidden, d_final = self._pool_backward(d_features, cache)
         d_x, _, rnn_grads = self.rnn.backward(d_hidden, d_final, cache["rnn"])
-        embed_grads, d_inputs = self.embedding.backward(d_x, cache["ids"])
+        embed_grads, d_inputs = self.embedding.backward(d_x, cache["encoded"])
         grads = {f"head.{k}": v for k, v in head_grads.items()}
         grads.update({f"rnn.{k}": v for k, v in rnn_grads.items()})
         grads.update({f"embedding.{k}": v for k, v in embed_grads.items()})

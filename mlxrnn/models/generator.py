@@ -22,46 +22,47 @@ ending with <EOS> (see :func:`generator_batch`), optional ``lengths`` (B,) or ``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
-from mlxrnn.models.blocks import batch_mask
+from mlxrnn.models.blocks import InputEncoder, batch_mask
 from mlxrnn.models.decoding import SamplingOptions, draw_tokens, next_token_distribution
-from mlxrnn.nn.layers import Embedding, Linear, check_token_ids, make_recurrent
+from mlxrnn.models.spec import RecurrentSpec, config_from_dict, with_recurrent_spec
+from mlxrnn.nn.layers import Embedding, Linear, check_token_ids
 from mlxrnn.nn.losses import softmax_cross_entropy
-from mlxrnn.nn.module import Module, check_positive_int, check_probability
+from mlxrnn.nn.module import Module, check_positive_int
 from mlxrnn.nn.sequences import EOS_ID, PAD_ID, UNK_ID, pad_sequences
 
 CONDITION_KINDS = ("class", "vector")
 
 
+@with_recurrent_spec()
 @dataclass
 class SequenceGeneratorConfig:
-    """Everything needed to rebuild a :class:`SequenceGenerator`."""
+    """Everything needed to rebuild a :class:`SequenceGenerator` (flat recurrent names work too)."""
 
     condition_kind: str = "class"  #: "class" (an id in [0, condition_size)) or "vector" (condition_size floats)
     condition_size: int = 4  #: K classes, or F features
     vocab_size: int = 32  #: V output tokens (with <PAD>, <UNK>, <EOS> at their ids)
     embed_size: int = 32  #: E, width of the condition input and the token embeddings
-    cell: str = "lstm"
-    hidden_size: int = 64
-    num_layers: int = 1
-    dropout: float = 0.0
+    #: unidirectional: each output is fed back as the next input
+    recurrent: RecurrentSpec = field(default_factory=lambda: RecurrentSpec(hidden_size=64))
     eos_id: int = EOS_ID
     pad_id: int = PAD_ID
     unk_id: int | None = UNK_ID  #: None if the vocabulary has no <UNK>
-    cell_options: dict | None = None
     seed: int = 0
 
     def validate(self) -> SequenceGeneratorConfig:
         if self.condition_kind not in CONDITION_KINDS:
             raise ConfigError(f"condition_kind must be 'class' or 'vector', got {self.condition_kind!r}")
-        for label in ("condition_size", "vocab_size", "embed_size", "hidden_size", "num_layers"):
+        for label in ("condition_size", "vocab_size", "embed_size"):
             check_positive_int(label, getattr(self, label))
-        check_probability("dropout", self.dropout)
+        if self.recurrent.validate().bidirectional:
+            raise ConfigError("a generator feeds each output back as the next input, so its recurrent stack "
+                              "cannot be bidirectional")
         for label in ("eos_id", "pad_id", "unk_id"):
             value = getattr(self, label)
             if value is None and label == "unk_id":
@@ -78,7 +79,8 @@ class SequenceGeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SequenceGeneratorConfig:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}).validate()
+        """From :meth:`to_dict`'s form (recurrent settings nested) or the older flat one; validated."""
+        return config_from_dict(cls, data)
 
 
 def generator_batch(conditions: Any, sequences: Sequence[Sequence[int]], eos_id: int = EOS_ID,
@@ -107,10 +109,9 @@ class SequenceGenerator(Module):
         else:
             condition = Linear(c.condition_size, c.embed_size, seed=c.seed, backend=self.xp)
         self.add_child("condition", condition)
-        self.add_child("embedding", Embedding(c.vocab_size, c.embed_size, seed=c.seed + 1, backend=self.xp))
-        self.add_child("rnn", make_recurrent(c.cell, c.embed_size, c.hidden_size, num_layers=c.num_layers,
-                                             dropout=c.dropout, seed=c.seed + 2, backend=self.xp,
-                                             **(c.cell_options or {})))
+        self.add_child("embedding", InputEncoder("embedding", c.vocab_size, c.embed_size, seed=c.seed + 1,
+                                                 backend=self.xp))
+        self.add_child("rnn", c.recurrent.build(c.embed_size, seed=c.seed + 2, backend=self.xp))
         self.add_child("head", Linear(c.hidden_size, c.vocab_size, seed=c.seed + 3, backend=self.xp))
 
     # --- forward ------------------------------------------------------------------------------
@@ -135,13 +136,13 @@ class SequenceGenerator(Module):
         first, condition_cache = self._condition_input(conditions)
         targets = self._targets(targets, int(first.shape[0]))
         T = targets.shape[1]
-        x, ids = first[:, None, :], None
-        if T > 1:
-            tokens, ids = self.embedding.forward(targets[:, :-1].astype(np.int32))  # (B, T − 1, E)
+        x, encoded = first[:, None, :], None
+        if T > 1:  # looked up here (not TokenInputs): the condition step goes in front of the tokens
+            tokens, encoded = self.embedding.forward(targets[:, :-1].astype(np.int32), as_tokens=False)  # (B, T−1, E)
             x = xp.concat([x, tokens], axis=1)
         hidden, _, rnn_cache = self.rnn.forward(x, training=training, rng=rng)
         logits, _ = self.head.forward(hidden)
-        return logits, {"condition": condition_cache, "ids": ids, "rnn": rnn_cache, "hidden": hidden}
+        return logits, {"condition": condition_cache, "encoded": encoded, "rnn": rnn_cache, "hidden": hidden}
 
     def _targets(self, targets: Any, batch_size: int | None = None) -> np.ndarray:
         """Validated target ids (B, T) as NumPy; ``batch_size``, when given, must equal B."""
@@ -176,8 +177,8 @@ class SequenceGenerator(Module):
         grads = {f"head.{k}": v for k, v in head_grads.items()}
         grads.update({f"rnn.{k}": v for k, v in rnn_grads.items()})
         d_tokens = d_x[:, 1:]
-        if cache["ids"] is not None:
-            grads["embedding.weight"] = self.embedding.backward(d_tokens, cache["ids"])["weight"]
+        if cache["encoded"] is not None:
+            grads["embedding.weight"] = self.embedding.backward(d_tokens, cache["encoded"])[0]["weight"]
         else:  # a one-step target feeds no token back
             grads["embedding.weight"] = self.xp.zeros_like(self.embedding.params["weight"])
         extras = {}
@@ -223,7 +224,7 @@ class SequenceGenerator(Module):
                     generated[i].append(int(tokens[i]))
             if done.all():
                 break
-            x, _ = self.embedding.forward(tokens[:, None])
+            x, _ = self.embedding.forward(tokens[:, None], as_tokens=False)
         return generated
 
     def log_prob(self, batch: Mapping[str, Any]) -> np.ndarray:

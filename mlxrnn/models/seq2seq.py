@@ -34,42 +34,42 @@ ids ending with <EOS> (see :func:`seq2seq_batch`), optional ``target_lengths`` (
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
-from mlxrnn.models.blocks import batch_mask, bridge_state, bridge_state_backward
-from mlxrnn.nn.layers import Embedding, Linear, make_recurrent
+from mlxrnn.models.blocks import EncodedInputs, InputEncoder, batch_mask, bridge_state, bridge_state_backward
+from mlxrnn.models.spec import RecurrentSpec, config_from_dict, with_recurrent_spec
+from mlxrnn.nn.layers import Linear
 from mlxrnn.nn.losses import softmax_cross_entropy
-from mlxrnn.nn.module import Module, check_positive_int, check_probability
+from mlxrnn.nn.module import Module, check_positive_int
 from mlxrnn.nn.sequences import EOS_ID, PAD_ID, pad_sequences
 
 
+@with_recurrent_spec(aliases={"bidirectional_encoder": "bidirectional"})
 @dataclass
 class Seq2SeqConfig:
-    """Everything needed to rebuild a :class:`Seq2Seq`."""
+    """Everything needed to rebuild a :class:`Seq2Seq` (flat recurrent names work too, and
+    ``bidirectional_encoder`` is ``recurrent.bidirectional``)."""
 
     source_vocab_size: int = 64
     target_vocab_size: int = 64
     embed_size: int = 32  #: width of both embeddings
-    cell: str = "lstm"  #: "rnn", "gru" or "lstm", for encoder and decoder (their states must match)
-    hidden_size: int = 128  #: H of encoder and decoder
-    num_layers: int = 1  #: layers of encoder and decoder (layer ℓ's state initialises layer ℓ)
-    bidirectional_encoder: bool = False
-    dropout: float = 0.0  #: between stacked layers, training only
+    #: encoder and decoder share cell, H and depth (layer ℓ's state initialises layer ℓ); only the
+    #: encoder may be bidirectional (its directions are summed), the decoder runs forward
+    recurrent: RecurrentSpec = field(default_factory=lambda: RecurrentSpec(hidden_size=128))
     scheduled_sampling: float = 0.0  #: p in [0, 1]; a batch's "sampling_probability" overrides it
     start_id: int = EOS_ID  #: the decoder's first input (the previous sentence's <EOS>, as in the LM)
     eos_id: int = EOS_ID
     pad_id: int = PAD_ID
-    cell_options: dict | None = None
     seed: int = 0
 
     def validate(self) -> Seq2SeqConfig:
-        for label in ("source_vocab_size", "target_vocab_size", "embed_size", "hidden_size", "num_layers"):
+        for label in ("source_vocab_size", "target_vocab_size", "embed_size"):
             check_positive_int(label, getattr(self, label))
-        check_probability("dropout", self.dropout)
+        self.recurrent.validate()
         _check_sampling_probability(self.scheduled_sampling)
         for label in ("start_id", "eos_id", "pad_id"):
             value = getattr(self, label)
@@ -85,7 +85,8 @@ class Seq2SeqConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Seq2SeqConfig:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}).validate()
+        """From :meth:`to_dict`'s form (recurrent settings nested) or the older flat one; validated."""
+        return config_from_dict(cls, data)
 
 
 def _check_sampling_probability(p: Any) -> float:
@@ -139,13 +140,13 @@ class Seq2Seq(Module):
     def __init__(self, config: Seq2SeqConfig, backend: Any = None, dtype: str = "float32"):
         super().__init__(backend, dtype)
         self.config = c = config.validate()
-        options = dict(num_layers=c.num_layers, dropout=c.dropout, backend=self.xp, **(c.cell_options or {}))
-        self.add_child("source_embedding", Embedding(c.source_vocab_size, c.embed_size, seed=c.seed, backend=self.xp))
-        self.add_child("encoder", make_recurrent(c.cell, c.embed_size, c.hidden_size,
-                                                 bidirectional=c.bidirectional_encoder, seed=c.seed + 1, **options))
-        self.add_child("target_embedding", Embedding(c.target_vocab_size, c.embed_size, seed=c.seed + 2,
-                                                     backend=self.xp))
-        self.add_child("decoder", make_recurrent(c.cell, c.embed_size, c.hidden_size, seed=c.seed + 3, **options))
+        self.add_child("source_embedding", InputEncoder("embedding", c.source_vocab_size, c.embed_size, seed=c.seed,
+                                                        backend=self.xp))
+        self.add_child("encoder", c.recurrent.build(c.embed_size, seed=c.seed + 1, backend=self.xp))
+        self.add_child("target_embedding", InputEncoder("embedding", c.target_vocab_size, c.embed_size,
+                                                        seed=c.seed + 2, backend=self.xp))
+        decoder = replace(c.recurrent, bidirectional=False)  # it generates left to right
+        self.add_child("decoder", decoder.build(c.embed_size, seed=c.seed + 3, backend=self.xp))
         self.add_child("head", Linear(c.hidden_size, c.target_vocab_size, seed=c.seed + 4, backend=self.xp))
         self._sampling_rng = np.random.default_rng(c.seed + 5)
         banned = {c.pad_id} | ({c.start_id} if c.start_id != c.eos_id else set())
@@ -157,10 +158,10 @@ class Seq2Seq(Module):
         if S < 1:
             raise ShapeError("source must have at least one time step")
         mask = batch_mask({"source_lengths": source_lengths}, B, S, lengths_key="source_lengths")
-        x, ids = self.source_embedding.forward(ids)  # (B, S, E)
+        x, encoded = self.source_embedding.forward(ids)  # TokenInputs: the encoder may fold the lookup
         _, final_state, rnn_cache = self.encoder.forward(x, mask=mask, training=training, rng=rng)
         initial = bridge_state(self.xp, self.encoder, final_state)
-        return initial, {"ids": ids, "rnn": rnn_cache}
+        return initial, {"encoded": encoded, "rnn": rnn_cache}
 
     def encode(self, source: Any, source_lengths: Any = None) -> Any:
         """source (B, S) ids → the decoder's initial state (backend arrays, the layer's state layout)."""
@@ -180,10 +181,10 @@ class Seq2Seq(Module):
             logits, dec_cache = self._decode_sampled(target, initial, p, rng)
         else:
             inputs = np.concatenate([np.full((B, 1), c.start_id), target[:, :-1]], axis=1).astype(np.int32)
-            x, ids = self.target_embedding.forward(inputs)
+            x, encoded = self.target_embedding.forward(inputs)
             outputs, _, rnn_cache = self.decoder.forward(x, initial_state=initial, training=training, rng=rng)
             logits, _ = self.head.forward(outputs)
-            dec_cache = {"ids": ids, "outputs": outputs, "steps": [rnn_cache]}
+            dec_cache = {"ids": encoded.ids, "encoded": encoded, "outputs": outputs, "steps": [rnn_cache]}
         return logits, {"encoder": enc_cache, "decoder": dec_cache}
 
     def _targets(self, batch: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -209,7 +210,7 @@ class Seq2Seq(Module):
                 use_model = rng.random(B) < p
                 tokens = np.where(use_model, predicted, target[:, t - 1]).astype(np.int32)
             fed.append(tokens)
-            x, _ = self.target_embedding.forward(tokens[:, None])
+            x, _ = self.target_embedding.forward(tokens[:, None], as_tokens=False)  # one scatter in backward
             out, state, rnn_cache = self.decoder.forward(x, initial_state=state, training=True, rng=rng)
             step_logits, _ = self.head.forward(out)  # (B, 1, V)
             z = xp.to_numpy(step_logits[:, 0]).astype(np.float64)
@@ -219,7 +220,9 @@ class Seq2Seq(Module):
             logits.append(step_logits)
             steps.append(rnn_cache)
         ids = xp.from_numpy(np.stack(fed, axis=1).astype(np.int32))
-        return xp.concat(logits, axis=1), {"ids": ids, "outputs": xp.concat(outputs, axis=1), "steps": steps}
+        encoded = EncodedInputs(ids, B, T, as_tokens=False)
+        cache = {"ids": ids, "encoded": encoded, "outputs": xp.concat(outputs, axis=1), "steps": steps}
+        return xp.concat(logits, axis=1), cache
 
     def loss(self, batch: Mapping[str, Any], training: bool = False, rng=None) -> tuple[Any, Any, dict]:
         """(mean cross-entropy over valid target tokens, d_logits, cache)."""
@@ -245,12 +248,12 @@ class Seq2Seq(Module):
                 dec_grads = step_grads if not dec_grads else {k: dec_grads[k] + g for k, g in step_grads.items()}
             d_x = xp.concat(d_xs[::-1], axis=1)
         grads.update({f"decoder.{k}": v for k, v in dec_grads.items()})
-        grads["target_embedding.weight"] = self.target_embedding.backward(d_x, dec["ids"])["weight"]
+        grads["target_embedding.weight"] = self.target_embedding.backward(d_x, dec["encoded"])[0]["weight"]
         # The decoder's d_initial_state is the encoder's d_final_state.
         d_final = bridge_state_backward(xp, self.encoder, d_initial)
         d_source, _, enc_grads = self.encoder.backward(None, d_final, enc["rnn"])
         grads.update({f"encoder.{k}": v for k, v in enc_grads.items()})
-        grads["source_embedding.weight"] = self.source_embedding.backward(d_source, enc["ids"])["weight"]
+        grads["source_embedding.weight"] = self.source_embedding.backward(d_source, enc["encoded"])[0]["weight"]
         return {name: grads[name] for name in self.parameters()}
 
     def loss_and_grads(self, batch: Mapping[str, Any], training: bool = True, rng=None) -> tuple[Any, dict, dict]:
@@ -261,7 +264,8 @@ class Seq2Seq(Module):
     # --- inference ----------------------------------------------------------------------------------
     def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
         """One decoder step: tokens (B,) ids and state → (log ŷ (B, V_tgt) float64 NumPy, new state)."""
-        x, _ = self.target_embedding.forward(np.asarray(tokens, dtype=np.int32)[:, None])
+        # one row per sequence: a plain lookup (folding would project the whole table every step)
+        x, _ = self.target_embedding.forward(np.asarray(tokens, dtype=np.int32)[:, None], as_tokens=False)
         out, state, _ = self.decoder.forward(x, initial_state=state)
         logits, _ = self.head.forward(out[:, 0])
         return _log_softmax(self.xp.to_numpy(logits).astype(np.float64)), state

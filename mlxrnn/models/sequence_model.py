@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError, DataError, ShapeError
-from mlxrnn.nn.cells import CELLS, cell_option_names, make_cell
-from mlxrnn.nn.layers import Embedding, Linear, TokenInputs, check_token_ids, lengths_to_mask, make_recurrent
+from mlxrnn.errors import ConfigError
+from mlxrnn.models.blocks import INPUT_KINDS, InputEncoder, top_final_hidden, top_final_hidden_backward
+from mlxrnn.models.spec import RecurrentSpec, config_from_dict, with_recurrent_spec
+from mlxrnn.nn.layers import Linear, lengths_to_mask
 from mlxrnn.nn.losses import get_loss
 from mlxrnn.nn.module import Module, check_positive_int
 
-INPUT_KINDS = ("embedding", "one_hot", "dense")
 OUTPUT_KINDS = ("sequence", "last")
 #: float32 weights, gradients and two optimizer moments (Adam): what training needs at least
 _TRAINING_BYTES_PER_PARAMETER = 16
@@ -42,24 +42,23 @@ def _physical_memory() -> int:
         return 2**40
 
 
+@with_recurrent_spec()
 @dataclass
 class SequenceModelConfig:
-    """Everything needed to rebuild a :class:`SequenceModel` (stored in checkpoints)."""
+    """Everything needed to rebuild a :class:`SequenceModel` (stored in checkpoints).
+
+    The recurrent settings are one :class:`~mlxrnn.models.spec.RecurrentSpec`; the flat names
+    work too: ``SequenceModelConfig(cell="gru", hidden_size=64)``, ``config.hidden_size``.
+    """
 
     input_kind: str = "embedding"  #: "embedding", "one_hot" (ids) or "dense" (float features)
     input_size: int = 65  #: vocabulary size for ids, feature count for dense inputs
     embed_size: int = 64  #: embedding width (input_kind "embedding" only)
-    cell: str = "lstm"  #: "rnn", "gru" or "lstm"
-    hidden_size: int = 128
-    num_layers: int = 1
-    bidirectional: bool = False
-    merge: str = "concat"
-    dropout: float = 0.0
+    recurrent: RecurrentSpec = field(default_factory=lambda: RecurrentSpec(hidden_size=128))
     output_size: int = 65  #: classes (cross-entropy), logits (binary) or features (mse)
     output: str = "sequence"  #: "sequence" (many-to-many) or "last" (many-to-one)
     loss: str = "cross_entropy"
     tie_weights: bool = False  #: share the embedding with the output layer (needs embed = hidden)
-    cell_options: dict | None = None  #: e.g. {"variant": "reset_after"}, {"peephole": True}
     seed: int = 0
 
     def validate(self) -> SequenceModelConfig:
@@ -67,18 +66,17 @@ class SequenceModelConfig:
             raise ConfigError(f"input_kind must be one of {', '.join(INPUT_KINDS)}, got {self.input_kind!r}")
         if self.output not in OUTPUT_KINDS:
             raise ConfigError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {self.output!r}")
-        for label in ("input_size", "embed_size", "hidden_size", "num_layers", "output_size"):
+        for label in ("input_size", "embed_size", "output_size"):
             check_positive_int(label, getattr(self, label))
         check_positive_int("seed", self.seed, minimum=0)
-        for label in ("bidirectional", "tie_weights"):
-            if not isinstance(getattr(self, label), (bool, np.bool_)):
-                raise ConfigError(f"{label} must be True or False, got {getattr(self, label)!r}")
-        self._check_cell_options()
+        if not isinstance(self.tie_weights, (bool, np.bool_)):
+            raise ConfigError(f"tie_weights must be True or False, got {self.tie_weights!r}")
+        self.recurrent.validate()
         self._check_size()
         if self.tie_weights:
             if self.input_kind != "embedding" or self.output != "sequence":
                 raise ConfigError("tie_weights needs an embedding input and sequence output")
-            width = self.hidden_size * (2 if self.bidirectional and self.merge == "concat" else 1)
+            width = self.recurrent.output_size
             if self.embed_size != width or self.input_size != self.output_size:
                 raise ConfigError(
                     f"tie_weights needs embed size = recurrent output size ({self.embed_size} vs {width}) "
@@ -86,34 +84,17 @@ class SequenceModelConfig:
                 )
         return self
 
-    def _check_cell_options(self) -> None:
-        options = self.cell_options
-        if options is None:
-            return
-        if not isinstance(options, Mapping):
-            raise ConfigError(f"cell_options must be a dict such as {{'peephole': True}}, got {options!r}")
-        if self.cell not in CELLS:  # unknown cells are reported by make_recurrent with the valid names
-            return
-        valid = cell_option_names(self.cell)
-        unknown = sorted(str(k) for k in options if k not in valid)
-        if unknown:
-            raise ConfigError(
-                f"unknown option(s) {', '.join(unknown)} for cell {self.cell!r}; valid: {', '.join(valid) or 'none'}"
-            )
-
     def _parameter_count_bound(self) -> int:
         """An upper bound on the parameter count, computed without allocating anything."""
-        # a 1×1 cell is free to build and knows its gate count (a GRU's depends on its variant)
-        gates = make_cell(self.cell, 1, 1, **(self.cell_options or {})).num_gates if self.cell in CELLS else 4
-        directions = 2 if self.bidirectional else 1
-        H = int(self.hidden_size)
-        width = H * directions if self.merge == "concat" else H
+        spec = self.recurrent
+        gates, directions, H = spec.num_gates(), spec.num_directions, int(spec.hidden_size)
+        width = spec.output_size
         layer_input = int(self.embed_size) if self.input_kind == "embedding" else int(self.input_size)
         total = int(self.input_size) * int(self.embed_size) if self.input_kind == "embedding" else 0
         per_layer = directions * (H * gates * H + 2 * gates * H + 3 * H)  # recurrent weights, biases, peepholes
-        total += int(self.num_layers) * per_layer + directions * gates * H * layer_input  # input weights: layer 0
-        total += (int(self.num_layers) - 1) * directions * gates * H * width  # ... and the layers above it
-        head_input = width if self.output == "sequence" else H * directions
+        total += int(spec.num_layers) * per_layer + directions * gates * H * layer_input  # input weights: layer 0
+        total += (int(spec.num_layers) - 1) * directions * gates * H * width  # ... and the layers above it
+        head_input = width if self.output == "sequence" else spec.final_size
         return total + head_input * int(self.output_size) + int(self.output_size)
 
     def _check_size(self) -> None:
@@ -129,30 +110,13 @@ class SequenceModelConfig:
             )
 
     def to_dict(self) -> dict:
+        """The JSON form: every field, the recurrent settings as a nested "recurrent" object."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SequenceModelConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known).validate()
-
-
-def _check_dense_numpy(x: np.ndarray, features: int) -> np.ndarray:
-    """Dense NumPy inputs must be real numbers and finite: one NaN would silently poison training.
-
-    One pass over (B, T, D) values, negligible next to the recurrent matmuls over the same steps.
-    """
-    if x.dtype.kind not in "fiub":
-        raise ShapeError(
-            f"dense inputs must be numbers of shape (batch, time, {features}); got dtype {x.dtype}"
-        )
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
-        raise DataError(
-            f"dense inputs contain NaN or Inf (first at index {where}, value {x[where]}); "
-            "clean or impute the data before passing it to the model"
-        )
-    return x
+        """From :meth:`to_dict`'s form or the flat one of older checkpoints; validated."""
+        return config_from_dict(cls, data)
 
 
 class SequenceModel(Module):
@@ -160,73 +124,22 @@ class SequenceModel(Module):
 
     Shapes: inputs (B, T) or (B, T, D) → logits (B, T, O) for output "sequence", (B, O) for
     "last" (the top layer's final hidden state; both directions concatenated when bidirectional).
+    Parameters: ``embedding.weight`` (input "embedding" only), ``rnn.*``, ``head.W`` (unless the
+    weights are tied), ``head.b``.
     """
 
     def __init__(self, config: SequenceModelConfig, backend: Any = None, dtype: str = "float32"):
         super().__init__(backend, dtype)
-        self.config = config.validate()
-        c = config
-        seed = c.seed
-        if c.input_kind == "embedding":
-            self.add_child("embedding", Embedding(c.input_size, c.embed_size, seed=seed, backend=self.xp))
-            rnn_input = c.embed_size
-        else:
-            rnn_input = c.input_size
-        try:
-            rnn = make_recurrent(
-                c.cell, rnn_input, c.hidden_size, num_layers=c.num_layers, bidirectional=c.bidirectional,
-                merge=c.merge, dropout=c.dropout, seed=seed + 1, backend=self.xp, **(c.cell_options or {}),
-            )
-        except (TypeError, ValueError) as error:  # e.g. cell_options={"forget_bias": "high"}
-            if isinstance(error, ConfigError):
-                raise
-            raise ConfigError(f"invalid cell_options {c.cell_options!r} for cell {c.cell!r}: {error}") from None
-        self.add_child("rnn", rnn)
-        head_input = self.rnn.output_size if c.output == "sequence" else c.hidden_size * self.rnn.num_directions
-        head = Linear(head_input, c.output_size, seed=seed + 2, backend=self.xp)
+        self.config = c = config.validate()
+        self.add_child("embedding", InputEncoder(c.input_kind, c.input_size, c.embed_size, seed=c.seed,
+                                                 backend=self.xp))
+        self.add_child("rnn", c.recurrent.build(self.embedding.output_size, seed=c.seed + 1, backend=self.xp))
+        head_input = self.rnn.output_size if c.output == "sequence" else c.recurrent.final_size
+        head = Linear(head_input, c.output_size, seed=c.seed + 2, backend=self.xp)
         if c.tie_weights:
             del head.params["W"]  # the head uses embedding.weight transposed
         self.add_child("head", head)
         self.loss_fn = get_loss(c.loss)
-
-    # --- forward ------------------------------------------------------------------------------
-    def _encode_inputs(self, inputs: Any) -> tuple[Any, Any]:
-        c, xp = self.config, self.xp
-        if c.input_kind == "dense":
-            if isinstance(inputs, (np.ndarray, list, tuple)):
-                try:
-                    array = np.asarray(inputs)
-                except ValueError:  # ragged nested lists
-                    raise ShapeError(
-                        f"dense inputs must be a rectangular (batch, time, {c.input_size}) array; pad the sequences "
-                        "to one length and pass lengths="
-                    ) from None
-                x = xp.from_numpy(_check_dense_numpy(array, c.input_size))
-            elif hasattr(inputs, "shape"):
-                x = inputs  # already a backend array: not inspected (that would cost a device sync)
-            else:
-                raise ShapeError(
-                    f"dense inputs must be a float array of shape (batch, time, {c.input_size}); "
-                    f"got {type(inputs).__name__}"
-                )
-            if len(x.shape) != 3:
-                raise ShapeError(f"dense inputs must have shape (batch, time, {c.input_size}); got {tuple(x.shape)}")
-            return x, None
-        if isinstance(inputs, (list, tuple)):
-            try:
-                inputs = np.asarray(inputs)
-            except ValueError:  # ragged nested lists
-                raise ShapeError(
-                    "token ids must be a rectangular (batch, time) array; pad the sequences to one length "
-                    "(mlxrnn.nn.sequences.pad_sequences) and pass lengths="
-                ) from None
-        ids = check_token_ids(xp, inputs, c.input_size)
-        if len(ids.shape) != 2:
-            raise ShapeError(f"inputs must be token ids of shape (batch, time); got {tuple(ids.shape)}")
-        if c.input_kind == "one_hot":
-            return xp.one_hot(ids, c.input_size), ids
-        # The recurrent stack may fold the lookup into layer 0's input projection (fewer FLOPs).
-        return TokenInputs(self.embedding.params["weight"], ids), ids
 
     def _head_weight(self) -> Any:
         if self.config.tie_weights:
@@ -237,20 +150,18 @@ class SequenceModel(Module):
                 training: bool = False, rng: np.random.Generator | None = None) -> tuple[Any, Any, dict]:
         """Returns (logits, final_state, cache). Logits are (B, T, O) or (B, O); see the class doc."""
         xp = self.xp
-        x, ids = self._encode_inputs(inputs)
+        x, encoded = self.embedding.forward(inputs)  # an embedding stays TokenInputs: the stack may fold it
         hidden, final_state, rnn_cache = self.rnn.forward(
             x, initial_state=initial_state, lengths=lengths, mask=mask, training=training, rng=rng
         )
         if self.config.output == "sequence":
             features = hidden
         else:  # the top layer's final h, directions side by side: (B, D·H)
-            h_final = final_state[0] if isinstance(final_state, tuple) else final_state
-            top = h_final[-self.rnn.num_directions :]
-            features = xp.concat([top[d] for d in range(self.rnn.num_directions)], axis=1)
+            features = top_final_hidden(xp, self.rnn, final_state)
         logits = xp.matmul(features, self._head_weight())
         if "b" in self.head.params:
             logits = logits + self.head.params["b"]
-        cache = {"ids": ids, "rnn": rnn_cache, "features": features, "final_state": final_state}
+        cache = {"encoded": encoded, "rnn": rnn_cache, "features": features, "final_state": final_state}
         return logits, final_state, cache
 
     def _loss_weights(self, batch: Mapping[str, Any], time_steps: int) -> Any:
@@ -290,23 +201,16 @@ class SequenceModel(Module):
         if c.output == "sequence":
             d_hidden, d_final = d_features, None
         else:
-            H, D = c.hidden_size, self.rnn.num_directions
-            final = cache["final_state"]
-            h_final = final[0] if isinstance(final, tuple) else final
-            zeros_below = [xp.zeros_like(h_final[i]) for i in range(int(h_final.shape[0]) - D)]
-            d_h = xp.stack(zeros_below + [d_features[:, d * H : (d + 1) * H] for d in range(D)], axis=0)
-            d_final = (d_h, xp.zeros_like(d_h)) if isinstance(final, tuple) else d_h
-            d_hidden = None
+            d_hidden, d_final = None, top_final_hidden_backward(xp, self.rnn, d_features, cache["final_state"])
         d_x, d_initial, rnn_grads = self.rnn.backward(d_hidden, d_final, cache["rnn"])
         grads.update({f"rnn.{name}": g for name, g in rnn_grads.items()})
+        embed_grads, d_inputs = self.embedding.backward(d_x, cache["encoded"])
+        grads.update({f"embedding.{name}": g for name, g in embed_grads.items()})
+        if c.tie_weights:
+            grads["embedding.weight"] = grads["embedding.weight"] + xp.permute_dims(d_weight, (1, 0))
         extras = {"initial_state": d_initial}
-        if c.input_kind == "embedding":
-            d_embed = d_x  # with TokenInputs the stack returns the embedding table's gradient
-            if c.tie_weights:
-                d_embed = d_embed + xp.permute_dims(d_weight, (1, 0))
-            grads["embedding.weight"] = d_embed
-        elif c.input_kind == "dense":
-            extras["inputs"] = d_x
+        if d_inputs is not None:
+            extras["inputs"] = d_inputs
         return {name: grads[name] for name in self.parameters()}, extras
 
     def loss_and_grads(self, batch: Mapping[str, Any], training: bool = True, rng=None) -> tuple[Any, dict, dict]:

@@ -16,7 +16,7 @@ targets given as tag ids (B, T) for both heads, padded positions ignored (``leng
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,11 +24,13 @@ import numpy as np
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.models.blocks import INPUT_KINDS, batch_mask
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
+from mlxrnn.models.spec import RecurrentSpec, config_from_dict, with_recurrent_spec
 from mlxrnn.nn.module import check_positive_int
 
 HEADS = ("auto", "sigmoid", "softmax")
 
 
+@with_recurrent_spec()
 @dataclass
 class SequenceTaggerConfig:
     """A tagger's settings; :meth:`sequence_model_config` is the SequenceModel it builds."""
@@ -36,15 +38,10 @@ class SequenceTaggerConfig:
     input_kind: str = "embedding"  #: "embedding", "one_hot" (ids) or "dense" (float features)
     input_size: int = 1000  #: vocabulary size for ids, feature count for dense inputs
     embed_size: int = 64
-    cell: str = "lstm"
-    hidden_size: int = 64
-    num_layers: int = 1
-    bidirectional: bool = True  #: a tag may depend on the words after it
-    merge: str = "concat"
-    dropout: float = 0.0
+    #: bidirectional by default: a tag may depend on the words after it
+    recurrent: RecurrentSpec = field(default_factory=lambda: RecurrentSpec(hidden_size=64, bidirectional=True))
     num_tags: int = 2
     head: str = "auto"  #: "sigmoid" (2 tags, one logit per step), "softmax", or "auto" (sigmoid iff 2 tags)
-    cell_options: dict | None = None
     seed: int = 0
 
     def validate(self) -> SequenceTaggerConfig:
@@ -68,11 +65,9 @@ class SequenceTaggerConfig:
         """The equivalent SequenceModelConfig (output "sequence")."""
         sigmoid = self.head_kind == "sigmoid"
         return SequenceModelConfig(
-            input_kind=self.input_kind, input_size=self.input_size, embed_size=self.embed_size, cell=self.cell,
-            hidden_size=self.hidden_size, num_layers=self.num_layers, bidirectional=self.bidirectional,
-            merge=self.merge, dropout=self.dropout, output_size=1 if sigmoid else self.num_tags, output="sequence",
-            loss="binary_cross_entropy" if sigmoid else "cross_entropy", cell_options=self.cell_options,
-            seed=self.seed,
+            input_kind=self.input_kind, input_size=self.input_size, embed_size=self.embed_size,
+            recurrent=self.recurrent, output_size=1 if sigmoid else self.num_tags, output="sequence",
+            loss="binary_cross_entropy" if sigmoid else "cross_entropy", seed=self.seed,
         ).validate()
 
     def to_dict(self) -> dict:
@@ -80,7 +75,8 @@ class SequenceTaggerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SequenceTaggerConfig:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}).validate()
+        """From :meth:`to_dict`'s form (recurrent settings nested) or the older flat one; validated."""
+        return config_from_dict(cls, data)
 
 
 class SequenceTagger(SequenceModel):

@@ -16,15 +16,15 @@ Backward walks the same steps in reverse; only dh⟨t−1⟩ = dP⟨t⟩ W_hᵀ 
 dW_x = Xᵀ dP, db = Σ dP, dX = dP W_xᵀ and dW_h = Σ_t h⟨t−1⟩ᵀ dP⟨t⟩ are one GEMM each after the
 loop (see :meth:`mlxrnn.nn.cells.Cell.recurrent_grads`).
 
-Memory layout (NumPy only; other backends ignore it). OpenBLAS multiplies a batch of states
-(B, H) by a weight (H, G·H) about 1.5x faster when the activations are stored batch-fastest
-(column-major): 96 µs instead of 146 µs forward and 98 µs instead of 171 µs backward at the
-reference shape on the development machine. So the time loop runs on ``xp.time_loop`` — NumPy
-whose 2-D products come back batch-fastest — and the loop's inputs (projections, states,
-output gradients) are put in that layout once per call with ``xp.batch_fastest``; NumPy's
-element-wise ops keep it. Per-step results are joined with one ``concat`` along the batch axis,
-which yields the (T·B, ·) matrices of the weight-gradient GEMMs as they are. The math and the
-code are the same on every backend; see mlxrnn/backend/numpy_backend.py for the hooks.
+Memory layout (it matters on NumPy; MLX's layout methods are identities). OpenBLAS multiplies
+a batch of states (B, H) by a weight (H, G·H) faster when the activations are stored
+batch-fastest (column-major; figures in benchmarks/results/numpy_layout.md). So the time loop
+runs on ``xp.time_loop`` — NumPy whose 2-D products come back batch-fastest — and the loop's
+inputs (projections, states, output gradients) are put in that layout once per call with
+``xp.batch_fastest``; NumPy's element-wise ops keep it. Per-step results are joined with one
+``concat`` along the batch axis, which yields the (T·B, ·) matrices of the weight-gradient GEMMs
+as they are. The math and the code are the same on every backend; the layout methods are part
+of the backend protocol (mlxrnn/backend/protocol.py).
 
 States use PyTorch's layout: (L·D, B, H) with index 2ℓ + d (d = 0 forward, 1 backward);
 an LSTM's state is the pair (h, c). States returned by one call can be passed as the next
@@ -47,14 +47,13 @@ DIRECTION_NAMES = ("fwd", "bwd")
 
 
 def _loop_backend(xp: Any) -> Any:
-    """The backend the time loop runs on: ``xp.time_loop`` where a backend has one, else ``xp``."""
-    return getattr(xp, "time_loop", xp)
+    """The backend the time loop runs on (the protocol's ``time_loop``)."""
+    return xp.time_loop
 
 
 def _relayout(xp: Any, a: Any, layout: str) -> Any:
-    """``a`` in ``layout`` ("batch_fastest" or "row_major") on backends with that hook (NumPy), else ``a``."""
-    convert = getattr(xp, layout, None)
-    return a if convert is None else convert(a)
+    """``a`` in ``layout``: the protocol's ``batch_fastest`` or ``row_major`` (identities on MLX)."""
+    return xp.batch_fastest(a) if layout == "batch_fastest" else xp.row_major(a)
 
 
 def _shape_error(name: str, expected: str, got: Any) -> ShapeError:
@@ -618,5 +617,9 @@ def check_token_ids(xp: Any, ids: Any, vocab_size: int) -> Any:
 
 
 def one_hot(xp: Any, ids: Any, num_classes: int) -> Any:
-    """ids (...) -> (..., num_classes) one-hot vectors in the backend's float dtype."""
+    """ids (...) in [0, num_classes) -> (..., num_classes) one-hot vectors in the backend's float dtype.
+
+    ``ids`` may be NumPy, a list or backend ints; out-of-range ids are a ConfigError.
+    """
+    check_positive_int("num_classes", num_classes)
     return xp.one_hot(check_token_ids(xp, ids, num_classes), num_classes)

@@ -1,4 +1,6 @@
-"""Token sequences as arrays: the special ids every vocabulary shares, padding, one-hot.
+"""Token sequences as arrays: the special ids every vocabulary shares, and padding.
+
+One-hot vectors are :func:`mlxrnn.nn.layers.one_hot` (on any backend).
 
 ``PAD_ID, UNK_ID, EOS_ID = 0, 1, 2`` are fixed in every vocabulary, so code that pads or masks
 (models, batch builders) never needs the vocabulary itself.
@@ -72,23 +74,3 @@ def pad_sequences(
     for b, r in enumerate(rows):
         out[b, : len(r)] = r
     return out, lengths
-
-
-def one_hot(ids: Any, num_classes: int, dtype: Any = np.float32) -> np.ndarray:
-    """One-hot encode integer ids: shape S -> S + (num_classes,), in ``dtype``.
-
-    Built by scattering into zeros rather than indexing ``np.eye`` so a word vocabulary of
-    size V costs O(|ids| * V), not an extra V x V matrix.
-    """
-    if not is_integer(num_classes) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
-    arr = as_int_array(ids, "one_hot ids")
-    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
-        bad = arr[(arr < 0) | (arr >= num_classes)].flat[0]
-        raise ConfigError(f"id {int(bad)} is out of range for one_hot with {num_classes} classes")
-    out = np.zeros(arr.shape + (int(num_classes),), dtype=dtype)
-    flat = out.reshape(-1, int(num_classes))  # a view: out is freshly allocated, contiguous
-    flat[np.arange(arr.size), arr.reshape(-1)] = 1
-    return out
-
-
