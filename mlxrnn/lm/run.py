@@ -44,13 +44,13 @@ from mlxrnn.lm.options import TrainOptions
 from mlxrnn.lm.run_data import build_vocabulary, load_corpus, make_batchers
 from mlxrnn.lm.run_state import Progress, RunState, RunSummary, legacy_schedule_state
 from mlxrnn.nn.optim import make_optimizer
-from mlxrnn.nn.schedules import SCHEDULES, make_schedule
+from mlxrnn.nn.schedules import make_schedule
 from mlxrnn.training.distributed import DataParallel
 from mlxrnn.training.signals import deferred_signals
 from mlxrnn.training.trainer import Trainer
 
 __all__ = [
-    "DIVERGENCE_FACTOR", "SCHEDULES", "Interrupted", "LanguageModelRun", "Progress", "RunState", "RunSummary",
+    "DIVERGENCE_FACTOR", "Interrupted", "LanguageModelRun", "Progress", "RunState", "RunSummary",
     "TrainOptions", "TrainingDiverged", "train_language_model",
 ]
 
