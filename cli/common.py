@@ -20,6 +20,8 @@ import numpy as np
 
 from mlxrnn.errors import BackendUnavailable, ConfigError, MLXRNNError
 
+from .options import flags_of
+
 EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 2, 1, 130
 
 
@@ -30,7 +32,8 @@ def fail(message: str, code: int) -> None:
 
 
 def handle_errors(command: Callable) -> Callable:
-    """Decorator: report MLXRNNError as ``Error: ...`` on stderr and exit 2 (usage) or 1.
+    """Decorator: report MLXRNNError as ``Error: ...`` on stderr and exit 2 (usage) or 1; the
+    fields the message names are shown as the command's flags.
 
     Also: Ctrl-C exits 130 with one line, running out of memory exits 1 with advice, and NumPy's
     floating-point warnings stay quiet (a diverging loss is reported by the trainer itself).
@@ -41,10 +44,11 @@ def handle_errors(command: Callable) -> Callable:
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
                 return command(*args, **kwargs)
-        except ConfigError as error:
-            fail(str(error), EXIT_USAGE)
         except MLXRNNError as error:
-            fail(str(error), EXIT_ERROR)
+            # The library names settings by field; the user typed flags (val_frac -> --val-frac).
+            context = click.get_current_context(silent=True)
+            message = error.message_with(flags_of(context.command if context else None))
+            fail(message, EXIT_USAGE if isinstance(error, ConfigError) else EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo(err=True)  # end the line the terminal's ^C is on
             fail("interrupted (Ctrl-C); nothing more was written", EXIT_INTERRUPTED)
@@ -114,12 +118,3 @@ class Application(click.Group):
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
-
-#: shared by every command that reads a text file
-encoding_errors_option = click.option(
-    "--encoding-errors",
-    type=click.Choice(["strict", "replace"]),
-    default="strict",
-    show_default=True,
-    help="'replace' turns undecodable bytes into U+FFFD instead of failing.",
-)

@@ -6,11 +6,13 @@ import click
 
 from mlxrnn.errors import ConfigError
 from mlxrnn.lm.corpus import read_text
+from mlxrnn.lm.evaluation import evaluate_text
 from mlxrnn.lm.model import load_language_model
-from mlxrnn.lm.sampling import evaluate_text, sample, score
+from mlxrnn.lm.sampling import sample, score
 from mlxrnn.models.decoding import SamplingOptions
 
-from .common import check_backend, echo_json, encoding_errors_option, handle_errors
+from .common import check_backend, echo_json, handle_errors
+from .options import encoding_errors_option
 
 checkpoint_option = click.option(
     "--checkpoint",

@@ -132,7 +132,7 @@ def test_vocab_max_size_and_min_count() -> None:
 def test_vocab_top_m_property(tokens: list[str], max_size: int, min_count: int) -> None:
     counts = {t: tokens.count(t) for t in set(tokens)}
     if max(counts.values()) < min_count:
-        with pytest.raises(DataError, match="--min-count"):
+        with pytest.raises(DataError, match="`min_count`"):
             Vocabulary.build(tokens, max_size=max_size, min_count=min_count)
         return
     v = Vocabulary.build(tokens, max_size=max_size, min_count=min_count)
@@ -381,7 +381,7 @@ def test_batcher_windows_are_copies() -> None:
 
 @pytest.mark.parametrize(("n", "B"), [(0, 1), (1, 1), (5, 5), (10, 32)])
 def test_batcher_too_short_corpus(n: int, B: int) -> None:
-    with pytest.raises(DataError, match="--batch-size") as e:
+    with pytest.raises(DataError, match="`batch_size`") as e:
         LMBatcher(np.arange(n), batch_size=B, seq_len=8)
     assert f"{n} tokens" in str(e.value) and "\n" not in str(e.value)
 
@@ -446,7 +446,7 @@ def test_read_text_bad_byte_offset(tmp_path, content: bytes, offset: int) -> Non
         read_text(p)
     msg = _one_line(e)
     assert f"offset {offset}" in msg
-    assert "--encoding" in msg and "--encoding-errors replace" in msg
+    assert "`encoding`" in msg and "`encoding_errors` replace" in msg
     # The suggested fixes work.
     assert read_text(p, errors="replace").count("\ufffd") >= 1
     assert len(read_text(p, encoding="latin-1")) == len(content)

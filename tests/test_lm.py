@@ -83,7 +83,7 @@ def test_training_learns_and_writes_best_and_last(trained_char_run):
 
 def test_existing_run_directory_is_never_overwritten(tmp_path, small_corpus, trained_char_run):
     before = Path(trained_char_run, "last.json").read_bytes()
-    with pytest.raises(ConfigError, match="already exists; pass --resume"):
+    with pytest.raises(ConfigError, match="already exists; pass `resume`"):
         train_language_model(TrainOptions(corpus=small_corpus, steps=1, **SMALL), trained_char_run)
     assert Path(trained_char_run, "last.json").read_bytes() == before
     foreign = tmp_path / "mine"
@@ -96,7 +96,7 @@ def test_existing_run_directory_is_never_overwritten(tmp_path, small_corpus, tra
 
 def test_divergence_stops_with_advice_and_keeps_last_good_checkpoint(tmp_path, small_corpus):
     options = TrainOptions(corpus=small_corpus, steps=40, lr=50.0, clip=None, optimizer="sgd", **SMALL)
-    with pytest.raises(TrainingDiverged, match=r"try a lower --lr"):
+    with pytest.raises(TrainingDiverged, match=r"try a lower `lr`"):
         train_language_model(options, tmp_path / "run")
 
 
@@ -139,7 +139,7 @@ def test_unk_is_rejected_unless_allowed(tmp_path, word_corpus):
 
 def test_prime_with_unknown_tokens_is_a_clear_error(trained_char_run):
     lm, _ = load_language_model(trained_char_run, backend="numpy")
-    with pytest.raises(DataError, match=r"outside the model's vocabulary: '€'.*--allow-unk"):
+    with pytest.raises(DataError, match=r"outside the model's vocabulary: '€'.*`allow_unk`"):
         sample(lm, prime="price: €")
 
 
@@ -326,7 +326,7 @@ def test_token_stepper_equals_full_forward(tmp_path, small_corpus, embed):
 def test_word_vocabulary_counts_only_the_training_split(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat sat\n" * 90 + "zebra zebra zebra\n" * 10, encoding="utf-8")  # zebra: last 10% only
-    from mlxrnn.lm.run import build_vocabulary
+    from mlxrnn.lm.run_data import build_vocabulary
 
     _, vocab, _ = build_vocabulary(TrainOptions(corpus=str(corpus), level="word", val_frac=0.1), corpus.read_text())
     assert "cat" in vocab and "zebra" not in vocab

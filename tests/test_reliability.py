@@ -40,7 +40,7 @@ from mlxrnn.lm import run as lm_train
 from mlxrnn.lm.corpus import bundled_corpus_path, read_text
 from mlxrnn.lm.model import language_model_config, load_language_model
 from mlxrnn.lm.run import Interrupted, TrainingDiverged, TrainOptions, train_language_model
-from mlxrnn.lm.sampling import evaluate_ids
+from mlxrnn.lm.evaluation import evaluate_ids
 from mlxrnn.lm.tokenizers import CharTokenizer, WordTokenizer, make_tokenizer
 from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
@@ -569,8 +569,8 @@ def test_bad_batches_and_configs_through_the_library():
 def test_divergence_before_any_checkpoint_says_so_and_suggests_clipping(tmp_path, corpus):
     options = TrainOptions(corpus=str(corpus), steps=40, lr=50.0, clip=None, optimizer="sgd", backend="numpy",
                            **{**TINY, "eval_every": 1000})
-    with pytest.raises(TrainingDiverged, match=r"no checkpoint had been saved yet; try a lower --lr \(now 50\) "
-                                               r"or --clip 5"):
+    with pytest.raises(TrainingDiverged, match=r"no checkpoint had been saved yet; try a lower `lr` \(now 50\) "
+                                               r"or `clip` 5"):
         train_language_model(options, tmp_path / "run")
     events = [json.loads(line)["event"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert events[-1] == "diverged"
@@ -597,13 +597,13 @@ def test_gradient_norms_and_clip_rate_are_logged(tmp_path, corpus):
 
 
 def test_ctrl_c_during_the_final_evaluation_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
-    original = lm_train.evaluate_batches
+    original = lm_train.evaluate_windows
 
     def interrupted_evaluation(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)  # arrives while the (only, final) evaluation runs
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lm_train, "evaluate_batches", interrupted_evaluation)
+    monkeypatch.setattr(lm_train, "evaluate_windows", interrupted_evaluation)
     run = tmp_path / "run"
     with pytest.raises(Interrupted, match="SIGINT received: saved step 4") as stop:
         train_language_model(TrainOptions(corpus=str(corpus), steps=4, backend="numpy",

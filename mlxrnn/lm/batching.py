@@ -44,9 +44,9 @@ class LMBatcher:
     def __init__(
         self, ids: np.ndarray, batch_size: int, seq_len: int, *, name: str = "corpus"
     ) -> None:
-        for flag, v in (("--batch-size", batch_size), ("--seq-len", seq_len)):
+        for setting, v in (("batch_size", batch_size), ("seq_len", seq_len)):
             if not is_integer(v) or v < 1:
-                raise ConfigError(f"{flag} must be a positive integer, got {v!r}")
+                raise ConfigError(f"must be a positive integer, got {v!r}", field=setting)
         arr = as_int_array(ids, "token ids")
         if arr.ndim != 1:
             raise ShapeError(f"LMBatcher expects a 1-D token stream, got shape {arr.shape}")
@@ -55,8 +55,8 @@ class LMBatcher:
         L = (n - 1) // B if n > 0 else 0
         if L < 1:
             raise DataError(
-                f"the {name} has {n} tokens, too few for --batch-size {B} (each of the {B} "
-                f"rows needs 2 tokens, so at least {B + 1}); lower --batch-size"
+                f"the {name} has {n} tokens, too few for `batch_size` {B} (each of the {B} "
+                f"rows needs 2 tokens, so at least {B + 1}); lower `batch_size`"
             )
         if arr.min() < 0 or arr.max() > np.iinfo(np.int32).max:
             raise ConfigError("token ids must be non-negative and fit in int32")
@@ -73,11 +73,6 @@ class LMBatcher:
     def num_tokens_per_epoch(self) -> int:
         """Number of target tokens per epoch: B * L."""
         return self.batch_size * self.stream_len
-
-    @property
-    def num_dropped_tokens(self) -> int:
-        """Tokens at the end of the stream that no row uses (N - 1 - B*L)."""
-        return self.num_tokens - 1 - self.num_tokens_per_epoch
 
     def __len__(self) -> int:
         """Windows per epoch: ceil(L / seq_len)."""

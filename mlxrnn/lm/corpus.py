@@ -20,11 +20,11 @@ from mlxrnn.errors import ConfigError, DataError, ShapeError
 # --------------------------------------------------------------------------------------------
 
 
-def _check_fraction(x: Any, flag: str) -> float:
+def _check_fraction(x: Any, name: str) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float, np.floating, np.integer)):
-        raise ConfigError(f"{flag} must be a number in [0, 1), got {x!r}")
+        raise ConfigError(f"must be a number in [0, 1), got {x!r}", field=name)
     if not 0.0 <= float(x) < 1.0:  # also rejects NaN
-        raise ConfigError(f"{flag} must be in [0, 1), got {x!r}")
+        raise ConfigError(f"must be in [0, 1), got {x!r}", field=name)
     return float(x)
 
 
@@ -46,11 +46,11 @@ def split_by_fraction(
         ShapeError: ``ids`` is not 1-D.
         DataError: the corpus is so short that a requested part would be empty.
     """
-    val_frac = _check_fraction(val_frac, "--val-frac")
-    test_frac = _check_fraction(test_frac, "--test-frac")
+    val_frac = _check_fraction(val_frac, "val_frac")
+    test_frac = _check_fraction(test_frac, "test_frac")
     if val_frac + test_frac >= 1.0:
         raise ConfigError(
-            f"--val-frac + --test-frac must be < 1 to leave training data, got "
+            f"`val_frac` + `test_frac` must be < 1 to leave training data, got "
             f"{val_frac} + {test_frac}"
         )
     arr = np.asarray(ids)
@@ -63,9 +63,9 @@ def split_by_fraction(
     b2 = n if test_frac == 0.0 else min(n, math.floor(n * (1.0 - test_frac) + eps))
     train, val, test = arr[:b1], arr[b1:b2], arr[b2:]
     for name, part, frac, flag in (
-        ("training", train, 1.0, "--val-frac/--test-frac" if test_frac else "--val-frac"),
-        ("validation", val, val_frac, "--val-frac"),
-        ("test", test, test_frac, "--test-frac"),
+        ("training", train, 1.0, "`val_frac`/`test_frac`" if test_frac else "`val_frac`"),
+        ("validation", val, val_frac, "`val_frac`"),
+        ("test", test, test_frac, "`test_frac`"),
     ):
         if frac > 0 and len(part) == 0:
             raise DataError(
@@ -88,8 +88,8 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
 
     Args:
         path: the file.
-        encoding: any Python codec name (``--encoding``).
-        errors: codec error handler, e.g. "strict", "replace", "ignore" (``--encoding-errors``).
+        encoding: any Python codec name (the ``encoding`` option).
+        errors: codec error handler, e.g. "strict", "replace", "ignore" (the ``encoding_errors`` option).
 
     Raises:
         DataError: missing file, a directory, unreadable, undecodable (with the byte offset of
@@ -100,7 +100,7 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
         codecs.lookup(encoding)
     except (LookupError, TypeError, ValueError):  # ValueError: e.g. a NUL in the name
         raise ConfigError(
-            f"unknown encoding {encoding!r}; pass a Python codec name such as --encoding utf-8"
+            f"unknown encoding {encoding!r}; pass a Python codec name such as `encoding` utf-8"
         ) from None
     try:
         b"a".decode(encoding)  # codecs such as rot13, base64 or hex exist but do not make text
@@ -108,13 +108,13 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
         pass  # a text codec that cannot decode b"a" alone (utf-16, utf-32)
     except LookupError:
         raise ConfigError(
-            f"{encoding!r} is not a text encoding; pass one such as --encoding utf-8 or latin-1"
+            f"{encoding!r} is not a text encoding; pass one such as `encoding` utf-8 or latin-1"
         ) from None
     try:
         codecs.lookup_error(errors)
     except (LookupError, TypeError):
         raise ConfigError(
-            f"unknown encoding error handler {errors!r}; use --encoding-errors strict, "
+            f"unknown encoding error handler {errors!r}; use `encoding_errors` strict, "
             "replace or ignore"
         ) from None
     p = Path(path)
@@ -147,18 +147,18 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
         bad = data[e.start : e.start + 1].hex()
         raise DataError(
             f"cannot decode {p} as {encoding}: invalid byte 0x{bad} at byte offset {e.start}; "
-            f"pass the right --encoding (e.g. latin-1) or --encoding-errors replace"
+            f"pass the right `encoding` (e.g. latin-1) or `encoding_errors` replace"
         ) from None
     except UnicodeError as e:  # codecs such as idna raise the base class, without an offset
         raise DataError(
-            f"cannot decode {p} as {encoding} ({e}); pass the right --encoding (e.g. utf-8 or latin-1)"
+            f"cannot decode {p} as {encoding} ({e}); pass the right `encoding` (e.g. utf-8 or latin-1)"
         ) from None
     try:
         text.encode("utf-8")  # e.g. errors="surrogateescape": lone surrogates cannot be stored or printed
     except UnicodeEncodeError as e:
         raise DataError(
             f"decoding {p} as {encoding} with errors={errors!r} left an unpaired surrogate at character "
-            f"{e.start}; use another --encoding or --encoding-errors replace"
+            f"{e.start}; use another `encoding` or `encoding_errors` replace"
         ) from None
     if not text.strip():
         raise DataError(f"{p} is empty (or only whitespace); give a corpus with some text")

@@ -1,4 +1,4 @@
-"""Sampling novel sequences, scoring sentences, and evaluating a file.
+"""Sampling novel sequences and scoring sentences (evaluating a file: :mod:`mlxrnn.lm.evaluation`).
 
 Sampling (the notes' "sampling novel sequences"): feed the start token (or a prime text), turn
 the predicted distribution ŷ⟨t⟩ into a draw y⟨t⟩, feed y⟨t⟩ back as x⟨t+1⟩, until <EOS> or a
@@ -10,26 +10,20 @@ length. Controls, applied in this order to the logits z:
 <UNK>; zeroing its probability and renormalising draws from exactly that distribution.
 
 Scoring uses the chain rule: log p(y1 … yn) = Σ_t log p(y_t | y_<t), with the start token as
-the context of y1. Evaluation streams a whole file through the model, carrying the state.
+the context of y1.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError, DataError, ShapeError
+from mlxrnn.errors import ConfigError, DataError
+from mlxrnn.lm.evaluation import perplexity
 from mlxrnn.lm.model import LanguageModel
 from mlxrnn.models.decoding import MAX_BATCH_PROBABILITIES, SamplingOptions, draw_tokens, next_token_distribution
-
-
-def perplexity(loss: float) -> float:
-    """exp(loss), inf instead of an OverflowError for the absurd losses of a broken model."""
-    return math.exp(loss) if loss < 709.0 else math.inf
 
 
 def banned_ids(lm: LanguageModel, allow_unk: bool) -> list[int]:
@@ -51,7 +45,7 @@ def encode_prime(lm: LanguageModel, prime: str) -> np.ndarray:
         shown = ", ".join(repr(t) for t in unknown[:5])
         raise DataError(
             f"the prime text has {len(unknown)} token(s) outside the model's vocabulary: {shown}; "
-            f"remove them or pass --allow-unk to map them to <UNK>"
+            "remove them or pass `allow_unk` to map them to <UNK>"
         )
     return lm.vocab.encode(tokens)
 
@@ -80,16 +74,16 @@ def sample(
     """
     options = (options or SamplingOptions()).validate()
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ConfigError(f"--length must be a positive integer, got {length!r}")
+        raise ConfigError(f"must be a positive integer, got {length!r}", field="length")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
+        raise ConfigError(f"must be a positive integer, got {num_samples!r}", field="num_samples")
     if num_samples * len(lm.vocab) > MAX_BATCH_PROBABILITIES:
         raise ConfigError(
             f"{num_samples} samples × {len(lm.vocab)} vocabulary entries is too large to draw as one batch "
-            f"(limit {MAX_BATCH_PROBABILITIES:,} probabilities); lower --num-samples"
+            f"(limit {MAX_BATCH_PROBABILITIES:,} probabilities); lower `num_samples`"
         )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ConfigError(f"--seed must be a non-negative integer, got {seed!r}")
+        raise ConfigError(f"must be a non-negative integer, got {seed!r}", field="seed")
     if not isinstance(prime, str):
         raise ConfigError(f"the prime must be a string, got {type(prime).__name__}")
     rng = np.random.default_rng(seed)
@@ -174,58 +168,3 @@ def score(lm: LanguageModel, texts: Sequence[str]) -> list[SentenceScore]:
         picked = log_probs[0, np.arange(len(ids)), ids]
         results.append(SentenceScore(text, lm.vocab.decode(ids), [float(v) for v in picked]))
     return results
-
-
-@dataclass
-class Evaluation:
-    loss: float  #: mean negative log-likelihood per token (nats)
-    num_tokens: int
-    level: str
-
-    @property
-    def perplexity(self) -> float:
-        return perplexity(self.loss)
-
-    @property
-    def bits_per_token(self) -> float:
-        return self.loss / math.log(2)
-
-    def to_dict(self) -> dict:
-        data = {"loss": self.loss, "perplexity": self.perplexity, "num_tokens": self.num_tokens}
-        if self.level == "char":
-            data["bits_per_char"] = self.bits_per_token
-        return data
-
-
-def evaluate_ids(
-    lm: LanguageModel, ids: np.ndarray, window: int = 256, progress: Callable[[int, int], None] | None = None
-) -> Evaluation:
-    """Mean NLL of ids[t] given ids[<t] over a whole stream (the first token given the start token)."""
-    from mlxrnn.nn.losses import softmax_cross_entropy
-
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ConfigError(f"window must be a positive integer, got {window!r}")
-    ids = np.asarray(ids)
-    if ids.size < 1:
-        raise DataError("nothing to evaluate: the text has no tokens")
-    if ids.dtype.kind not in "iu" or ids.ndim != 1:
-        raise ShapeError(f"ids must be a 1-D sequence of integer token ids; got shape {ids.shape} dtype {ids.dtype}")
-    if ids.min() < 0 or ids.max() >= len(lm.vocab):  # before the int32 cast, which could wrap
-        bad = int(ids.max()) if ids.max() >= len(lm.vocab) else int(ids.min())
-        raise ConfigError(f"token id {bad} is out of range for a vocabulary of {len(lm.vocab)}")
-    ids = ids.astype(np.int32)
-    inputs_all = np.concatenate([[lm.start_id], ids[:-1]]).astype(np.int32)
-    total, state, xp = 0.0, None, lm.xp
-    for start in range(0, ids.size, window):
-        inputs = inputs_all[None, start : start + window]
-        targets = ids[None, start : start + window]
-        logits, state, _ = lm.model.forward(inputs, initial_state=state)
-        loss, _ = softmax_cross_entropy(xp, logits, targets, reduction="sum")
-        total += xp.item(loss)
-        if progress is not None:
-            progress(min(start + window, ids.size), ids.size)
-    return Evaluation(total / ids.size, int(ids.size), lm.level)
-
-
-def evaluate_text(lm: LanguageModel, text: str, **kwargs: Any) -> Evaluation:
-    return evaluate_ids(lm, lm.encode(text), **kwargs)

@@ -137,7 +137,7 @@ def make_tokenizer(level: str, **kw: Any) -> CharTokenizer | WordTokenizer:
         if kw:
             raise ConfigError(
                 f"char tokenizer takes no options, got {', '.join(sorted(kw))}; "
-                "drop them or use --level word"
+                "drop them or use `level` word"
             )
         return CharTokenizer()
     unknown = sorted(set(kw) - {"lowercase"})

@@ -81,7 +81,7 @@ class Vocabulary:
                 raise DataError("cannot build a vocabulary from an empty corpus; give some text")
             raise DataError(
                 f"no token occurs at least min_count={min_count} times in {total} tokens; "
-                "lower --min-count"
+                "lower `min_count`"
             )
         kept.sort(key=lambda t: -counts[t])  # stable: ties keep first-occurrence order
         if max_size is not None:

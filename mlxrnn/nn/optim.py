@@ -170,7 +170,8 @@ class RMSProp(Optimizer):
         return param - self.lr * grad / (xp.sqrt(square_avg) + self.eps), {"square_avg": square_avg}
 
 
-OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSProp)}
+#: the registry; the order is the one `mlxrnn train --optimizer` lists (the default first)
+OPTIMIZERS = {cls.name: cls for cls in (Adam, AdamW, SGD, RMSProp)}
 
 
 def make_optimizer(name: str, lr: float, **kwargs: Any) -> Optimizer:

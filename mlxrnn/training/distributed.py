@@ -27,7 +27,7 @@ import numpy as np
 from mlxrnn.errors import ConfigError, MLXRNNError
 
 MLX_MISSING = (
-    "data-parallel training (--distributed, or a process started by mlx.launch) needs MLX's distributed "
+    "data-parallel training (`distributed`, or a process started by mlx.launch) needs MLX's distributed "
     "engine, and MLX is not installed in this Python: pip install mlx (macOS) or pip install 'mlx[cpu]' "
     "(Linux). With the NumPy backend MLX only carries the gradients between processes."
 )

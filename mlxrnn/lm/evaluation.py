@@ -1,0 +1,109 @@
+"""Evaluating a language model: mean negative log-likelihood per token over a token stream.
+
+One loop serves every caller: the training run's validation (B parallel streams cut into
+windows by an :class:`~mlxrnn.lm.batching.LMBatcher`) and ``mlxrnn eval`` (one stream of a
+whole file). Windows are read in order and the recurrent state is carried from one to the
+next, as in training, so the model sees each token with all of its past:
+
+    loss = −(1/N) Σ_t log p(y_t | y_<t)        perplexity = exp(loss)        bits = loss / ln 2
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlxrnn.errors import ConfigError, DataError, ShapeError
+from mlxrnn.lm.model import LanguageModel
+from mlxrnn.nn.losses import softmax_cross_entropy
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), inf instead of an OverflowError for the absurd losses of a broken model."""
+    return math.exp(loss) if loss < 709.0 else math.inf
+
+
+@dataclass
+class Evaluation:
+    loss: float  #: mean negative log-likelihood per token (nats)
+    num_tokens: int
+    level: str
+
+    @property
+    def perplexity(self) -> float:
+        return perplexity(self.loss)
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.loss / math.log(2)
+
+    def to_dict(self) -> dict:
+        data = {"loss": self.loss, "perplexity": self.perplexity, "num_tokens": self.num_tokens}
+        if self.level == "char":
+            data["bits_per_char"] = self.bits_per_token
+        return data
+
+
+def evaluate_windows(
+    lm: LanguageModel,
+    windows: Iterable[tuple[np.ndarray, np.ndarray]],
+    dist: Any = None,
+    progress: Callable[[int], None] | None = None,
+) -> Evaluation:
+    """Mean NLL per token over consecutive ``(inputs, targets)`` windows, each (B, T) int32,
+    row b of a window continuing row b of the previous one (the state is carried across).
+
+    ``dist`` (a :class:`~mlxrnn.training.distributed.DataParallel`): each process evaluates its
+    rows and the sums are added up over all. ``progress(tokens_done)`` is called after each window.
+    """
+    xp, state, total, count = lm.xp, None, 0.0, 0
+    for inputs, targets in windows:
+        logits, state, _ = lm.model.forward(inputs, initial_state=state)
+        loss, _ = softmax_cross_entropy(xp, logits, targets, reduction="sum")
+        total += xp.item(loss)
+        count += targets.size
+        if progress is not None:
+            progress(count)
+    if dist is not None:
+        total, count = dist.sum_values(total, count)
+    if count == 0:
+        raise DataError("nothing to evaluate: there are no tokens")
+    return Evaluation(total / count, int(count), lm.level)
+
+
+def _stream_windows(lm: LanguageModel, ids: np.ndarray, window: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One stream as (1, window) windows: targets ids[t], inputs ids[t-1] (the start token first)."""
+    inputs_all = np.concatenate([[lm.start_id], ids[:-1]]).astype(np.int32)
+    for start in range(0, ids.size, window):
+        yield inputs_all[None, start : start + window], ids[None, start : start + window]
+
+
+def evaluate_ids(
+    lm: LanguageModel, ids: np.ndarray, window: int = 256, progress: Callable[[int, int], None] | None = None
+) -> Evaluation:
+    """Mean NLL of ids[t] given ids[<t] over a whole stream (the first token given the start token).
+
+    ``progress(tokens_done, total_tokens)`` is called after each window of ``window`` tokens.
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ConfigError("must be a positive integer, got " + repr(window), field="window")
+    ids = np.asarray(ids)
+    if ids.size < 1:
+        raise DataError("nothing to evaluate: the text has no tokens")
+    if ids.dtype.kind not in "iu" or ids.ndim != 1:
+        raise ShapeError(f"ids must be a 1-D sequence of integer token ids; got shape {ids.shape} dtype {ids.dtype}")
+    if ids.min() < 0 or ids.max() >= len(lm.vocab):  # before the int32 cast, which could wrap
+        bad = int(ids.max()) if ids.max() >= len(lm.vocab) else int(ids.min())
+        raise ConfigError(f"token id {bad} is out of range for a vocabulary of {len(lm.vocab)}")
+    ids = ids.astype(np.int32)
+    report = None if progress is None else (lambda done: progress(done, int(ids.size)))
+    return evaluate_windows(lm, _stream_windows(lm, ids, window), progress=report)
+
+
+def evaluate_text(lm: LanguageModel, text: str, **kwargs: Any) -> Evaluation:
+    """:func:`evaluate_ids` of ``text`` encoded with the model's tokenizer and vocabulary."""
+    return evaluate_ids(lm, lm.encode(text), **kwargs)

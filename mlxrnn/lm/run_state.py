@@ -1,0 +1,99 @@
+"""What a training run knows about its own progress, and what it reports.
+
+:class:`RunState` is everything a run's loop changes that a checkpoint must keep so a resumed
+run continues exactly (the other parts of a checkpoint belong to their owners: the weights to the
+model, the moments to the optimizer, the learning-rate memory to the schedule, the dropout
+stream to the trainer's RNG). :class:`Progress` is what the progress callback sees after every
+step; :class:`RunSummary` is what :meth:`LanguageModelRun.train` returns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from mlxrnn.errors import CheckpointError
+from mlxrnn.lm.evaluation import perplexity
+
+#: keys of a state saved before the schedule kept its own state: theirs under the schedule's names
+LEGACY_SCHEDULE_KEYS = {"sched_best": "best", "bad_evals": "bad_evals", "base_lr": "base_lr"}
+
+
+@dataclass
+class RunState:
+    """A run's position and memory, saved in every checkpoint (``meta["training"]["state"]``).
+
+    ``carry`` is saved too, but as tensors beside the optimizer's (see
+    :mod:`mlxrnn.lm.carried_state`); every other field is a JSON scalar.
+    """
+
+    step: int = 0  #: updates done
+    epoch: int = 0  #: full passes over the training split done
+    window: int = 0  #: the next window of the current epoch
+    initial_loss: float | None = None  #: the first finite loss: the divergence reference
+    elapsed: float = 0.0  #: seconds of training over every session of the run
+    tokens: int = 0  #: training tokens seen (every process's)
+    best_val: float | None = None  #: the best validation loss so far
+    last_val: float | None = None  #: the latest validation loss
+    clipped_since_record: int = 0  #: steps that clipped since the last "train" record
+    steps_since_record: int = 0  #: steps since the last "train" record
+    carry: Any = field(default=None, repr=False)  #: (B, H) state, (h, c) pair or None: the next window's start
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON part: every field but ``carry`` (scalars, so no copy is needed)."""
+        return {spec.name: getattr(self, spec.name) for spec in fields(self) if spec.name != "carry"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
+        """A saved state; fields missing from older checkpoints take their defaults."""
+        known = {spec.name for spec in fields(cls)} - {"carry"}
+        unknown = sorted(set(data) - known - set(LEGACY_SCHEDULE_KEYS))
+        if unknown:
+            raise CheckpointError(
+                f"the run's saved state has fields this mlxrnn does not know ({', '.join(unknown)}); "
+                "resume it with the mlxrnn version that wrote it"
+            )
+        return cls(**{name: value for name, value in data.items() if name in known})
+
+
+def legacy_schedule_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The schedule's state from a run state saved before schedules kept their own."""
+    return {new: state[old] for old, new in LEGACY_SCHEDULE_KEYS.items()}
+
+
+@dataclass
+class Progress:
+    """What the progress callback receives after every step (and at evaluations)."""
+
+    step: int
+    total_steps: int | None
+    epoch: int
+    loss: float
+    tokens_per_second: float
+    elapsed: float
+    eta_seconds: float | None
+    lr: float
+    val_loss: float | None = None
+    event: str = "train"
+
+
+@dataclass
+class RunSummary:
+    run_dir: str
+    steps: int
+    epochs_completed: float
+    best_val_loss: float | None
+    last_val_loss: float | None
+    elapsed_seconds: float
+    tokens_per_second: float
+    stopped_because: str
+    level: str
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if self.level == "char" and self.best_val_loss is not None:
+            data["best_val_bpc"] = self.best_val_loss / math.log(2)
+        if self.best_val_loss is not None:
+            data["best_val_perplexity"] = perplexity(self.best_val_loss)
+        return data
