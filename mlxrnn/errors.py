@@ -30,3 +30,7 @@ class DataError(MLXRNNError):
 
 class CheckpointError(MLXRNNError):
     """A checkpoint is missing, corrupted, tampered with, or from an unsupported format."""
+
+
+class MissingExtra(MLXRNNError, ImportError):
+    """An optional dependency (an extra such as ``mlxrnn[plot]``) is not installed."""
