@@ -19,8 +19,11 @@ from mlxrnn.bench.harness import (
     run_benchmarks,
     split_list,
 )
+from mlxrnn.plot import check_output_path
+from mlxrnn.plot.bench import plot_bench_ratios
 
 from .common import echo_json, handle_errors
+from .plot import draw, finish
 
 
 def _default_backends() -> list[str]:
@@ -52,9 +55,11 @@ def _default_backends() -> list[str]:
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Also write the JSON report to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option("--plot", "plot_file", type=click.Path(path_type=str), default=None,
+              help="Also draw the ratios as bars into this .png, .svg or .pdf file (needs the plot extra).")
 @handle_errors
 def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, baseline, seed, max_background,
-          as_json, markdown, output, quiet) -> None:
+          as_json, markdown, output, quiet, plot_file) -> None:
     """Measure tokens/s of a training step, a forward pass and batch-1 sampling.
 
     The network is language-model shaped (embedding → recurrent → linear → cross-entropy); the
@@ -68,7 +73,10 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
       mlxrnn bench --peers --sizes ref          # side by side with PyTorch CPU
       mlxrnn bench --backends mlx,mlx-compiled,mlx-autodiff --sizes 'B=8,T=16,E=32,H=64' --peers
       mlxrnn bench --cells lstm --tasks train --json -o lstm.json
+      mlxrnn bench --peers --sizes ref --plot ratios.png
     """
+    if plot_file is not None:
+        check_output_path(plot_file)  # before minutes of measuring
     impls = split_list(backends) if backends else _default_backends()
     notes = []
     if peers:
@@ -90,7 +98,9 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
             json.dump(report, handle, indent=2)
     if as_json:
         echo_json(report)
-        return
-    click.echo(format_table(report, markdown=markdown))
-    click.echo()
-    click.echo(format_summary(report))
+    else:
+        click.echo(format_table(report, markdown=markdown))
+        click.echo()
+        click.echo(format_summary(report))
+    if plot_file is not None:
+        finish(*draw(plot_file, lambda path: plot_bench_ratios(report, path)), "the ratios", as_json)

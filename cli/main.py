@@ -16,7 +16,9 @@ os.environ.setdefault("MLXRNN_MALLOC", "tuned")
 from .bench import bench
 from .common import Application
 from .generate import eval_command, sample_command, score_command
+from .gradflow import gradflow_command
 from .info import info
+from .plot import plot_command
 from .train import train
 
 
@@ -33,7 +35,7 @@ def cli() -> None:
     """
 
 
-for command in (train, sample_command, score_command, eval_command, info):
+for command in (train, sample_command, score_command, eval_command, plot_command, gradflow_command, info):
     cli.add_command(command)
 
 cli.add_command(bench)

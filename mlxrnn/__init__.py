@@ -13,6 +13,7 @@ from mlxrnn.errors import BackendUnavailable, CheckpointError, ConfigError, Data
 from mlxrnn.io import interop
 from mlxrnn.models.classifier import SequenceClassifier, SequenceClassifierConfig
 from mlxrnn.models.generator import SequenceGenerator, SequenceGeneratorConfig, generator_batch
+from mlxrnn.models.gradflow import GradientFlow, gradient_flow
 from mlxrnn.models.seq2seq import Hypothesis, Seq2Seq, Seq2SeqConfig, seq2seq_batch
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
 from mlxrnn.models.spec import RecurrentSpec
@@ -36,4 +37,5 @@ __all__ = [
     "SequenceClassifier", "SequenceClassifierConfig", "SequenceTagger", "SequenceTaggerConfig",
     "Seq2Seq", "Seq2SeqConfig", "Hypothesis", "seq2seq_batch",
     "SequenceGenerator", "SequenceGeneratorConfig", "generator_batch",
+    "GradientFlow", "gradient_flow",
 ]

@@ -82,3 +82,7 @@ class Interrupted(MLXRNNError):
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)
         self.signal_number = signal_number
+
+
+class MissingExtra(MLXRNNError, ImportError):
+    """An optional dependency (an extra such as ``mlxrnn[plot]``) is not installed."""

@@ -197,6 +197,7 @@ class LanguageModelRun:
             "val_perplexity": perplexity(val_loss),
             "best": improved,
             "lr": self.optimizer.lr,
+            "elapsed": state.elapsed,  # training seconds so far (evaluations not counted), as in train records
         }
         if self.options.level == "char":
             record["val_bpc"] = val_loss / math.log(2)

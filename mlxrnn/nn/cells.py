@@ -85,6 +85,13 @@ class Cell:
         h_prev = stacked["h_prev"]
         return {"W_h": xp.matmul(xp.permute_dims(h_prev, (1, 0)), d_recurrent)}
 
+    def sigmoid_gates(self, cache: Cache) -> dict[str, Any]:
+        """This step's sigmoid gate values by gate name, each (B, H), read from :meth:`step`'s cache.
+
+        For diagnostics (gate saturation in :mod:`mlxrnn.models.gradflow`); ungated cells have none.
+        """
+        return {}
+
 
 
 class RNNCell(Cell):
@@ -192,6 +199,12 @@ class GRUCell(Cell):
         h = h_prev + u * cache["cand_minus_h"]
         return (h,), cache
 
+    def sigmoid_gates(self, cache: Cache) -> dict[str, Any]:
+        if self.variant == "simple":
+            return {"u": cache["u"]}
+        update_reset, H = cache["update_reset"], self.hidden_size
+        return {"u": update_reset[:, :H], "r": update_reset[:, H:]}
+
     def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
         (d_h,) = d_state
         H = self.hidden_size
@@ -298,6 +311,10 @@ class LSTMCell(Cell):
         cache = {"h_prev": h_prev, "c_prev": c_prev, "update_forget": update_forget, "cand": cand, "o": o, "c": c,
                  "tanh_c": tanh_c}
         return (h, c), cache
+
+    def sigmoid_gates(self, cache: Cache) -> dict[str, Any]:
+        update_forget, H = cache["update_forget"], self.hidden_size
+        return {"u": update_forget[:, :H], "f": update_forget[:, H:], "o": cache["o"]}
 
     def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
         d_h, d_c = d_state

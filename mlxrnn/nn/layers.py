@@ -409,12 +409,19 @@ class Recurrent(Module):
                               "the whole sequence")
 
     # --- backward ---------------------------------------------------------------------------
-    def backward(self, d_outputs: Any, d_final_state: Any, cache: RecurrentCache) -> tuple[Any, Any, dict]:
+    def backward(
+        self, d_outputs: Any, d_final_state: Any, cache: RecurrentCache, step_grads: dict | None = None
+    ) -> tuple[Any, Any, dict]:
         """Backpropagation through time.
 
         Args:
             d_outputs: (B, T, H_out) dLoss/doutputs, or None when only the final state is used.
             d_final_state: dLoss/dfinal_state in the state layout, or None.
+            step_grads: for inspection (e.g. :mod:`mlxrnn.models.gradflow`): a dict that is filled
+                with ``{(layer, direction): [dL/dstate⟨t⟩ for t = 0 … T−1]}``, each item the state
+                tuple ((B, H) arrays: (dh,) or (dh, dc)), the total gradient with respect to the
+                state after step t (the carried one at padded steps) — through that step's output
+                and through every later step. Costs one addition per step; None records nothing.
         Returns:
             (dx (B, T, D), d_initial_state in the state layout, grads keyed like ``params``);
             for :class:`TokenInputs` the first item is the table's gradient (V, D) instead.
@@ -439,8 +446,9 @@ class Recurrent(Module):
                     d_out = d_layer_out
                 index = layer * self.num_directions + direction
                 d_state = tuple(part[index] if part is not None else xp.zeros((B, H)) for part in d_final_parts)
+                record = None if step_grads is None else step_grads.setdefault((layer, direction), [None] * T)
                 d_in, d_state0, dir_grads = self._backward_direction(
-                    layer, direction, d_out, d_state, cache.directions[(layer, direction)], cache.mask
+                    layer, direction, d_out, d_state, cache.directions[(layer, direction)], cache.mask, record
                 )
                 d_layer_in = d_in if d_layer_in is None else d_layer_in + d_in
                 prefix = f"l{layer}.{DIRECTION_NAMES[direction]}."
@@ -458,7 +466,7 @@ class Recurrent(Module):
         d_initial_state = self._public_state([xp.stack(parts, axis=0) for parts in d_initial])
         return d_x, d_initial_state, {name: grads[name] for name in self.params}
 
-    def _backward_direction(self, layer, direction, d_out, d_state, dir_cache: _DirectionCache, mask):
+    def _backward_direction(self, layer, direction, d_out, d_state, dir_cache: _DirectionCache, mask, record=None):
         xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]
         params = self._direction_params(layer, direction)
         T = len(dir_cache.steps)
@@ -469,6 +477,9 @@ class Recurrent(Module):
         d_recurrent: list = [None] * T
         for position in range(T - 1, -1, -1):  # walk the processing order backwards
             t = order[position]
+            if record is not None:  # only when asked; a padded step's output is 0, not its state
+                d_out_t = d_out[t] if mask is None else mask[t] * d_out[t]
+                record[t] = (d_state[0] + d_out_t,) + tuple(d_state[1:])
             if mask is None:
                 d_new = (d_state[0] + d_out[t],) + tuple(d_state[1:])
                 d_carry = None
