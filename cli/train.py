@@ -90,6 +90,8 @@ def default_run_dir(level: str, cell: str) -> str:
 @click.option("--lr-decay", type=float, default=0.5, show_default=True, help="Plateau decay factor.")
 @click.option("--patience", type=int, default=None, help="Early stopping: evaluations without improvement.")
 @click.option("--backend", type=click.Choice(["auto", "numpy", "mlx"]), default="auto", show_default=True)
+@click.option("--compile/--no-compile", "compile_step", default=True, show_default=True,
+              help="MLX: train through the compiled step; --no-compile runs the eager one (for debugging).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, dropout and sampling.")
 @click.option(
     "--distributed",
@@ -148,6 +150,7 @@ def train(
     lr_decay,
     patience,
     backend,
+    compile_step,
     seed,
     distributed,
     run_dir,
@@ -212,6 +215,7 @@ def train(
         lr_decay=lr_decay,
         patience=patience,
         backend=backend,
+        compile=compile_step,
         seed=seed,
     )
     if not resume:  # resuming takes the saved options; bad flags fail before anything is printed

@@ -137,6 +137,11 @@ class MLXBackend:
     def eval(self, *arrays: Any) -> None:
         mx.eval(*arrays)
 
+    def async_eval(self, *arrays: Any) -> None:
+        """Start computing ``arrays`` (arrays or trees of them) and return at once: the host
+        goes on (e.g. preparing the next batch) while the device works."""
+        mx.async_eval(*arrays)
+
     def item(self, a: Any) -> float:
         return float(a.item()) if isinstance(a, mx.array) else float(a)
 

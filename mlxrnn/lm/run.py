@@ -98,6 +98,7 @@ class TrainOptions:
     lr_decay: float = 0.5  #: plateau: multiply the learning rate by this when validation stalls
     patience: int | None = None  #: stop after this many evaluations without improvement
     backend: str = "auto"
+    compile: bool = True  #: MLX: train through the compiled step (False: the eager one, for debugging)
     seed: int = 0
 
     def validate(self) -> TrainOptions:
@@ -113,6 +114,8 @@ class TrainOptions:
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
         check_positive_int("--seed", self.seed, minimum=0)
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be True or False (--compile/--no-compile), got {self.compile!r}")
         if not 0.0 < self.val_frac < 1.0:
             raise ConfigError(f"--val-frac must be in (0, 1), got {self.val_frac}")
         if self.schedule not in SCHEDULES:
@@ -404,6 +407,7 @@ class LanguageModelRun:
             clip_norm=options.clip,
             rng=self.dist.dropout_rng(np.random.default_rng(options.seed + 12345)),
             grad_transform=self.dist.average_step if self.dist.size > 1 else None,
+            compile=bool(options.compile),
         )
 
     def _start(self, options: TrainOptions) -> None:
@@ -439,8 +443,8 @@ class LanguageModelRun:
                 f"resume it with as many (mlx.launch -n {saved.get('world_size', 1)} ... --distributed)"
             )
         options = TrainOptions(**saved["options"])
-        # Only the stopping criteria (and the backend) may change when resuming.
-        for name in ("epochs", "steps", "minutes", "backend"):
+        # Only the stopping criteria (and the backend, compiled or not) may change when resuming.
+        for name in ("epochs", "steps", "minutes", "backend", "compile"):
             setattr(options, name, getattr(new_options, name))
         options.validate()
         text, self.corpus_sha = load_corpus(options)
@@ -559,6 +563,7 @@ class LanguageModelRun:
                 "options": asdict(options),
                 "steps_per_epoch": per_epoch,
                 "backend": self.lm.xp.name,
+                "compiled": self.trainer.compiled,
                 "processes": self.dist.size,
             }
         )
