@@ -7,18 +7,9 @@ import json
 import click
 
 from mlxrnn.backend import auto_choice
-from mlxrnn.bench.harness import (
-    CELLS,
-    IMPLS,
-    OWN_IMPLS,
-    SIZES,
-    TASKS,
-    BenchSettings,
-    format_summary,
-    format_table,
-    run_benchmarks,
-    split_list,
-)
+from mlxrnn.bench.harness import IMPLS, OWN_IMPLS, BenchSettings, run_benchmarks, split_list
+from mlxrnn.bench.report import format_summary, format_table
+from mlxrnn.bench.sizes import CELLS, SIZES, TASKS
 
 from .common import echo_json, handle_errors
 

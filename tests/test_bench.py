@@ -17,10 +17,12 @@ import sys
 
 import numpy as np
 import pytest
-from mlxrnn.bench.harness import BenchSettings, gemm_flops, parse_size, sample_tokens, split_list
 
 import mlxrnn
 from mlxrnn import Adam, SequenceModel, SequenceModelConfig, Trainer, make_recurrent
+from mlxrnn.bench.harness import BenchSettings, split_list
+from mlxrnn.bench.sizes import gemm_flops, parse_size
+from mlxrnn.bench.workloads import sample_tokens
 from mlxrnn.errors import ConfigError
 from mlxrnn.nn.layers import TokenInputs
 from mlxrnn.testing import available_backends

@@ -139,24 +139,31 @@ class Trainer:
 
     def step(self, batch: Mapping[str, Any]) -> StepResult:
         """One update from ``batch``; returns before the device has finished (see :class:`StepResult`)."""
+        loss, norm, aux = self.lazy_step(batch)
+        start = getattr(self.xp, "async_eval", self.xp.eval)  # MLX: queue the work and return at once
+        state = aux.get("final_state")
+        start(loss, norm, [] if state is None else state, self.model.parameters(), self.optimizer.state)
+        return StepResult(self.xp, loss, norm, self.clip_norm, aux)
+
+    def lazy_step(self, batch: Mapping[str, Any]) -> tuple[Any, Any, dict]:
+        """The update of :meth:`step`, built but not started: returns (loss, grad norm, aux) as
+        unevaluated arrays, the model and the optimizer already holding their new (unevaluated)
+        values. On MLX nothing has been computed yet — e.g. to count the step's graph; on NumPy
+        everything has."""
         xp = self.xp
         check_batch(batch)
         if self._compiled is not None:
             loss, norm, final_state = self._compiled(batch, self.rng)
-            aux = {"final_state": final_state}
+            return loss, norm, {"final_state": final_state}
+        loss, grads, aux = self.model.loss_and_grads(batch, training=True, rng=self.rng)
+        if self.grad_transform is not None:
+            loss, grads = self.grad_transform(loss, grads)
+        if self.clip_value is not None:
+            grads = clip_grad_value(xp, grads, self.clip_value)
+        if self.clip_norm is not None:
+            grads, norm = clip_grad_norm(xp, grads, self.clip_norm)
         else:
-            loss, grads, aux = self.model.loss_and_grads(batch, training=True, rng=self.rng)
-            if self.grad_transform is not None:
-                loss, grads = self.grad_transform(loss, grads)
-            if self.clip_value is not None:
-                grads = clip_grad_value(xp, grads, self.clip_value)
-            if self.clip_norm is not None:
-                grads, norm = clip_grad_norm(xp, grads, self.clip_norm)
-            else:
-                norm = global_norm(xp, grads)
-            new_params = self.optimizer.update(xp, self.model.parameters(), grads)
-            self.model.load_parameters(new_params)
-        start = getattr(xp, "async_eval", xp.eval)  # MLX: queue the work and return at once
-        state = aux.get("final_state")
-        start(loss, norm, [] if state is None else state, self.model.parameters(), self.optimizer.state)
-        return StepResult(xp, loss, norm, self.clip_norm, aux)
+            norm = global_norm(xp, grads)
+        new_params = self.optimizer.update(xp, self.model.parameters(), grads)
+        self.model.load_parameters(new_params)
+        return loss, norm, aux
