@@ -15,7 +15,8 @@ from .common import echo_json, handle_errors
 
 
 def _default_backends() -> list[str]:
-    return ["numpy", "mlx"] if auto_choice().name == "mlx" else ["numpy"]
+    # mlx-compiled is what `mlxrnn train` and `mlxrnn sample` run on MLX; plain mlx is --no-compile
+    return ["numpy", "mlx-compiled"] if auto_choice().name == "mlx" else ["numpy"]
 
 
 @click.command()
@@ -24,8 +25,9 @@ def _default_backends() -> list[str]:
               help=f"Comma-separated names ({', '.join(SIZES)}) or 'B=..,T=..,E=..,H=..,V=..,L=..' "
                    "(unset keys from ref; separate several custom sizes with ';').")
 @click.option("--backends", default=None,
-              help=f"mlxrnn implementations, comma-separated: {', '.join(OWN_IMPLS)}. "
-                   "[default: numpy, plus mlx when MLX has a GPU]")
+              help=f"mlxrnn implementations, comma-separated: {', '.join(OWN_IMPLS)} (mlx: the eager step, "
+                   "--no-compile; mlx-compiled: the default on MLX). [default: numpy, plus mlx-compiled when MLX "
+                   "has a GPU]")
 @click.option("--peers", is_flag=True,
               help="Also measure PyTorch CPU and, next to an mlx backend, mlx.nn (when installed).")
 @click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated: train, forward, sample.")
@@ -57,7 +59,7 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
     Examples:
       mlxrnn bench                              # numpy, all cells, sizes ref and large
       mlxrnn bench --peers --sizes ref          # side by side with PyTorch CPU
-      mlxrnn bench --backends mlx,mlx-compiled,mlx-autodiff --sizes 'B=8,T=16,E=32,H=64' --peers
+      mlxrnn bench --backends mlx,mlx-compiled,mlx-autodiff --sizes small --peers
       mlxrnn bench --cells lstm --tasks train --json -o lstm.json
     """
     impls = split_list(backends) if backends else _default_backends()

@@ -29,6 +29,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from mlxrnn.errors import ConfigError
 from mlxrnn.models.decoding import SamplingOptions
 
 
@@ -85,13 +86,14 @@ class TokenSampler:
 
     def __init__(self, model: Any, options: SamplingOptions, banned: Sequence[int] = (), compiled: bool = True):
         if model.xp.name != "mlx":
-            raise ValueError("TokenSampler runs on the MLX backend")
+            raise ConfigError(f"TokenSampler runs on the MLX backend; this model is on {model.xp.name}")
         self.model, self.options = model, options.validate()
         vocab = model.config.output_size
         ban = np.zeros(vocab, dtype=bool)
         ban[list(banned)] = True
         self.banned = mx.array(ban) if ban.any() else None
         xp, rnn = model.xp, model.rnn
+        rnn._check_steppable()  # a ConfigError for a bidirectional stack: it cannot run token by token
         if model.config.input_kind == "embedding":
             inputs = model.embedding.params["weight"]
         else:  # one-hot inputs: the projection of the identity is the table
