@@ -5,7 +5,8 @@
   eager 1e-6 relative, vs NumPy the backends' usual 2e-4/2e-5; float64 on MLX's CPU: compiled
   vs eager to round-off, vs NumPy to 1e-6 because MLX's float64 exp is float32-accurate there).
 * The step reads nothing back from the device; bad batches fail on the host before any update.
-* Recompilation is bounded: variable lengths compile once per time bucket; the cache is an LRU.
+* Recompilation is bounded: a learning-rate schedule never retraces, variable lengths compile once
+  per time bucket, and the cache is an LRU.
 * A language-model run resumed on the compiled path is bit-for-bit the uninterrupted run.
 * On-device filtering gives the host's next-token distribution; compiled sampling draws the
   same ids as eager sampling for a fixed key, and a seed reproduces a text.
@@ -114,6 +115,22 @@ def test_variable_lengths_compile_once_per_time_bucket_and_match_eager():
     eager = _train("eager", "gru", {}, steps=len(batches), batches=batches)
     assert compiled[3]._compiled.traces == 2
     _assert_same(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_a_learning_rate_schedule_changes_numbers_not_the_graph():
+    results = {}
+    for compiled in (True, False):
+        model = _model("gru", {}, "mlx")
+        trainer = Trainer(model, Adam(lr=0.05), clip_norm=1.0, rng=np.random.default_rng(2), compile=compiled)
+        losses = []
+        for step in range(4):
+            trainer.optimizer.lr = 0.05 * 0.5**step  # e.g. a cosine or plateau schedule
+            losses.append(trainer.step(_batch(step)).loss)
+        results[compiled] = (losses, model.numpy_parameters(), trainer)
+    assert results[True][2]._compiled.traces == 1
+    np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-6)
+    for name, value in results[True][1].items():
+        np.testing.assert_allclose(value, results[False][1][name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 def test_the_trace_cache_is_bounded():
