@@ -3,11 +3,13 @@
     python benchmarks/mlx_gradients.py            # a small shape (the Linux CPU build is slow)
     python benchmarks/mlx_gradients.py --size ref
 
-Implementations (see ``mlxrnn.bench.harness``): ``mlx`` (hand-written BPTT, eager: what the Trainer
-runs), ``mlx-compiled`` (the same under ``mx.compile``), ``mlx-autodiff`` and
-``mlx-autodiff-compiled`` (gradients from ``mx.value_and_grad`` of the forward), and the peers
-``mlx.nn`` / ``mlx.nn-compiled`` (``mlx.nn.LSTM/GRU/RNN`` with ``nn.value_and_grad``), with
-mlxrnn's NumPy backend for scale. Writes benchmarks/results/mlx_gradients.{json,md}.
+Implementations (see ``mlxrnn.bench.workloads``): ``mlx`` (hand-written BPTT, eager: the
+``--no-compile`` step), ``mlx-compiled`` (the whole step under ``mx.compile``: what the Trainer
+runs on MLX by default), ``mlx-autodiff`` and ``mlx-autodiff-compiled`` (gradients from
+``mx.value_and_grad`` of the forward), and the peers ``mlx.nn`` / ``mlx.nn-compiled``
+(``mlx.nn.LSTM/GRU/RNN`` with ``nn.value_and_grad``), with mlxrnn's NumPy backend for scale.
+Writes benchmarks/results/mlx_gradients.{json,md}. For the README's MLX table and the targets
+of the compiled step, see benchmarks/mlx_speed.py.
 
 On Linux the ``mlx[cpu]`` wheel multiplies matrices with a reference BLAS (tens of times slower
 than NumPy's OpenBLAS), so these numbers say which gradient path has less overhead, not how MLX
@@ -21,9 +23,9 @@ import json
 import sys
 from pathlib import Path
 
-from mlxrnn.bench.harness import BenchSettings, format_summary, format_table, run_benchmarks
-
 from mlxrnn.backend import mlx_installed
+from mlxrnn.bench.harness import BenchSettings, run_benchmarks
+from mlxrnn.bench.report import format_summary, format_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IMPLS = ["mlx", "mlx-compiled", "mlx-autodiff", "mlx-autodiff-compiled", "mlx.nn", "mlx.nn-compiled", "numpy"]
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mlx_gradients.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     text = "\n".join([
-        "# MLX: hand-written BPTT vs autodiff, eager vs compiled (ratios to `mlx`, the Trainer's default)", "",
+        "# MLX: hand-written BPTT vs autodiff, eager vs compiled (ratios to `mlx`, the eager step)", "",
         "```", format_summary(report), "```", "", format_table(report, markdown=True), "",
         "On Linux the MLX wheel's CPU BLAS is a reference implementation: compare the MLX rows with each other, "
         "not with NumPy, and not as a forecast for Apple silicon.", "",

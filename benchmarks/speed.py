@@ -19,7 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from mlxrnn.bench.harness import BenchSettings, format_summary, format_table, run_benchmarks
+from mlxrnn.bench.harness import BenchSettings, run_benchmarks
+from mlxrnn.bench.report import format_summary, format_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,8 +63,8 @@ def markdown(report: dict) -> str:
                      f"{'yes' if v['met'] else '**no**'} |")
     lines += ["", "## Share of the float32 matmul peak reached by training", "",
               f"Yardstick: NumPy's own 1024² sgemm, {report['sgemm_1024_gflops']:.0f} GFLOP/s. GEMM FLOPs of a step "
-              "are counted analytically for the standard algorithm (`mlxrnn.bench.harness.gemm_flops`), so an implementation "
-              "that skips work (the folded embedding) scores above its true BLAS efficiency.", "",
+              "are counted analytically for the standard algorithm (`mlxrnn.bench.sizes.gemm_flops`), so an "
+              "implementation that skips work (the folded embedding) scores above its true BLAS efficiency.", "",
               "| cell | size | implementation | GEMM GFLOP/step | achieved GFLOP/s | share of peak |",
               "|---|---|---|---|---|---|"]
     for r in report["results"]:

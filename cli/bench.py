@@ -7,18 +7,9 @@ import json
 import click
 
 from mlxrnn.backend import auto_choice
-from mlxrnn.bench.harness import (
-    CELLS,
-    IMPLS,
-    OWN_IMPLS,
-    SIZES,
-    TASKS,
-    BenchSettings,
-    format_summary,
-    format_table,
-    run_benchmarks,
-    split_list,
-)
+from mlxrnn.bench.harness import IMPLS, OWN_IMPLS, BenchSettings, run_benchmarks, split_list
+from mlxrnn.bench.report import format_summary, format_table
+from mlxrnn.bench.sizes import CELLS, SIZES, TASKS
 from mlxrnn.plot import check_output_path
 from mlxrnn.plot.bench import plot_bench_ratios
 
@@ -27,7 +18,8 @@ from .plot import draw, finish
 
 
 def _default_backends() -> list[str]:
-    return ["numpy", "mlx"] if auto_choice().name == "mlx" else ["numpy"]
+    # mlx-compiled is what `mlxrnn train` and `mlxrnn sample` run on MLX; plain mlx is --no-compile
+    return ["numpy", "mlx-compiled"] if auto_choice().name == "mlx" else ["numpy"]
 
 
 @click.command()
@@ -36,8 +28,9 @@ def _default_backends() -> list[str]:
               help=f"Comma-separated names ({', '.join(SIZES)}) or 'B=..,T=..,E=..,H=..,V=..,L=..' "
                    "(unset keys from ref; separate several custom sizes with ';').")
 @click.option("--backends", default=None,
-              help=f"mlxrnn implementations, comma-separated: {', '.join(OWN_IMPLS)}. "
-                   "[default: numpy, plus mlx when MLX has a GPU]")
+              help=f"mlxrnn implementations, comma-separated: {', '.join(OWN_IMPLS)} (mlx: the eager step, "
+                   "--no-compile; mlx-compiled: the default on MLX). [default: numpy, plus mlx-compiled when MLX "
+                   "has a GPU]")
 @click.option("--peers", is_flag=True,
               help="Also measure PyTorch CPU and, next to an mlx backend, mlx.nn (when installed).")
 @click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated: train, forward, sample.")
@@ -71,7 +64,7 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
     Examples:
       mlxrnn bench                              # numpy, all cells, sizes ref and large
       mlxrnn bench --peers --sizes ref          # side by side with PyTorch CPU
-      mlxrnn bench --backends mlx,mlx-compiled,mlx-autodiff --sizes 'B=8,T=16,E=32,H=64' --peers
+      mlxrnn bench --backends mlx,mlx-compiled,mlx-autodiff --sizes small --peers
       mlxrnn bench --cells lstm --tasks train --json -o lstm.json
       mlxrnn bench --peers --sizes ref --plot ratios.png
     """

@@ -1,4 +1,4 @@
-"""``mlxrnn info``: versions, usable backends, and which backend ``auto`` picks and why."""
+"""``mlxrnn info``: versions, usable backends, the device MLX computes on, and which backend ``auto`` picks and why."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def collect_info() -> dict:
         "numpy": np.__version__,
         "mlx": None,
         "mlx_default_device": None,
+        "mlx_device": None,
         "backends": ["numpy"],
         "env_MLXRNN_BACKEND": os.environ.get("MLXRNN_BACKEND"),
     }
@@ -31,7 +32,10 @@ def collect_info() -> dict:
             import mlx.core as mx
 
             info["mlx"] = getattr(mx, "__version__", "unknown")
+            from mlxrnn.backend.mlx_backend import device_description
+
             info["mlx_default_device"] = str(mx.default_device())
+            info["mlx_device"] = device_description()
             info["backends"].append("mlx")
         except Exception as error:  # installed but broken
             info["mlx"] = f"installed, fails to import: {error}"
@@ -59,8 +63,8 @@ def info(as_json: bool) -> None:
     click.echo(f"mlxrnn {data['mlxrnn']}  (Python {data['python']}, {data['platform']})")
     click.echo(f"numpy  {data['numpy']}")
     click.echo(f"mlx    {data['mlx'] or 'not installed (pip install mlxrnn[mlx])'}")
-    if data["mlx_default_device"]:
-        click.echo(f"mlx default device: {data['mlx_default_device']}")
+    if data["mlx_device"]:
+        click.echo(f"mlx device: {data['mlx_device']}")
     click.echo(f"usable backends: {', '.join(data['backends'])}")
     click.echo(f"auto picks: {data['auto']} ({data['auto_reason']})")
     if data["env_MLXRNN_BACKEND"]:

@@ -63,8 +63,10 @@ def option_for(spec: Field) -> Callable:
     if spec.metadata["argument"]:  # positional settings are paths (the corpus)
         return click.argument(spec.name, required=False, default=default, type=click.Path(path_type=str))
     help_text = spell_fields(spec.metadata["help"], _train_flags()) or None
-    if kind is bool:
-        return click.option(flag_name(spec.name), spec.name, is_flag=True, default=default, help=help_text)
+    if kind is bool:  # off by default: --name; on by default: --name/--no-name
+        flags = flag_name(spec.name) if not default else f"{flag_name(spec.name)}/--no-{flag_name(spec.name)[2:]}"
+        return click.option(flags, spec.name, is_flag=True, default=default, show_default=bool(default),
+                            help=help_text)
     choices = option_choices(spec)
     return click.option(
         flag_name(spec.name),

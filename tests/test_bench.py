@@ -6,6 +6,8 @@
 * ``TokenInputs`` (the embedding folded into layer 0) gives the same outputs and gradients as
   materialising the lookup, on every backend here.
 * The NumPy training step stays float32 and its time loop stays in the batch-fastest layout.
+* On MLX, graph nodes are counted (a fused kernel once), compiled steps evaluate fewer of them
+  than eager ones, and the report names the device MLX ran on.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import sys
 
 import numpy as np
 import pytest
-from mlxrnn.bench.harness import BenchSettings, gemm_flops, parse_size, sample_tokens, split_list
 
 import mlxrnn
 from mlxrnn import Adam, SequenceModel, SequenceModelConfig, Trainer, make_recurrent
+from mlxrnn.bench.harness import BenchSettings, split_list
+from mlxrnn.bench.sizes import gemm_flops, parse_size
+from mlxrnn.bench.workloads import sample_tokens
 from mlxrnn.errors import ConfigError
 from mlxrnn.nn.layers import TokenInputs
 from mlxrnn.testing import available_backends
@@ -214,3 +218,42 @@ def test_numpy_training_stays_float32_and_batch_fastest(cell, options, monkeypat
     assert all(a.strides[0] == a.itemsize for a in seen)  # batch-fastest: the fast OpenBLAS layout
     for name, value in {**grads, **model.parameters()}.items():
         assert value.dtype == np.float32 and value.flags.c_contiguous, name
+
+
+# --- the MLX rows: graph nodes and the device -----------------------------------------------------------
+
+needs_mlx = pytest.mark.skipif(not mlxrnn.mlx_installed(), reason="MLX is not installed (pip install 'mlxrnn[mlx]')")
+
+
+@needs_mlx
+def test_graph_nodes_count_a_fused_kernel_once():
+    import mlx.core as mx
+
+    from mlxrnn.bench.workloads import count_graph_nodes
+
+    x, y = mx.ones((2, 2)), mx.ones((2, 2))
+    mx.eval(x, y)
+
+    def f(a, b):
+        return mx.tanh(a * b + 1.0) * 2.0
+
+    assert count_graph_nodes([f(x, y)]) >= 4  # multiply, add, tanh, multiply (and broadcasts)
+    assert count_graph_nodes({"out": mx.compile(f)(x, y)}) == 1
+    assert count_graph_nodes([x]) == 0  # evaluated arrays are inputs, not work
+
+
+@needs_mlx
+def test_mlx_rows_report_the_device_and_fewer_nodes_compiled():
+    from mlxrnn.bench.harness import run_benchmarks
+    from mlxrnn.bench.report import format_summary, format_table
+
+    settings = BenchSettings(cells=["lstm"], sizes=["tiny"], impls=["mlx", "mlx-compiled"], tasks=["train", "sample"],
+                             repeats=1, warmup=1, sample_tokens=3)
+    report = run_benchmarks(settings, isolate=False)
+    rows = {(r["impl"], r["task"]): r for r in report["results"]}
+    eager, compiled = rows[("mlx", "train")]["graph_nodes"], rows[("mlx-compiled", "train")]["graph_nodes"]
+    assert 0 < compiled < eager
+    assert "graph_nodes" not in rows[("mlx-compiled", "sample")]
+    assert report["machine"]["mlx_device"].split(":")[0] in ("cpu", "gpu")
+    assert f"{eager:,}" in format_table(report) and "graph nodes/step" in format_table(report, markdown=True)
+    assert f"MLX device: {report['machine']['mlx_device']}" in format_summary(report)

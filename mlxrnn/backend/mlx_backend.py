@@ -26,6 +26,25 @@ def _has_gpu() -> bool:
     return False
 
 
+def device_description() -> str:
+    """The device MLX computes on by default, as people name it: "gpu: Apple M2 Pro (Metal)",
+    "gpu: NVIDIA A100 (CUDA)" or "cpu: Intel(R) Xeon(R) Processor"."""
+    device = mx.default_device()
+    kind = "gpu" if device.type == mx.DeviceType.gpu else "cpu"
+    name = None
+    try:
+        name = mx.device_info(device).get("device_name")
+    except Exception:  # an MLX without device_info(device): Metal's own query, else no name
+        try:
+            name = mx.metal.device_info().get("device_name") if kind == "gpu" else None
+        except Exception:
+            name = None
+    api = ""
+    if kind == "gpu":
+        api = " (Metal)" if getattr(mx, "metal", None) is not None and mx.metal.is_available() else " (CUDA)"
+    return f"{kind}: {name}{api}" if name else f"{kind}{api}"
+
+
 class MLXBackend:
     name = "mlx"
 
@@ -129,6 +148,11 @@ class MLXBackend:
     # execution
     def eval(self, *arrays: Any) -> None:
         mx.eval(*arrays)
+
+    def async_eval(self, *arrays: Any) -> None:
+        """Start computing ``arrays`` (arrays or trees of them) and return at once: the host
+        goes on (e.g. preparing the next batch) while the device works."""
+        mx.async_eval(*arrays)
 
     def item(self, a: Any) -> float:
         return float(a.item()) if isinstance(a, mx.array) else float(a)

@@ -1,1 +1,8 @@
-"""bench"""
+"""The measurement harness behind ``mlxrnn bench`` and ``benchmarks/``.
+
+    sizes      cells, tasks, shapes and their analytic GEMM work
+    workloads  mlxrnn's own implementations (numpy, mlx, mlx-compiled, mlx-autodiff...)
+    peers      PyTorch and mlx.nn, the same network
+    harness    settings, fresh-process workers, machine facts, the report
+    report     the table and summary people read
+"""

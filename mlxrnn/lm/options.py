@@ -167,6 +167,9 @@ class TrainOptions:
     )
     patience: int | None = setting(None, "Early stopping: evaluations without improvement.", check=at_least(1))
     backend: str = setting("auto", "", choices=BACKEND_NAMES, resumable=True)
+    compile: bool = setting(
+        True, "MLX: train through the compiled step (--no-compile: the eager one, for debugging).", resumable=True
+    )
     seed: int = setting(0, "Seeds weights, dropout and sampling.", check=at_least(0), model="seed")
     encoding: str = setting("utf-8", "Text encoding of CORPUS.")
     encoding_errors: str = setting(

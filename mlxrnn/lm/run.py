@@ -99,6 +99,7 @@ class LanguageModelRun:
             clip_norm=options.clip,
             rng=self.dist.dropout_rng(np.random.default_rng(options.seed + 12345)),
             grad_transform=self.dist.average_step if self.dist.size > 1 else None,
+            compile=bool(options.compile),
         )
 
     def _start(self, options: TrainOptions, replaced: tuple[str, ...]) -> None:
@@ -227,6 +228,7 @@ class LanguageModelRun:
                 "options": asdict(options),
                 "steps_per_epoch": per_epoch,
                 "backend": self.lm.xp.name,
+                "compiled": self.trainer.compiled,
                 "processes": self.dist.size,
             }
         )

@@ -15,7 +15,7 @@ the context of y1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,7 +70,8 @@ def sample(
     """Generate ``num_samples`` sequences of up to ``length`` tokens as one batch.
 
     ``on_token(sample_index, text)`` is called for every new token as it is drawn (streaming).
-    ``seed`` makes the draws reproducible.
+    ``seed`` makes the draws reproducible. On MLX the draws are made on the device from an MLX
+    key (see :mod:`mlxrnn.lm.mlx_sampling`): reproducible too, but not NumPy's texts.
     """
     options = (options or SamplingOptions()).validate()
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
@@ -86,16 +87,18 @@ def sample(
         raise ConfigError(f"must be a non-negative integer, got {seed!r}", field="seed")
     if not isinstance(prime, str):
         raise ConfigError(f"the prime must be a string, got {type(prime).__name__}")
-    rng = np.random.default_rng(seed)
     prime_ids = lm.vocab.encode(lm.tokenizer.tokenize(prime)) if allow_unknown_prime else encode_prime(lm, prime)
-    context = np.concatenate([[lm.start_id], prime_ids]).astype(np.int32)
-    logits, state = lm.next_token_logits(np.tile(context, (num_samples, 1)))
+    context = np.tile(np.concatenate([[lm.start_id], prime_ids]).astype(np.int32), (num_samples, 1))
     banned = banned_ids(lm, options.allow_unk)
-    step = lm.token_stepper()  # the cache-free per-token path after the context
+    if lm.xp.name == "mlx":  # the per-token path on the device, one id per sample back per token
+        from mlxrnn.lm.mlx_sampling import TokenSampler
+
+        stream = TokenSampler(lm.model, options, banned).stream(context, seed)
+    else:
+        stream = _numpy_stream(lm, context, options, banned, np.random.default_rng(seed))
     generated: list[list[int]] = [[] for _ in range(num_samples)]
     finished = np.zeros(num_samples, dtype=bool)
-    for _ in range(length):
-        tokens = draw_tokens(next_token_distribution(logits, options, banned), rng, options.greedy)
+    for _, tokens in zip(range(length), stream):
         for i, token in enumerate(tokens):
             if finished[i]:
                 continue
@@ -106,9 +109,20 @@ def sample(
                 finished[i] = True
         if finished.all():
             break
-        logits, state = step(tokens, state)
     texts = [lm.decode(ids) for ids in generated]
     return Samples(generated, texts)
+
+
+def _numpy_stream(lm: LanguageModel, context: np.ndarray, options: SamplingOptions, banned: list[int],
+                  rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Feed ``context`` (B, T), then yield the drawn ids (B,) of every step; the host path, drawn
+    from ``rng`` (the next step runs only when the caller asks for the next ids)."""
+    logits, state = lm.next_token_logits(context)
+    step = lm.token_stepper()  # the cache-free per-token path after the context
+    while True:
+        tokens = draw_tokens(next_token_distribution(logits, options, banned), rng, options.greedy)
+        yield tokens
+        logits, state = step(tokens, state)
 
 
 def _token_text(lm: LanguageModel, token_id: int) -> str:

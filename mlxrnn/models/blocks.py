@@ -104,7 +104,7 @@ class InputEncoder(Module):
                     f"dense inputs must be a rectangular (batch, time, {D}) array; pad the sequences "
                     "to one length and pass lengths="
                 ) from None
-            x = self.xp.from_numpy(_check_dense_numpy(array, D))
+            x = self.xp.from_numpy(check_dense_numpy(array, D))
         elif hasattr(inputs, "shape"):
             x = inputs  # already a backend array: not inspected (that would cost a device sync)
         else:
@@ -131,7 +131,7 @@ class InputEncoder(Module):
         return {"weight": weight}, None
 
 
-def _check_dense_numpy(x: np.ndarray, features: int) -> np.ndarray:
+def check_dense_numpy(x: np.ndarray, features: int) -> np.ndarray:
     """Dense NumPy inputs must be real numbers and finite: one NaN would silently poison training.
 
     One pass over (B, T, D) values, negligible next to the recurrent matmuls over the same steps.

@@ -299,15 +299,28 @@ class Recurrent(Module):
                 else (xp.concat(outputs, axis=2) if self.merge == "concat" else outputs[0] + outputs[1])
             )
             if training and self.dropout > 0 and layer < self.num_layers - 1:
-                generator = rng if rng is not None else self._dropout_rng
-                keep = generator.random(size=(T, B, self.output_size)) >= self.dropout
-                drop_mask = _relayout(xp, xp.from_numpy(keep / (1.0 - self.dropout)), "batch_fastest")
+                drop_mask = self._dropout_mask(rng if rng is not None else self._dropout_rng, (T, B, self.output_size))
                 cache.dropout_masks[layer] = drop_mask
                 merged = merged * drop_mask
             layer_input = merged
         outputs = _relayout(xp, xp.permute_dims(layer_input, (1, 0, 2)), "row_major")  # (B, T, H_out)
         final_state = self._public_state([xp.stack(parts, axis=0) for parts in final_parts])
         return outputs, final_state, cache
+
+    def _dropout_mask(self, source: Any, shape: tuple[int, int, int]) -> Any:
+        """The scaled keep-mask (T, B, H_out) of one layer's outputs: 1/(1 − p) where kept, else 0.
+
+        ``source`` is a NumPy generator (keep where ``random() >= p``, drawn on the host so every
+        backend sees the same masks), or an object with ``dropout_mask(xp, shape, p)`` that
+        supplies the masks itself, e.g. ones drawn before a compiled step
+        (:mod:`mlxrnn.training.compiled`), in the same order.
+        """
+        xp = self.xp
+        supply = getattr(source, "dropout_mask", None)
+        if supply is not None:
+            return supply(xp, shape, self.dropout)
+        keep = source.random(size=shape) >= self.dropout
+        return _relayout(xp, xp.from_numpy(keep / (1.0 - self.dropout)), "batch_fastest")
 
     def _check_tokens(self, tokens: TokenInputs) -> TokenInputs:
         table = tokens.table
@@ -325,7 +338,11 @@ class Recurrent(Module):
             mask = lengths_to_mask(lengths, T)
         if mask is None:
             return None
-        mask_np = np.asarray(mask) if isinstance(mask, (np.ndarray, list)) else self.xp.to_numpy(mask)
+        if not isinstance(mask, (np.ndarray, list)):  # a backend array: used as it is, never read back
+            if tuple(mask.shape) != (B, T):
+                raise _shape_error("mask", f"(batch, time) = {(B, T)}", mask.shape)
+            return self.xp.astype(self.xp.permute_dims(mask, (1, 0)), self.xp.dtype)[:, :, None]
+        mask_np = np.asarray(mask)
         if mask_np.shape != (B, T):
             raise _shape_error("mask", f"(batch, time) = {(B, T)}", mask_np.shape)
         return self.xp.from_numpy(mask_np.T[:, :, None].astype(np.float64))  # (T, B, 1)
@@ -615,8 +632,19 @@ class Linear(Module):
 
 
 def check_token_ids(xp: Any, ids: Any, vocab_size: int) -> Any:
-    """Validate integer ids (NumPy or backend array) against [0, vocab_size); return backend ids."""
-    ids_np = np.asarray(ids) if isinstance(ids, (np.ndarray, list, tuple)) else xp.to_numpy(ids)
+    """Validate integer ids against [0, vocab_size) on the host; return backend ids.
+
+    Host ids (NumPy, lists) are checked value by value. Backend arrays are checked by dtype
+    only and passed through: reading them back would synchronise the device on every call (and
+    is impossible inside ``mx.compile``), so ids that reach the device must have been validated
+    on the host first, as :class:`mlxrnn.Trainer` and the models do with the NumPy batches they
+    receive.
+    """
+    if not isinstance(ids, (np.ndarray, list, tuple)):
+        if "int" not in str(ids.dtype):  # dtype metadata (int32, mlx.core.uint8, ...): no device read
+            raise ShapeError(f"token ids must be integers; got dtype {ids.dtype}")
+        return ids
+    ids_np = np.asarray(ids)
     if ids_np.dtype.kind not in "iu":
         raise ShapeError(f"token ids must be integers; got dtype {ids_np.dtype}")
     if ids_np.size and (ids_np.min() < 0 or ids_np.max() >= vocab_size):
@@ -624,7 +652,7 @@ def check_token_ids(xp: Any, ids: Any, vocab_size: int) -> Any:
         raise ConfigError(
             f"token id {bad} is out of range for a vocabulary of {vocab_size} (valid ids: 0..{vocab_size - 1})"
         )
-    return xp.from_numpy(ids_np.astype(np.int32)) if isinstance(ids, (np.ndarray, list, tuple)) else ids
+    return xp.from_numpy(ids_np.astype(np.int32))
 
 
 def one_hot(xp: Any, ids: Any, num_classes: int) -> Any:

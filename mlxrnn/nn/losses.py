@@ -17,10 +17,18 @@ from mlxrnn.errors import ConfigError, ShapeError
 REDUCTIONS = ("mean", "sum")
 
 
+def _is_host(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, list, tuple))
+
+
 def _prepare_weights(xp, weights: Any, shape: tuple) -> Any:
     if weights is None:
         return None
-    w = np.asarray(weights) if isinstance(weights, (np.ndarray, list)) else xp.to_numpy(weights)
+    if not _is_host(weights):  # a backend array: shape from metadata, values never read back
+        if tuple(weights.shape) != tuple(shape):
+            raise ShapeError(f"weights must have shape {tuple(shape)} (the targets' shape); got {tuple(weights.shape)}")
+        return xp.astype(weights, xp.dtype)
+    w = np.asarray(weights)
     if tuple(w.shape) != tuple(shape):
         raise ShapeError(f"weights must have shape {tuple(shape)} (the targets' shape); got {tuple(w.shape)}")
     return xp.from_numpy(w.astype(np.float64))
@@ -35,24 +43,38 @@ def _normaliser(xp, weights: Any, count: int, reduction: str) -> Any:
     return xp.maximum(total, 1.0) if weights is not None else total  # an all-padding batch gives 0, not NaN
 
 
+def check_class_targets(targets: Any, shape: tuple, num_classes: int, ignore_index: int = -100) -> np.ndarray:
+    """Host targets (...) → NumPy ids, checked: shape ``shape``, integers in [0, num_classes) or
+    ``ignore_index``. The one place cross-entropy targets are validated."""
+    targets_np = np.asarray(targets)
+    if tuple(targets_np.shape) != tuple(shape):
+        raise ShapeError(
+            f"targets must have shape {tuple(shape)} (logits without the class axis); got {targets_np.shape}"
+        )
+    if targets_np.dtype.kind not in "iu":
+        raise ShapeError(f"cross-entropy targets must be integer class ids; got dtype {targets_np.dtype}")
+    valid = targets_np != ignore_index
+    if np.any((targets_np[valid] < 0) | (targets_np[valid] >= num_classes)):
+        raise ConfigError(
+            f"cross-entropy targets must lie in [0, {num_classes}) or equal ignore_index={ignore_index}"
+        )
+    return targets_np
+
+
 def softmax_cross_entropy(xp, logits, targets, weights=None, reduction="mean", ignore_index: int = -100):
     """L = −Σ w log softmax(z)[y] with z = logits (..., V), y = targets (...) int.
 
     Positions whose target equals ``ignore_index`` count as weight 0 (padding). Stable for large
     logits: log softmax(z) = (z − max z) − log Σ exp(z − max z). Gradient: w (softmax(z) − onehot(y)).
+
+    Host targets (NumPy) are validated here; backend targets are taken as validated (see
+    :func:`check_class_targets`) and never read back, so the loss adds no device synchronisation.
     """
-    targets_np = np.asarray(targets) if isinstance(targets, (np.ndarray, list)) else xp.to_numpy(targets)
-    if tuple(targets_np.shape) != tuple(logits.shape[:-1]):
-        raise ShapeError(
-            f"targets must have shape {tuple(logits.shape[:-1])} (logits without the class axis); "
-            f"got {targets_np.shape}"
-        )
-    if targets_np.dtype.kind not in "iu":
-        raise ShapeError(f"cross-entropy targets must be integer class ids; got dtype {targets_np.dtype}")
     vocab = int(logits.shape[-1])
+    if not _is_host(targets):
+        return _device_cross_entropy(xp, logits, targets, weights, reduction, ignore_index)
+    targets_np = check_class_targets(targets, tuple(logits.shape[:-1]), vocab, ignore_index)
     valid = targets_np != ignore_index
-    if np.any((targets_np[valid] < 0) | (targets_np[valid] >= vocab)):
-        raise ConfigError(f"cross-entropy targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}")
     w_np = (
         valid.astype(np.float64)
         if weights is None
@@ -74,6 +96,29 @@ def softmax_cross_entropy(xp, logits, targets, weights=None, reduction="mean", i
     return loss, d_logits / denominator
 
 
+def _device_cross_entropy(xp, logits, targets, weights, reduction, ignore_index):
+    """:func:`softmax_cross_entropy` for backend targets: the ``ignore_index`` weights are built on
+    the device. With every target valid and no weights, w = 1 everywhere and Σ w = the count, so
+    the numbers are those of the host path exactly."""
+    if tuple(targets.shape) != tuple(logits.shape[:-1]):
+        raise ShapeError(
+            f"targets must have shape {tuple(logits.shape[:-1])} (logits without the class axis); "
+            f"got {tuple(targets.shape)}"
+        )
+    valid = targets != ignore_index
+    w = xp.astype(valid, xp.dtype)
+    if weights is not None:
+        w = w * _prepare_weights(xp, weights, tuple(targets.shape))
+    safe_targets = xp.where(valid, targets, 0)
+    shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+    log_probs = shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+    picked = xp.take_along_axis(log_probs, safe_targets[..., None], axis=-1)[..., 0]
+    denominator = _normaliser(xp, w, 0, reduction)
+    loss = xp.sum(-picked * w) / denominator
+    d_logits = (xp.exp(log_probs) - xp.one_hot(safe_targets, int(logits.shape[-1]))) * w[..., None]
+    return loss, d_logits / denominator
+
+
 def binary_cross_entropy_with_logits(xp, logits, targets, weights=None, reduction="mean"):
     """L = −Σ w [y log σ(z) + (1 − y) log(1 − σ(z))], computed as max(z, 0) − z y + log(1 + e^−|z|).
 
@@ -86,7 +131,7 @@ def binary_cross_entropy_with_logits(xp, logits, targets, weights=None, reductio
 
 
 def _as_float_targets(xp, targets, shape):
-    if isinstance(targets, (np.ndarray, list)):
+    if _is_host(targets):
         targets = xp.from_numpy(np.asarray(targets, dtype=np.float64))
     if tuple(targets.shape) != tuple(shape):
         raise ShapeError(f"targets must have the outputs' shape {tuple(shape)}; got {tuple(targets.shape)}")

@@ -4,6 +4,12 @@ As in ``mlx.optimizers``, the base class walks the flat parameter dict and each 
 writes only :meth:`Optimizer.init_single` (its per-parameter state) and
 :meth:`Optimizer.apply_single` (one update). Updates return new arrays instead of mutating,
 which MLX requires and NumPy does not mind. ``lr`` is a plain attribute so schedules can set it.
+
+Everything that changes from step to step (the learning rate, Adam's bias corrections) is
+folded into a few scalars by :meth:`Optimizer.step_scalars`, computed once per step on the
+host in float64, and handed to ``apply_single``. A compiled training step
+(:mod:`mlxrnn.training.compiled`) passes the same scalars in as 0-d arrays, so one compiled
+graph serves every step and a schedule never triggers a recompilation.
 """
 
 from __future__ import annotations
@@ -30,17 +36,29 @@ class Optimizer:
     def init_single(self, xp, param: Any) -> dict[str, Any]:
         return {}
 
-    def apply_single(self, xp, grad: Any, param: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    def step_scalars(self) -> dict[str, float]:
+        """The per-step scalars ``apply_single`` reads, for step number ``step_count`` (≥ 1)."""
+        return {"lr": self.lr}
+
+    def apply_single(
+        self, xp, grad: Any, param: Any, state: dict[str, Any], scalars: Mapping[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
         raise NotImplementedError
+
+    def init_state(self, xp, params: Mapping[str, Any]) -> None:
+        """Create the state of every parameter that has none yet (a compiled step needs it all up front)."""
+        for name, param in params.items():
+            if name not in self.state:
+                self.state[name] = self.init_single(xp, param)
 
     def update(self, xp, params: Mapping[str, Any], grads: Mapping[str, Any]) -> dict[str, Any]:
         """One step: returns the new parameters (same keys as ``params``)."""
         self.step_count += 1
+        scalars = self.step_scalars()
+        self.init_state(xp, params)
         new_params = {}
         for name, param in params.items():
-            if name not in self.state:
-                self.state[name] = self.init_single(xp, param)
-            new_params[name], self.state[name] = self.apply_single(xp, grads[name], param, self.state[name])
+            new_params[name], self.state[name] = self.apply_single(xp, grads[name], param, self.state[name], scalars)
         return new_params
 
     def state_arrays(self) -> list:
@@ -87,14 +105,14 @@ class SGD(Optimizer):
     def init_single(self, xp, param):
         return {"velocity": xp.zeros_like(param)} if self.momentum else {}
 
-    def apply_single(self, xp, grad, param, state):
+    def apply_single(self, xp, grad, param, state, scalars):
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         if not self.momentum:
-            return param - self.lr * grad, state
+            return param - scalars["lr"] * grad, state
         velocity = self.momentum * state["velocity"] + grad
         step = grad + self.momentum * velocity if self.nesterov else velocity
-        return param - self.lr * step, {"velocity": velocity}
+        return param - scalars["lr"] * step, {"velocity": velocity}
 
 
 class Adam(Optimizer):
@@ -119,19 +137,23 @@ class Adam(Optimizer):
     def init_single(self, xp, param):
         return {"m": xp.zeros_like(param), "v": xp.zeros_like(param)}
 
-    def _adam_step(self, xp, grad, state):
+    def step_scalars(self):
         beta1, beta2 = self.betas
-        m = beta1 * state["m"] + (1.0 - beta1) * grad
-        v = beta2 * state["v"] + (1.0 - beta2) * grad * grad
         # Bias corrections folded into the step size (as in the Adam paper, section 2).
         step_size = self.lr * math.sqrt(1.0 - beta2**self.step_count) / (1.0 - beta1**self.step_count)
         eps_hat = self.eps * math.sqrt(1.0 - beta2**self.step_count)
-        return step_size * m / (xp.sqrt(v) + eps_hat), {"m": m, "v": v}
+        return {"lr": self.lr, "step_size": step_size, "eps_hat": eps_hat}
 
-    def apply_single(self, xp, grad, param, state):
+    def _adam_step(self, xp, grad, state, scalars):
+        beta1, beta2 = self.betas
+        m = beta1 * state["m"] + (1.0 - beta1) * grad
+        v = beta2 * state["v"] + (1.0 - beta2) * grad * grad
+        return scalars["step_size"] * m / (xp.sqrt(v) + scalars["eps_hat"]), {"m": m, "v": v}
+
+    def apply_single(self, xp, grad, param, state, scalars):
         if self.weight_decay:
             grad = grad + self.weight_decay * param
-        step, state = self._adam_step(xp, grad, state)
+        step, state = self._adam_step(xp, grad, state, scalars)
         return param - step, state
 
 
@@ -143,9 +165,12 @@ class AdamW(Adam):
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(lr, betas, eps, weight_decay)
 
-    def apply_single(self, xp, grad, param, state):
-        step, state = self._adam_step(xp, grad, state)
-        return param * (1.0 - self.lr * self.weight_decay) - step, state
+    def step_scalars(self):
+        return {**super().step_scalars(), "decay": 1.0 - self.lr * self.weight_decay}
+
+    def apply_single(self, xp, grad, param, state, scalars):
+        step, state = self._adam_step(xp, grad, state, scalars)
+        return param * scalars["decay"] - step, state
 
 
 class RMSProp(Optimizer):
@@ -165,9 +190,9 @@ class RMSProp(Optimizer):
     def init_single(self, xp, param):
         return {"square_avg": xp.zeros_like(param)}
 
-    def apply_single(self, xp, grad, param, state):
+    def apply_single(self, xp, grad, param, state, scalars):
         square_avg = self.alpha * state["square_avg"] + (1.0 - self.alpha) * grad * grad
-        return param - self.lr * grad / (xp.sqrt(square_avg) + self.eps), {"square_avg": square_avg}
+        return param - scalars["lr"] * grad / (xp.sqrt(square_avg) + self.eps), {"square_avg": square_avg}
 
 
 #: the registry; the order is the one `mlxrnn train --optimizer` lists (the default first)

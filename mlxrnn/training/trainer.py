@@ -4,17 +4,22 @@
     loss, grads = grad_transform(loss, grads)       optional: the data-parallel all-reduce
     grads      = clip(grads)                         by value and/or by global norm
     params     = optimizer.update(params, grads)
-    xp.eval(...)                                     one synchronisation per step on MLX
+    async_eval(...)                                  MLX: start the step, do not wait for it
 
 A model only has to provide ``parameters()``, ``load_parameters(dict)`` and
 ``loss_and_grads(batch, training, rng) -> (loss, grads, aux)``.
+
+On MLX a :class:`~mlxrnn.models.sequence_model.SequenceModel` trains through the same step
+compiled into one function (:mod:`mlxrnn.training.compiled`); ``compile=False`` keeps the
+eager step above, for debugging. Either way the step only *starts* the device's work and
+returns: :class:`StepResult` reads the loss and gradient norm back when they are first asked
+for, so a loop that reads them only when it logs never waits for the device in between.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,6 +27,7 @@ import numpy as np
 from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
 from mlxrnn.nn.optim import Optimizer
+from mlxrnn.training.compiled import CompiledStep, can_compile
 
 
 class TrainableModel(Protocol):
@@ -34,12 +40,38 @@ class TrainableModel(Protocol):
     ) -> tuple[Any, dict, dict]: ...
 
 
-@dataclass
 class StepResult:
-    loss: float  #: the batch loss before the update
-    grad_norm: float  #: global gradient norm before clipping
-    clipped: bool  #: whether norm clipping scaled the gradients down
-    aux: dict  #: what the model returned besides loss and grads (e.g. "final_state")
+    """What one step returns. ``loss`` (the batch loss before the update), ``grad_norm`` (the
+    global gradient norm before clipping) and ``clipped`` (whether norm clipping scaled the
+    gradients down) are read from the device the first time they are asked for — on MLX that
+    waits for the step to finish. ``aux`` holds what the model returned besides loss and grads
+    (e.g. "final_state"); ``loss_array`` and ``grad_norm_array`` are the unread 0-d arrays."""
+
+    def __init__(self, xp: Any, loss: Any, grad_norm: Any, clip_norm: float | None, aux: dict):
+        self.xp, self.loss_array, self.grad_norm_array = xp, loss, grad_norm
+        self.clip_norm, self.aux = clip_norm, aux
+        self._values: tuple[float, float] | None = None
+
+    def _read(self) -> tuple[float, float]:
+        if self._values is None:
+            self._values = (self.xp.item(self.loss_array), self.xp.item(self.grad_norm_array))
+        return self._values
+
+    @property
+    def loss(self) -> float:
+        return self._read()[0]
+
+    @property
+    def grad_norm(self) -> float:
+        return self._read()[1]
+
+    @property
+    def clipped(self) -> bool:
+        norm = self.grad_norm
+        return self.clip_norm is not None and math.isfinite(norm) and norm > self.clip_norm
+
+    def __repr__(self) -> str:
+        return f"StepResult(loss={self.loss:.6g}, grad_norm={self.grad_norm:.6g}, clipped={self.clipped})"
 
 
 def check_batch(batch: Any) -> None:
@@ -68,6 +100,9 @@ class Trainer:
         rng: NumPy generator for dropout masks (checkpoint its state to resume exactly).
         grad_transform: called as ``grad_transform(loss, grads) -> (loss, grads)`` before
             clipping; data-parallel training averages both over the processes there.
+        compile: on MLX, train a SequenceModel through the compiled step
+            (:mod:`mlxrnn.training.compiled`); False keeps the eager step. Elsewhere the
+            eager step runs either way; :attr:`compiled` says which one is in use.
     """
 
     def __init__(
@@ -78,22 +113,48 @@ class Trainer:
         clip_value: float | None = None,
         rng: np.random.Generator | None = None,
         grad_transform: Callable[[Any, dict], tuple[Any, dict]] | None = None,
+        compile: bool = True,
     ):
         for label, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
                 raise ConfigError(f"{label} must be a positive number or None, got {value!r}")
+        if not isinstance(compile, bool):
+            raise ConfigError(f"compile must be True or False, got {compile!r}")
         self.model, self.optimizer = model, optimizer
         self.clip_norm, self.clip_value = clip_norm, clip_value
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.grad_transform = grad_transform
+        self._compiled = None
+        if compile and can_compile(model, grad_transform)[0]:
+            self._compiled = CompiledStep(model, optimizer, clip_norm, clip_value)
 
     @property
     def xp(self):
         return self.model.xp
 
+    @property
+    def compiled(self) -> bool:
+        """Whether steps run through the compiled MLX step."""
+        return self._compiled is not None
+
     def step(self, batch: Mapping[str, Any]) -> StepResult:
+        """One update from ``batch``; returns before the device has finished (see :class:`StepResult`)."""
+        loss, norm, aux = self.lazy_step(batch)
+        start = getattr(self.xp, "async_eval", self.xp.eval)  # MLX: queue the work and return at once
+        state = aux.get("final_state")
+        start(loss, norm, [] if state is None else state, self.model.parameters(), self.optimizer.state)
+        return StepResult(self.xp, loss, norm, self.clip_norm, aux)
+
+    def lazy_step(self, batch: Mapping[str, Any]) -> tuple[Any, Any, dict]:
+        """The update of :meth:`step`, built but not started: returns (loss, grad norm, aux) as
+        unevaluated arrays, the model and the optimizer already holding their new (unevaluated)
+        values. On MLX nothing has been computed yet — e.g. to count the step's graph; on NumPy
+        everything has."""
         xp = self.xp
         check_batch(batch)
+        if self._compiled is not None:
+            loss, norm, final_state = self._compiled(batch, self.rng)
+            return loss, norm, {"final_state": final_state}
         loss, grads, aux = self.model.loss_and_grads(batch, training=True, rng=self.rng)
         if self.grad_transform is not None:
             loss, grads = self.grad_transform(loss, grads)
@@ -105,7 +166,4 @@ class Trainer:
             norm = global_norm(xp, grads)
         new_params = self.optimizer.update(xp, self.model.parameters(), grads)
         self.model.load_parameters(new_params)
-        xp.eval(loss, norm, *new_params.values(), *self.optimizer.state_arrays())
-        loss_value, norm_value = xp.item(loss), xp.item(norm)
-        clipped = self.clip_norm is not None and math.isfinite(norm_value) and norm_value > self.clip_norm
-        return StepResult(loss_value, norm_value, clipped, aux)
+        return loss, norm, aux
