@@ -17,11 +17,12 @@ import sys
 
 import numpy as np
 import pytest
-from mlxrnn.bench.harness import BenchSettings, gemm_flops, parse_size, sample_tokens, split_list
 
 import mlxrnn
 from mlxrnn import Adam, SequenceModel, SequenceModelConfig, Trainer, make_recurrent
+from mlxrnn.bench.harness import BenchSettings, gemm_flops, parse_size, sample_tokens, split_list
 from mlxrnn.errors import ConfigError
+from mlxrnn.nn.cells import CELLS
 from mlxrnn.nn.layers import TokenInputs
 from mlxrnn.testing import available_backends
 
@@ -47,15 +48,14 @@ def test_cli_bench_tiny_json_has_every_field():
     assert {"cpu", "cores", "numpy", "mlxrnn", "python"} <= report["machine"].keys()
     assert report["sgemm_1024_gflops"] > 0
     rows = report["results"]
-    assert {(r["cell"], r["task"]) for r in rows} == {(c, t) for c in ("lstm", "gru", "rnn")
-                                                      for t in ("train", "forward", "sample")}
+    assert {(r["cell"], r["task"]) for r in rows} == {(c, t) for c in CELLS for t in ("train", "forward", "sample")}
     for row in rows:
         assert row["impl"] == "numpy" and row["size"] == "tiny" and len(row["seconds"]) == 1
         assert row["tokens_per_s_min"] <= row["tokens_per_s"] <= row["tokens_per_s_max"]
         assert row["peak_rss_mb"] >= row["setup_rss_mb"] > 0
         assert row["ratio"] == pytest.approx(1.0)  # numpy is its own baseline here
         assert ("fraction_of_sgemm_peak" in row) == (row["task"] != "sample")
-    assert "[3/3] numpy rnn tiny" in result.stderr  # the progress lines
+    assert f"[{len(CELLS)}/{len(CELLS)}] numpy {list(CELLS)[-1]} tiny" in result.stderr  # the progress lines
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")

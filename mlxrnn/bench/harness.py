@@ -16,6 +16,7 @@ used only when installed: ``torch`` (``torch.nn.LSTM/GRU/RNN``, ``clip_grad_norm
 ``torch.optim.Adam``, default thread count) and ``mlx.nn`` (``mlx.nn.LSTM/GRU/RNN`` with
 ``nn.value_and_grad``; ``mlx.nn-compiled`` with ``mx.compile``). GRUs use the ``reset_after``
 form, which is what PyTorch and ``mlx.nn`` compute, so every implementation does the same work.
+The peers have no minGRU or minLSTM: their rows for those cells are skipped with a note.
 
 Method: each (implementation, cell, size) runs in a fresh Python process, so thread pools,
 allocators and imports do not leak between measurements and the process's peak resident set
@@ -56,6 +57,8 @@ TASKS = ("train", "forward", "sample")
 #: mlxrnn's own implementations (``--backends``) and the peers ``--peers`` adds.
 OWN_IMPLS = ("numpy", "mlx", "mlx-compiled", "mlx-autodiff", "mlx-autodiff-compiled")
 PEER_IMPLS = ("torch", "mlx.nn", "mlx.nn-compiled")
+#: the cells the peers ship; their rows for any other cell (minGRU, minLSTM) are skipped with a note
+PEER_CELLS = ("lstm", "gru", "rnn")
 IMPLS = OWN_IMPLS + PEER_IMPLS
 #: the cell options that make mlxrnn compute what the peers compute
 CELL_OPTIONS: dict[str, dict] = {"gru": {"variant": "reset_after"}}
@@ -64,6 +67,12 @@ CELL_OPTIONS: dict[str, dict] = {"gru": {"variant": "reset_after"}}
 def num_gates(cell: str) -> int:
     """G of a benchmarked cell (a 1×1 cell built with the bench's options knows it)."""
     return make_cell(cell, 1, 1, **CELL_OPTIONS.get(cell, {})).num_gates
+
+
+def has_recurrent_weights(cell: str) -> bool:
+    """Whether the cell multiplies its state by a matrix W_h each step (minGRU, minLSTM do not)."""
+    built = make_cell(cell, 1, 1, **CELL_OPTIONS.get(cell, {}))
+    return "W_h" in built.init_params(np.random.default_rng(0))
 
 
 class BenchmarkError(MLXRNNError):
@@ -119,17 +128,19 @@ def gemm_flops(cell: str, shape: Shape, task: str) -> float:
     Forward, per layer with input width D and G gate blocks: input projection 2·N·D·GH and
     recurrence 2·N·H·GH over N = B·T positions; the head 2·N·H·V. Training adds, per layer,
     dW_x, dX (also for layer 0: the embedding's gradient needs it), dW_h and the dh recurrence,
-    each as large as its forward product, and the head's dW and dX. Element-wise work, the
-    loss and the optimizer are not counted. Sampling is not counted (it is latency-bound).
+    each as large as its forward product, and the head's dW and dX. Cells without a recurrent
+    weight (minGRU, minLSTM) have no recurrence products. Element-wise work (a minGRU's whole
+    scan), the loss and the optimizer are not counted. Sampling is not counted (it is latency-bound).
     """
     if task == "sample":
         return 0.0
     n, hidden, gate_width = shape.batch * shape.steps, shape.hidden, num_gates(cell) * shape.hidden
+    recurrent = has_recurrent_weights(cell)
     forward = backward = 2.0 * n * hidden * shape.vocab
     backward *= 2
     for layer in range(shape.layers):
         width = shape.embed if layer == 0 else hidden
-        input_proj, recurrence = 2.0 * n * width * gate_width, 2.0 * n * hidden * gate_width
+        input_proj, recurrence = 2.0 * n * width * gate_width, 2.0 * n * hidden * gate_width * recurrent
         forward += input_proj + recurrence
         backward += 2 * input_proj + 2 * recurrence
     return forward + (backward if task == "train" else 0.0)
@@ -610,7 +621,12 @@ def run_benchmarks(settings: BenchSettings, progress: Callable[[str], None] | No
         else:
             notes.append(f"{impl} skipped: {why}")
     sizes = [parse_size(s) for s in dict.fromkeys(settings.sizes)]
-    jobs = [(impl, cell, name, shape) for name, shape in sizes for cell in settings.cells for impl in impls]
+    jobs = [(impl, cell, name, shape) for name, shape in sizes for cell in settings.cells for impl in impls
+            if impl not in PEER_IMPLS or cell in PEER_CELLS]
+    for impl in (i for i in impls if i in PEER_IMPLS):
+        missing = [cell for cell in dict.fromkeys(settings.cells) if cell not in PEER_CELLS]
+        if missing:
+            notes.append(f"{impl} skipped for {', '.join(missing)}: it has no such cell")
     rows: list[dict] = []
     if progress is not None:
         progress(f"measuring {len(jobs)} configurations ({', '.join(impls)}) ...")
