@@ -27,7 +27,7 @@ from mlxrnn import get_backend, make_recurrent
 from mlxrnn.errors import ConfigError
 from mlxrnn.lm.corpus import bundled_corpus_path
 from mlxrnn.lm.model import load_language_model
-from mlxrnn.nn.scan import chunk_length, linear_scan
+from mlxrnn.nn.scan import SEQUENTIAL_FROM_WIDTH, chunk_length, linear_scan
 from mlxrnn.testing import available_backends
 
 MIN_CELLS = [("mingru", {}), ("minlstm", {"forget_bias": 1.0})]
@@ -85,6 +85,8 @@ def test_linear_scan_is_vectorised_over_time():
 def test_chunk_length_rule():
     numpy = get_backend("numpy")
     assert chunk_length(numpy, 256, 32 * 512) == 256  # wide steps on NumPy: one chunk, the sequential loop
+    assert chunk_length(numpy, 256, SEQUENTIAL_FROM_WIDTH["numpy"]) == 256
+    assert chunk_length(numpy, 256, SEQUENTIAL_FROM_WIDTH["numpy"] - 1) == 8
     assert chunk_length(numpy, 256, 64) == 8  # narrow: a divisor of 256 near √(2·256/5) ≈ 10.1
     assert chunk_length(numpy, 1024, 64) == 16  # √(409.6) ≈ 20.2: 16 is nearer in ratio than 32
     assert chunk_length(numpy, 97, 64) == 7  # a prime: ⌈√(38.8)⌉, the end padded
@@ -200,15 +202,16 @@ def test_bidirectional_padded_batch_equals_each_sequence_alone(cell, options):
 def test_minlstm_update_gate_is_the_normalised_ratio_and_survives_saturation():
     cell = mlxrnn.make_cell("minlstm", 1, 3)
     k_u, k_f = np.array([[0.3, -2.0, 40.0]]), np.array([[-1.0, 5.0, -3.0]])
-    update, _, _ = cell.gates(np64, np.concatenate([k_u, k_f, np.zeros((1, 3))], axis=1))
+    update, _ = cell.gates(np64, np.concatenate([k_u, k_f, np.zeros((1, 3))], axis=1))
     sig = lambda k: 1 / (1 + np.exp(-k))  # noqa: E731
     np.testing.assert_allclose(update, sig(k_u) / (sig(k_u) + sig(k_f)), rtol=1e-14)
     # float32 pre-activations whose sigmoids both round to 0: the ratio would be 0/0
     np32 = get_backend("numpy")
     x_proj = np.array([[-40.0, -60.0, 1.0], [-60.0, -40.0, 1.0]], dtype=np.float32).reshape(2, 3)
     cell1 = mlxrnn.make_cell("minlstm", 1, 1)
-    update, _, slopes = cell1.gates(np32, x_proj)
-    assert np.all(np.isfinite(update)) and all(np.all(np.isfinite(s)) for s in slopes)
+    update, _ = cell1.gates(np32, x_proj)
+    d_x_proj = cell1.gates_backward(np32, x_proj, update, np.ones_like(update), np.ones_like(update))
+    assert np.all(np.isfinite(update)) and np.all(np.isfinite(d_x_proj))
     np.testing.assert_allclose(update[:, 0], [1.0, 0.0], atol=1e-7)  # Γ_u/(Γ_f+Γ_u) ≈ e^{20}/(1+e^{20}), e^{-20}
 
 

@@ -350,8 +350,10 @@ class Recurrent(Module):
             T, B = int(inputs.shape[0]), int(inputs.shape[1])
             inputs_2d = xp.reshape(inputs, (T * B, -1))
             # The hoisted input projection: one GEMM for every time step at once (on the loop's
-            # backend: its batch-fastest result is cheaper to lay out per step below).
-            projected = loop_xp.matmul(inputs_2d, params["W_x"]) + params["b"]
+            # backend: its batch-fastest result is cheaper to lay out per step below; a
+            # whole-sequence cell's element-wise passes want it row-major, as xp gives it).
+            matmul = xp.matmul if hasattr(cell, "sequence_forward") else loop_xp.matmul
+            projected = matmul(inputs_2d, params["W_x"]) + params["b"]
         if hasattr(cell, "sequence_forward"):  # the cell runs all T steps itself (e.g. a linear scan)
             projected = xp.reshape(projected, (T, B, cell.gate_width))
             out, state, whole = cell.sequence_forward(xp, params, projected, state, mask, reverse=direction == 1)

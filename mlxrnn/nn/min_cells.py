@@ -57,10 +57,10 @@ def _softplus(xp: Any, x: Any) -> Any:
 class MinimalCell(Cell):
     """Shared part of minGRU and minLSTM: h⟨t⟩ = (1 − u⟨t⟩) ∗ h⟨t−1⟩ + u⟨t⟩ ∗ c̃⟨t⟩.
 
-    A subclass defines :meth:`gates`: the projection x_proj (..., G·H) -> the update weight
-    u (..., H), the candidate c̃ (..., H) and ``slopes``, the derivatives of u with respect to
-    the gate pre-activation blocks (all blocks but the last, the candidate's), so that
-    d x_proj = [d_u ∗ slope for each slope] ++ [d_c̃]. There is no recurrent weight (no W_h).
+    A subclass defines :meth:`gates`, the projection x_proj (..., G·H) -> (the update weight u,
+    the candidate c̃), each (..., H), and :meth:`gates_backward`, dL/du and dL/dc̃ -> d x_proj.
+    The backward recomputes the gates' derivatives from x_proj and u, so a forward pass without
+    training (evaluation, sampling) does not pay for them. There is no recurrent weight (no W_h).
     """
 
     state_size = 1
@@ -71,12 +71,11 @@ class MinimalCell(Cell):
         return {"W_x": _uniform(rng, (self.input_size, self.gate_width), self.hidden_size),
                 "b": np.zeros(self.gate_width)}
 
-    def gates(self, xp: Any, x_proj: Any) -> tuple[Any, Any, tuple]:
+    def gates(self, xp: Any, x_proj: Any) -> tuple[Any, Any]:
         raise NotImplementedError
 
-    def gates_backward(self, xp: Any, d_update: Any, d_cand: Any, slopes: tuple) -> Any:
-        """d x_proj (..., G·H) from dL/du and dL/dc̃ (..., H)."""
-        return xp.concat([d_update * slope for slope in slopes] + [d_cand], axis=-1)
+    def gates_backward(self, xp: Any, x_proj: Any, update: Any, d_update: Any, d_cand: Any) -> Any:
+        raise NotImplementedError
 
     def recurrent_grads(self, xp, params: Params, stacked: Cache, d_recurrent: Any) -> Params:
         return {}  # no recurrent weights
@@ -85,15 +84,16 @@ class MinimalCell(Cell):
     def step(self, xp, params: Params, x_proj, state: tuple) -> tuple[tuple, Cache]:
         """x_proj (B, G·H), state (h_prev (B, H),) -> ((h,), cache)."""
         (h_prev,) = state
-        update, cand, slopes = self.gates(xp, x_proj)
+        update, cand = self.gates(xp, x_proj)
         h = (1.0 - update) * h_prev + update * cand
-        return (h,), {"h_prev": h_prev, "update": update, "cand": cand, "slopes": slopes}
+        return (h,), {"h_prev": h_prev, "x_proj": x_proj, "update": update, "cand": cand}
 
     def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
         """dh -> (d x_proj, the same array as d_recurrent, (dh_prev,)): ∂h/∂u = c̃ − h_prev."""
         (d_h,) = d_state
         update = cache["update"]
-        d_x_proj = self.gates_backward(xp, d_h * (cache["cand"] - cache["h_prev"]), d_h * update, cache["slopes"])
+        d_update = d_h * (cache["cand"] - cache["h_prev"])
+        d_x_proj = self.gates_backward(xp, cache["x_proj"], update, d_update, d_h * update)
         return d_x_proj, d_x_proj, (d_h * (1.0 - update),)
 
     # --- the whole sequence --------------------------------------------------------------
@@ -103,8 +103,8 @@ class MinimalCell(Cell):
         Args:
             x_proj: (T, B, G·H) the input projection of every step, in time order.
             state: (h0 (B, H),) the state before the first processed step.
-            mask: (T, B, 1) 0/1 (1: valid step) or None. A padded step keeps the state (u = 0
-                there) and outputs 0, as in the layer's per-step loop.
+            mask: (T, B, 1) of 0/1 (1: valid step) or None. A padded step keeps the state
+                (its u is multiplied by 0) and outputs 0, as in the layer's per-step loop.
             reverse: process t = T−1 … 0 (the backward direction of a bidirectional layer).
         Returns:
             (outputs (T, B, H) in time order, (h_final,), cache for :meth:`sequence_backward`).
@@ -116,40 +116,40 @@ class MinimalCell(Cell):
             x_proj = xp.flip(x_proj, 0)
             mask = None if mask is None else xp.flip(mask, 0)
         (h0,) = state
-        update, cand, slopes = self.gates(xp, x_proj)
-        if mask is not None:
-            update = mask * update  # padded steps: h⟨t⟩ = h⟨t−1⟩
-        h = linear_scan(xp, 1.0 - update, update * cand, h0)  # (T, B, H)
+        update, cand = self.gates(xp, x_proj)
+        used = update if mask is None else mask * update  # padded steps: h⟨t⟩ = h⟨t−1⟩
+        states = linear_scan(xp, 1.0 - used, used * cand, h0, include_initial=True)  # (T + 1, B, H): h0 first
+        h = states[1:]
         outputs = h if mask is None else mask * h
-        cache = {"h0": h0, "h": h, "update": update, "cand": cand, "slopes": slopes, "mask": mask,
+        cache = {"states": states, "x_proj": x_proj, "update": update, "cand": cand, "mask": mask,
                  "reverse": reverse}
         return (xp.flip(outputs, 0) if reverse else outputs), (h[-1],), cache
 
     def sequence_backward(self, xp, params: Params, cache: Cache, d_outputs, d_state: tuple):
         """The adjoint of :meth:`sequence_forward`, also a linear scan (run backwards in time).
 
-        With δ⟨t⟩ = dL/dh⟨t⟩ in processing order, g⟨t⟩ = m⟨t⟩ ∗ dL/dy⟨t⟩ and a⟨t⟩ = 1 − u⟨t⟩:
+        With δ⟨t⟩ = dL/dh⟨t⟩ in processing order, g⟨t⟩ = m⟨t⟩ ∗ dL/dy⟨t⟩ and a⟨t⟩ = 1 − m⟨t⟩ u⟨t⟩:
             δ⟨t⟩ = a⟨t+1⟩ ∗ δ⟨t+1⟩ + g⟨t⟩,   δ⟨T−1⟩ = g⟨T−1⟩ + dL/dh_final
-            dL/du⟨t⟩ = m⟨t⟩ ∗ δ⟨t⟩ ∗ (c̃⟨t⟩ − h⟨t−1⟩),   dL/dc̃⟨t⟩ = δ⟨t⟩ ∗ u⟨t⟩,   dL/dh0 = a⟨0⟩ ∗ δ⟨0⟩
+            dL/du⟨t⟩ = m⟨t⟩ ∗ δ⟨t⟩ ∗ (c̃⟨t⟩ − h⟨t−1⟩),   dL/dc̃⟨t⟩ = m⟨t⟩ ∗ δ⟨t⟩ ∗ u⟨t⟩,   dL/dh0 = a⟨0⟩ ∗ δ⟨0⟩
 
         Args:
             d_outputs: (T, B, H) dL/doutputs in time order; d_state: (dL/dh_final (B, H),).
         Returns:
             (d x_proj (T·B, G·H), rows t·B + b in time order; (dL/dh0 (B, H),)).
         """
-        h, update, mask = cache["h"], cache["update"], cache["mask"]
-        steps, batch = int(h.shape[0]), int(h.shape[1])
+        states, update, mask = cache["states"], cache["update"], cache["mask"]
+        steps, batch = int(update.shape[0]), int(update.shape[1])
         if cache["reverse"]:
             d_outputs = xp.flip(d_outputs, 0)
+        used = update if mask is None else mask * update
         d_direct = d_outputs if mask is None else mask * d_outputs
-        retain = 1.0 - update  # a⟨t⟩
-        retain_next = xp.concat([retain[1:], xp.ones((1, batch, self.hidden_size))], axis=0)  # a⟨t+1⟩; 1 at the end
-        delta = linear_scan(xp, retain_next, d_direct, d_state[0], reverse=True)
-        h_prev = xp.concat([cache["h0"][None], h[:-1]], axis=0)
-        d_update = delta * (cache["cand"] - h_prev)
-        if mask is not None:
-            d_update = mask * d_update
-        d_x_proj = self.gates_backward(xp, d_update, delta * update, cache["slopes"])
+        retain = 1.0 - used  # a⟨t⟩
+        # δ⟨T−1⟩ = g⟨T−1⟩ + dL/dh_final, then the scan over t = T−2 … 0 with a⟨t+1⟩ = retain[1:]
+        delta = linear_scan(xp, retain[1:], d_direct[:-1], d_direct[-1] + d_state[0], reverse=True,
+                            include_initial=True)  # (T, B, H)
+        d_used = delta * (cache["cand"] - states[:-1])  # states[:-1] = h⟨t−1⟩
+        d_update = d_used if mask is None else mask * d_used
+        d_x_proj = self.gates_backward(xp, cache["x_proj"], update, d_update, delta * used)
         if cache["reverse"]:
             d_x_proj = xp.flip(d_x_proj, 0)
         return xp.reshape(d_x_proj, (steps * batch, self.gate_width)), (retain[0] * delta[0],)
@@ -167,8 +167,10 @@ class MinGRUCell(MinimalCell):
 
     def gates(self, xp, x_proj):
         H = self.hidden_size
-        update = xp.sigmoid(x_proj[..., :H])
-        return update, x_proj[..., H:], (update * (1.0 - update),)  # σ' = σ (1 − σ)
+        return xp.sigmoid(x_proj[..., :H]), x_proj[..., H:]
+
+    def gates_backward(self, xp, x_proj, update, d_update, d_cand):
+        return xp.concat([d_update * update * (1.0 - update), d_cand], axis=-1)  # σ' = σ (1 − σ)
 
 
 class MinLSTMCell(MinimalCell):
@@ -199,10 +201,15 @@ class MinLSTMCell(MinimalCell):
         H = self.hidden_size
         k_u, k_f = x_proj[..., :H], x_proj[..., H : 2 * H]
         # u = Γ_u / (Γ_f + Γ_u) = σ(log Γ_u − log Γ_f), log σ(k) = −softplus(−k)
-        update = xp.sigmoid(_softplus(xp, -k_f) - _softplus(xp, -k_u))
-        slope = update * (1.0 - update)  # σ' of that difference
-        # d(log Γ_u − log Γ_f)/dk_u = 1 − Γ_u = σ(−k_u);  /dk_f = −σ(−k_f)
-        return update, x_proj[..., 2 * H :], (slope * xp.sigmoid(-k_u), -(slope * xp.sigmoid(-k_f)))
+        return xp.sigmoid(_softplus(xp, -k_f) - _softplus(xp, -k_u)), x_proj[..., 2 * H :]
+
+    def gates_backward(self, xp, x_proj, update, d_update, d_cand):
+        H = self.hidden_size
+        d_logit = d_update * update * (1.0 - update)  # σ' of log Γ_u − log Γ_f
+        # ∂(log Γ_u − log Γ_f)/∂k_u = 1 − Γ_u = σ(−k_u);  ∂/∂k_f = −σ(−k_f)
+        d_k_u = d_logit * xp.sigmoid(-x_proj[..., :H])
+        d_k_f = -(d_logit * xp.sigmoid(-x_proj[..., H : 2 * H]))
+        return xp.concat([d_k_u, d_k_f, d_cand], axis=-1)
 
 
 register_cell(MinGRUCell)
