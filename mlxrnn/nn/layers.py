@@ -477,7 +477,7 @@ class Recurrent(Module):
         params = self._direction_params(layer, direction)
         if dir_cache.whole is not None:  # the cell's own backward over all T steps gives dP at once
             d_proj, d_state = cell.sequence_backward(xp, params, dir_cache.whole, d_out, d_state)
-            d_inputs, grads = self._projection_grads(params, dir_cache.inputs, d_proj, int(d_out.shape[0]))
+            d_inputs, grads = self._projection_grads(params, dir_cache.inputs, d_proj, int(d_out.shape[0]), xp.matmul)
             return d_inputs, d_state, grads
         T = len(dir_cache.steps)
         order = list(range(T - 1, -1, -1)) if direction == 1 else list(range(T))
@@ -502,13 +502,14 @@ class Recurrent(Module):
         d_proj = xp.concat(d_projected, axis=0)  # (T·B, G·H), rows t·B + b
         same = all(a is b for a, b in zip(d_projected, d_recurrent))  # e.g. an LSTM: one array serves both
         d_rec = d_proj if same else xp.concat(d_recurrent, axis=0)
-        d_inputs, grads = self._projection_grads(params, dir_cache.inputs, d_proj, T)
+        d_inputs, grads = self._projection_grads(params, dir_cache.inputs, d_proj, T, loop_xp.matmul)
         stacked = {key: xp.concat([c[key] for c in caches], axis=0) for key in cell.recurrent_input_keys}
         grads.update(cell.recurrent_grads(xp, params, stacked, d_rec))
         return d_inputs, d_state, grads
 
-    def _projection_grads(self, params: dict, inputs_2d: Any, d_proj: Any, T: int) -> tuple[Any, dict]:
-        """dW_x, db and the inputs' gradient from dP (T·B, G·H): one GEMM each over all steps."""
+    def _projection_grads(self, params: dict, inputs_2d: Any, d_proj: Any, T: int, matmul: Any) -> tuple[Any, dict]:
+        """dW_x, db and the inputs' gradient from dP (T·B, G·H): one GEMM each over all steps
+        (``matmul`` computes dX, in the layout the layer below wants)."""
         xp = self.xp
         if isinstance(inputs_2d, TokenInputs):  # folded lookup: sum d_proj per token, then (V, ·) products
             one_hot = xp.one_hot(inputs_2d.ids, int(inputs_2d.table.shape[0]))  # (T·B, V)
@@ -518,7 +519,7 @@ class Recurrent(Module):
             d_inputs = xp.matmul(d_table_proj, xp.permute_dims(params["W_x"], (1, 0)))  # d table (V, D)
         else:
             grads = {"W_x": xp.matmul(xp.permute_dims(inputs_2d, (1, 0)), d_proj), "b": xp.sum(d_proj, axis=0)}
-            d_inputs = _loop_backend(xp).matmul(d_proj, xp.permute_dims(params["W_x"], (1, 0)))
+            d_inputs = matmul(d_proj, xp.permute_dims(params["W_x"], (1, 0)))
             d_inputs = xp.reshape(d_inputs, (T, -1, int(inputs_2d.shape[1])))
         return d_inputs, grads
 
