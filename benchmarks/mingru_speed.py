@@ -26,6 +26,7 @@ products, Python per step and its element-wise work; the ``GEMM GFLOP/step`` col
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -41,9 +42,10 @@ CELLS = ("lstm", "mingru", "minlstm")
 TARGET = ("numpy", 256, 3.0)  # (backend, T, minimum ratio to the LSTM): issue 18
 
 
-def layer_parameters(cell: str, width: int, hidden: int) -> int:
-    """Parameters of one layer, a·D·H + b·H² + c·H (every cell's weights have that form), with
-    a, b, c read off 1- and 2-unit cells: nothing large is allocated."""
+@functools.cache
+def _count_coefficients(cell: str) -> tuple[int, int, int]:
+    """(a, b, c) with a layer's parameters = a·D·H + b·H² + c·H (every cell's weights have that
+    form), read off 1- to 3-unit cells: nothing large is allocated."""
     def count(d: int, h: int) -> int:
         return sum(p.size for p in make_cell(cell, d, h).init_params(np.random.default_rng(0)).values())
 
@@ -51,6 +53,12 @@ def layer_parameters(cell: str, width: int, hidden: int) -> int:
     b = (count(1, 2) - 2 * count(1, 1)) // 2
     c = count(1, 1) - a - b
     assert count(2, 3) == 6 * a + 9 * b + 3 * c, f"{cell}: parameter count is not a·D·H + b·H² + c·H"
+    return a, b, c
+
+
+def layer_parameters(cell: str, width: int, hidden: int) -> int:
+    """Parameters of one layer of ``cell`` with input width D and hidden size H."""
+    a, b, c = _count_coefficients(cell)
     return a * width * hidden + b * hidden * hidden + c * hidden
 
 
@@ -88,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-background", type=float, default=0.05)
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, T = 8,16, one repeat: checks that it runs")
     parser.add_argument("--out-dir", default=str(RESULTS))
-    parser.add_argument("--name", default="mingru_speed", help="results file stem")
+    parser.add_argument("--name", default=None,
+                        help="results file stem (default: mingru_speed, or mingru_speed_equal_hidden)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.steps, args.batch, args.embed, args.hidden, args.vocab = "8,16", 2, 8, 16, 11
         args.repeats, args.warmup, args.max_background = 1, 0, None
+    args.name = args.name or ("mingru_speed" if args.match == "params" else "mingru_speed_equal_hidden")
     steps = [int(t) for t in args.steps.split(",")]
     reference = Shape(batch=args.batch, steps=steps[0], embed=args.embed, hidden=args.hidden, vocab=args.vocab,
                       layers=args.layers)
@@ -139,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(result: dict, report: dict) -> str:
     settings = result["settings"]
-    lines = ["# Training speed: minGRU and minLSTM vs LSTM at equal parameter count", "", "```",
+    matched = "parameter count" if settings["match"] == "params" else "hidden size"
+    lines = [f"# Training speed: minGRU and minLSTM vs LSTM at equal {matched}", "", "```",
              format_summary({**report, "results": result["results"], "notes": result["notes"]}), "```", "",
              f"B {settings['batch']}, E {settings['embed']}, V {settings['vocab']}, L {settings['layers']}; "
              "hidden sizes and parameters: " + ", ".join(

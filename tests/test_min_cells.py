@@ -273,3 +273,28 @@ def test_interop_refuses_and_bench_peers_skip_min_cells():
     assert {row["impl"] for row in report["results"]} == {"numpy"}
     expected = "torch skipped for mingru: it has no such cell" if HAS_TORCH else "torch skipped: PyTorch is not"
     assert any(expected in note for note in report["notes"]), report["notes"]
+
+
+def test_speed_benchmark_matches_parameter_counts_of_the_real_models():
+    """benchmarks/mingru_speed.py sizes the minimal cells by a formula: it must count what the models hold."""
+    import importlib.util
+    from pathlib import Path
+
+    from mlxrnn import SequenceModel, SequenceModelConfig
+    from mlxrnn.bench.harness import Shape
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mingru_speed.py"
+    spec = importlib.util.spec_from_file_location("mingru_speed", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for layers, lstm_hidden in ((1, 24), (2, 40)):
+        reference = Shape(batch=2, steps=4, embed=8, hidden=lstm_hidden, vocab=11, layers=layers)
+        goal = script.parameter_count("lstm", reference)
+        for cell in ("lstm", "gru", "mingru", "minlstm"):
+            hidden = script.matched_hidden(cell, reference, step=1)
+            model = SequenceModel(SequenceModelConfig(input_size=11, embed_size=8, hidden_size=hidden, output_size=11,
+                                                      num_layers=layers, cell=cell))
+            real = sum(int(np.prod(v.shape)) for v in model.parameters().values())
+            shape = Shape(**{**reference.__dict__, "hidden": hidden})
+            assert script.parameter_count(cell, shape) == real, cell
+            assert abs(real - goal) <= 0.05 * goal, (cell, hidden, real, goal)
