@@ -23,7 +23,8 @@ def _default_backends() -> list[str]:
 
 
 @click.command()
-@click.option("--cells", default=",".join(CELLS), show_default=True, help="Comma-separated: lstm, gru, rnn.")
+@click.option("--cells", default=",".join(CELLS), show_default=True,
+              help=f"Comma-separated: {', '.join(CELLS)} (the peers have only lstm, gru, rnn).")
 @click.option("--sizes", default="ref,large", show_default=True,
               help=f"Comma-separated names ({', '.join(SIZES)}) or 'B=..,T=..,E=..,H=..,V=..,L=..' "
                    "(unset keys from ref; separate several custom sizes with ';').")

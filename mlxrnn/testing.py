@@ -24,6 +24,8 @@ CELL_VARIANTS = [
     ("gru", {"variant": "simple"}),
     ("lstm", {"peephole": False}),
     ("lstm", {"peephole": True}),
+    ("mingru", {}),
+    ("minlstm", {"forget_bias": 1.0}),
 ]
 
 #: PyTorch's ``gradcheck`` defaults in float64; our checks are at least this strict.

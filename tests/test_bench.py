@@ -26,6 +26,7 @@ from mlxrnn.bench.harness import BenchSettings, split_list
 from mlxrnn.bench.sizes import gemm_flops, parse_size
 from mlxrnn.bench.workloads import sample_tokens
 from mlxrnn.errors import ConfigError
+from mlxrnn.nn.cells import CELLS
 from mlxrnn.nn.layers import TokenInputs
 from mlxrnn.testing import available_backends
 
@@ -51,15 +52,14 @@ def test_cli_bench_tiny_json_has_every_field():
     assert {"cpu", "cores", "numpy", "mlxrnn", "python"} <= report["machine"].keys()
     assert report["sgemm_1024_gflops"] > 0
     rows = report["results"]
-    assert {(r["cell"], r["task"]) for r in rows} == {(c, t) for c in ("lstm", "gru", "rnn")
-                                                      for t in ("train", "forward", "sample")}
+    assert {(r["cell"], r["task"]) for r in rows} == {(c, t) for c in CELLS for t in ("train", "forward", "sample")}
     for row in rows:
         assert row["impl"] == "numpy" and row["size"] == "tiny" and len(row["seconds"]) == 1
         assert row["tokens_per_s_min"] <= row["tokens_per_s"] <= row["tokens_per_s_max"]
         assert row["peak_rss_mb"] >= row["setup_rss_mb"] > 0
         assert row["ratio"] == pytest.approx(1.0)  # numpy is its own baseline here
         assert ("fraction_of_sgemm_peak" in row) == (row["task"] != "sample")
-    assert "[3/3] numpy rnn tiny" in result.stderr  # the progress lines
+    assert f"[{len(CELLS)}/{len(CELLS)}] numpy {list(CELLS)[-1]} tiny" in result.stderr  # the progress lines
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
@@ -197,14 +197,21 @@ def test_token_inputs_fold_only_when_it_saves_work():
 def test_numpy_training_stays_float32_and_batch_fastest(cell, options, monkeypatch):
     seen = []
     cls = type(mlxrnn.make_cell(cell, 2, 2, **options))
-    original_step = cls.step
+    whole_sequence = hasattr(cls, "sequence_forward")  # no per-step loop (and no per-step products) to lay out
+    original_step = cls.sequence_forward if whole_sequence else cls.step
 
     def recording_step(self, xp, params, x_proj, state):
         new_state, step_cache = original_step(self, xp, params, x_proj, state)
         seen.extend(a for a in (*new_state, *step_cache.values()) if getattr(a, "ndim", 0) == 2)
         return new_state, step_cache
 
-    monkeypatch.setattr(cls, "step", recording_step)
+    def recording_sequence(self, xp, params, x_proj, state, mask, reverse=False):
+        outputs, new_state, cache = original_step(self, xp, params, x_proj, state, mask, reverse)
+        seen.extend(a for a in (outputs, *new_state, *cache.values()) if getattr(a, "ndim", 0) >= 2)
+        return outputs, new_state, cache
+
+    monkeypatch.setattr(cls, "sequence_forward" if whole_sequence else "step",
+                        recording_sequence if whole_sequence else recording_step)
     config = SequenceModelConfig(input_size=9, embed_size=5, hidden_size=6, num_layers=2, bidirectional=True,
                                  dropout=0.2, output_size=9, cell=cell, cell_options=options)
     model = SequenceModel(config, backend="numpy")
@@ -215,7 +222,8 @@ def test_numpy_training_stays_float32_and_batch_fastest(cell, options, monkeypat
     _, grads, _ = model.loss_and_grads(batch)
     trainer.step(batch)
     assert seen and all(a.dtype == np.float32 for a in seen)
-    assert all(a.strides[0] == a.itemsize for a in seen)  # batch-fastest: the fast OpenBLAS layout
+    if not whole_sequence:
+        assert all(a.strides[0] == a.itemsize for a in seen)  # batch-fastest: the fast OpenBLAS layout
     for name, value in {**grads, **model.parameters()}.items():
         assert value.dtype == np.float32 and value.flags.c_contiguous, name
 

@@ -18,7 +18,7 @@ from mlxrnn.errors import ConfigError
 from mlxrnn.models.gradflow import gradient_flow
 from mlxrnn.testing import CELL_VARIANTS, assert_gradients_close, numerical_gradient
 
-VARIANT_IDS = [f"{cell}-{next(iter(opts.values()))}" for cell, opts in CELL_VARIANTS]
+VARIANT_IDS = [f"{cell}-{next(iter(opts.values()))}" if opts else cell for cell, opts in CELL_VARIANTS]
 
 
 def _single_layers(stack, backend: str, dtype: str) -> list:

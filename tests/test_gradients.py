@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from mlxrnn import SequenceModel, SequenceModelConfig, make_recurrent
 from mlxrnn.testing import CELL_VARIANTS, assert_gradients_close, numerical_gradient
 
-VARIANT_IDS = [f"{cell}-{next(iter(opts.values()))}" for cell, opts in CELL_VARIANTS]
+VARIANT_IDS = [f"{cell}-{next(iter(opts.values()))}" if opts else cell for cell, opts in CELL_VARIANTS]
 
 
 def _randomise(module, rng: np.random.Generator, scale: float = 0.6) -> dict[str, np.ndarray]:

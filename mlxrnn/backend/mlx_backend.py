@@ -115,6 +115,12 @@ class MLXBackend:
         return mx.transpose(a, tuple(axes))
 
     @staticmethod
+    def flip(a, axis):
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(None, None, -1)
+        return a[tuple(index)]
+
+    @staticmethod
     def concat(arrays, axis=0):
         return mx.concatenate(list(arrays), axis=axis)
 

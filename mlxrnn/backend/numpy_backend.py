@@ -115,6 +115,7 @@ class NumpyBackend:
     matmul = staticmethod(np.matmul)
     reshape = staticmethod(np.reshape)
     permute_dims = staticmethod(np.transpose)
+    flip = staticmethod(np.flip)
     take = staticmethod(np.take)
     take_along_axis = staticmethod(np.take_along_axis)
 

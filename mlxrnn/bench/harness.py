@@ -13,6 +13,7 @@ Implementations: mlxrnn's own (``numpy``, ``mlx`` eager, ``mlx-compiled`` — th
 MLX —, ``mlx-autodiff(-compiled)``; :mod:`mlxrnn.bench.workloads`) and the peers ``torch``,
 ``mlx.nn`` and ``mlx.nn-compiled`` (:mod:`mlxrnn.bench.peers`), used only when installed.
 MLX implementations also report the graph nodes (primitives) one training step evaluates.
+The peers have no minGRU or minLSTM: their rows for those cells are skipped with a note.
 
 Method: each (implementation, cell, size) runs in a fresh Python process, so thread pools,
 allocators and imports do not leak between measurements and the process's peak resident set
@@ -52,6 +53,8 @@ from mlxrnn.errors import ConfigError, MLXRNNError
 #: mlxrnn's own implementations (``--backends``) and the peers ``--peers`` adds.
 OWN_IMPLS = ("numpy", "mlx", "mlx-compiled", "mlx-autodiff", "mlx-autodiff-compiled")
 PEER_IMPLS = ("torch", "mlx.nn", "mlx.nn-compiled")
+#: the cells the peers ship; their rows for any other cell (minGRU, minLSTM) are skipped with a note
+PEER_CELLS = ("lstm", "gru", "rnn")
 IMPLS = OWN_IMPLS + PEER_IMPLS
 
 
@@ -298,7 +301,12 @@ def run_benchmarks(settings: BenchSettings, progress: Callable[[str], None] | No
         else:
             notes.append(f"{impl} skipped: {why}")
     sizes = [parse_size(s) for s in dict.fromkeys(settings.sizes)]
-    jobs = [(impl, cell, name, shape) for name, shape in sizes for cell in settings.cells for impl in impls]
+    jobs = [(impl, cell, name, shape) for name, shape in sizes for cell in settings.cells for impl in impls
+            if impl not in PEER_IMPLS or cell in PEER_CELLS]
+    for impl in (i for i in impls if i in PEER_IMPLS):
+        missing = [cell for cell in dict.fromkeys(settings.cells) if cell not in PEER_CELLS]
+        if missing:
+            notes.append(f"{impl} skipped for {', '.join(missing)}: it has no such cell")
     rows: list[dict] = []
     if progress is not None:
         progress(f"measuring {len(jobs)} configurations ({', '.join(impls)}) ...")

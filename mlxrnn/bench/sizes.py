@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from mlxrnn.errors import ConfigError
 from mlxrnn.nn.cells import CELLS as CELL_REGISTRY
 from mlxrnn.nn.cells import make_cell
@@ -24,6 +26,12 @@ CELL_OPTIONS: dict[str, dict] = {"gru": {"variant": "reset_after"}}
 def num_gates(cell: str) -> int:
     """G of a benchmarked cell (a 1×1 cell built with the bench's options knows it)."""
     return make_cell(cell, 1, 1, **CELL_OPTIONS.get(cell, {})).num_gates
+
+
+def has_recurrent_weights(cell: str) -> bool:
+    """Whether the cell multiplies its state by a matrix W_h each step (minGRU, minLSTM do not)."""
+    built = make_cell(cell, 1, 1, **CELL_OPTIONS.get(cell, {}))
+    return "W_h" in built.init_params(np.random.default_rng(0))
 
 
 @dataclass(frozen=True)
@@ -74,17 +82,19 @@ def gemm_flops(cell: str, shape: Shape, task: str) -> float:
     Forward, per layer with input width D and G gate blocks: input projection 2·N·D·GH and
     recurrence 2·N·H·GH over N = B·T positions; the head 2·N·H·V. Training adds, per layer,
     dW_x, dX (also for layer 0: the embedding's gradient needs it), dW_h and the dh recurrence,
-    each as large as its forward product, and the head's dW and dX. Element-wise work, the
-    loss and the optimizer are not counted. Sampling is not counted (it is latency-bound).
+    each as large as its forward product, and the head's dW and dX. Cells without a recurrent
+    weight (minGRU, minLSTM) have no recurrence products. Element-wise work (a minGRU's whole
+    scan), the loss and the optimizer are not counted. Sampling is not counted (it is latency-bound).
     """
     if task == "sample":
         return 0.0
     n, hidden, gate_width = shape.batch * shape.steps, shape.hidden, num_gates(cell) * shape.hidden
+    recurrent = has_recurrent_weights(cell)
     forward = backward = 2.0 * n * hidden * shape.vocab
     backward *= 2
     for layer in range(shape.layers):
         width = shape.embed if layer == 0 else hidden
-        input_proj, recurrence = 2.0 * n * width * gate_width, 2.0 * n * hidden * gate_width
+        input_proj, recurrence = 2.0 * n * width * gate_width, 2.0 * n * hidden * gate_width * recurrent
         forward += input_proj + recurrence
         backward += 2 * input_proj + 2 * recurrence
     return forward + (backward if task == "train" else 0.0)

@@ -31,8 +31,8 @@ biases            b_ih + b_hh (two)           one; GRU reset_after: (2, 3H)     
   block); mlxrnn → source → mlxrnn is bit-identical always. Keras single-bias layouts and
   mlx.nn round-trip bit-identically.
 * Not representable, refused with a one-line error: PyTorch ``proj_size`` (``weight_hr_l*``),
-  activations other than tanh/ReLU (RNN) or tanh/sigmoid (GRU, LSTM), our peephole LSTM and
-  ``simple`` GRU (no framework has them), our ``full`` GRU in PyTorch/mlx.nn, Keras
+  activations other than tanh/ReLU (RNN) or tanh/sigmoid (GRU, LSTM), our peephole LSTM,
+  ``simple`` GRU, minGRU and minLSTM (no framework has them), our ``full`` GRU in PyTorch/mlx.nn, Keras
   Bidirectional ``merge_mode`` other than concat/sum, multi-layer or bidirectional mlx.nn.
 * ``bias=False`` sources load with zero biases (which training may change); saving with
   ``bias=False`` omits the biases and refuses when any of them is non-zero.
@@ -89,8 +89,11 @@ def _permute_gates(array: np.ndarray, src: tuple, dst: tuple, negate: Iterable[s
 
 
 def _layer_kind(layer: Recurrent) -> str:
-    if not isinstance(layer, Recurrent) or layer.cell_name not in OUR_GATES:
+    if not isinstance(layer, Recurrent):
         raise ConfigError(f"expected an mlxrnn RNN, GRU or LSTM layer, got {type(layer).__name__}")
+    if layer.cell_name not in OUR_GATES:
+        raise ConfigError(f"PyTorch, Keras and mlx.nn have no {layer.cell_name!r} cell: only {', '.join(OUR_GATES)} "
+                          "layers convert")
     return layer.cell_name
 
 

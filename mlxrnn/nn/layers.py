@@ -16,6 +16,12 @@ Backward walks the same steps in reverse; only dh⟨t−1⟩ = dP⟨t⟩ W_hᵀ 
 dW_x = Xᵀ dP, db = Σ dP, dX = dP W_xᵀ and dW_h = Σ_t h⟨t−1⟩ᵀ dP⟨t⟩ are one GEMM each after the
 loop (see :meth:`mlxrnn.nn.cells.Cell.recurrent_grads`).
 
+A cell with ``sequence_forward`` / ``sequence_backward`` methods (minGRU, minLSTM: gates from
+the input alone, see mlxrnn/nn/min_cells.py) replaces the per-step loop with its own pass over
+all T steps: it gets P (T, B, G·H), the state, the (T, B, 1) mask and the direction, returns
+outputs, final state and its cache, and in backward returns dP (T·B, G·H) and the initial
+state's gradient; the GEMMs around the loop are the same.
+
 Memory layout (it matters on NumPy; MLX's layout methods are identities). OpenBLAS multiplies
 a batch of states (B, H) by a weight (H, G·H) faster when the activations are stored
 batch-fastest (column-major; figures in benchmarks/results/numpy_layout.md). So the time loop
@@ -102,6 +108,7 @@ class TokenInputs:
 class _DirectionCache:
     inputs: Any  # (T·B, D_in) time-major layer input, rows t·B + b
     steps: list = field(default_factory=list)  # per-step cell caches, in processing order
+    whole: Any = None  # the cache of a cell's sequence_forward (then ``steps`` stays empty)
 
 
 @dataclass
@@ -359,8 +366,14 @@ class Recurrent(Module):
             T, B = int(inputs.shape[0]), int(inputs.shape[1])
             inputs_2d = xp.reshape(inputs, (T * B, -1))
             # The hoisted input projection: one GEMM for every time step at once (on the loop's
-            # backend: its batch-fastest result is cheaper to lay out per step below).
-            projected = loop_xp.matmul(inputs_2d, params["W_x"]) + params["b"]
+            # backend: its batch-fastest result is cheaper to lay out per step below; a
+            # whole-sequence cell's element-wise passes want it row-major, as xp gives it).
+            matmul = xp.matmul if hasattr(cell, "sequence_forward") else loop_xp.matmul
+            projected = matmul(inputs_2d, params["W_x"]) + params["b"]
+        if hasattr(cell, "sequence_forward"):  # the cell runs all T steps itself (e.g. a linear scan)
+            projected = xp.reshape(projected, (T, B, cell.gate_width))
+            out, state, whole = cell.sequence_forward(xp, params, projected, state, mask, reverse=direction == 1)
+            return out, state, _DirectionCache(inputs_2d, whole=whole)
         projected = _relayout(xp, xp.reshape(projected, (T, B, cell.gate_width)), "batch_fastest")
         params["W_h"] = _relayout(xp, params["W_h"], "batch_fastest")  # the forward product's fast layout
         state = tuple(_relayout(xp, part, "batch_fastest") for part in state)
@@ -486,6 +499,10 @@ class Recurrent(Module):
     def _backward_direction(self, layer, direction, d_out, d_state, dir_cache: _DirectionCache, mask, record=None):
         xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]
         params = self._direction_params(layer, direction)
+        if dir_cache.whole is not None:  # the cell's own backward over all T steps gives dP at once
+            d_proj, d_state = cell.sequence_backward(xp, params, dir_cache.whole, d_out, d_state, record)
+            d_inputs, grads = self._projection_grads(params, dir_cache.inputs, d_proj, int(d_out.shape[0]), xp.matmul)
+            return d_inputs, d_state, grads
         T = len(dir_cache.steps)
         order = list(range(T - 1, -1, -1)) if direction == 1 else list(range(T))
         d_out = _relayout(xp, d_out, "batch_fastest")
@@ -512,7 +529,15 @@ class Recurrent(Module):
         d_proj = xp.concat(d_projected, axis=0)  # (T·B, G·H), rows t·B + b
         same = all(a is b for a, b in zip(d_projected, d_recurrent))  # e.g. an LSTM: one array serves both
         d_rec = d_proj if same else xp.concat(d_recurrent, axis=0)
-        inputs_2d = dir_cache.inputs
+        d_inputs, grads = self._projection_grads(params, dir_cache.inputs, d_proj, T, loop_xp.matmul)
+        stacked = {key: xp.concat([c[key] for c in caches], axis=0) for key in cell.recurrent_input_keys}
+        grads.update(cell.recurrent_grads(xp, params, stacked, d_rec))
+        return d_inputs, d_state, grads
+
+    def _projection_grads(self, params: dict, inputs_2d: Any, d_proj: Any, T: int, matmul: Any) -> tuple[Any, dict]:
+        """dW_x, db and the inputs' gradient from dP (T·B, G·H): one GEMM each over all steps
+        (``matmul`` computes dX, in the layout the layer below wants)."""
+        xp = self.xp
         if isinstance(inputs_2d, TokenInputs):  # folded lookup: sum d_proj per token, then (V, ·) products
             one_hot = xp.one_hot(inputs_2d.ids, int(inputs_2d.table.shape[0]))  # (T·B, V)
             d_table_proj = xp.matmul(xp.permute_dims(one_hot, (1, 0)), d_proj)  # (V, G·H)
@@ -521,11 +546,9 @@ class Recurrent(Module):
             d_inputs = xp.matmul(d_table_proj, xp.permute_dims(params["W_x"], (1, 0)))  # d table (V, D)
         else:
             grads = {"W_x": xp.matmul(xp.permute_dims(inputs_2d, (1, 0)), d_proj), "b": xp.sum(d_proj, axis=0)}
-            d_inputs = loop_xp.matmul(d_proj, xp.permute_dims(params["W_x"], (1, 0)))
+            d_inputs = matmul(d_proj, xp.permute_dims(params["W_x"], (1, 0)))
             d_inputs = xp.reshape(d_inputs, (T, -1, int(inputs_2d.shape[1])))
-        stacked = {key: xp.concat([c[key] for c in caches], axis=0) for key in cell.recurrent_input_keys}
-        grads.update(cell.recurrent_grads(xp, params, stacked, d_rec))
-        return d_inputs, d_state, grads
+        return d_inputs, grads
 
 
 class RNN(Recurrent):
