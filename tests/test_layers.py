@@ -71,16 +71,38 @@ def test_padded_sequence_equals_the_sequence_alone(cell, options):
         np.testing.assert_allclose(grads_pad[name], grads_alone[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
-def test_carried_state_equals_one_long_sequence():
-    """Truncated BPTT: running two halves with the state carried gives the full run's outputs."""
+@pytest.mark.parametrize("cell,options", CELL_VARIANTS, ids=VARIANT_IDS)
+def test_carried_state_equals_one_long_sequence(cell, options):
+    """Truncated BPTT: two halves with the state carried give the full run's outputs and every
+    part of its final state (h, and c for an LSTM); and chaining their backward passes (the
+    second half's d_initial_state as the first half's d_final_state) gives the full backward."""
     # A unidirectional stack: a bidirectional one sees the future, so halves cannot match.
-    x = np.random.default_rng(2).normal(size=(2, 8, 3))
-    uni = make_recurrent("lstm", 3, 4, num_layers=2, backend="numpy", dtype="float64", seed=5)
-    full, full_state, _ = uni.forward(x)
-    first, state, _ = uni.forward(x[:, :4])
-    second, final, _ = uni.forward(x[:, 4:], initial_state=state)
-    np.testing.assert_allclose(np.concatenate([first, second], axis=1), full, rtol=1e-12)
-    np.testing.assert_allclose(final[1], full_state[1], rtol=1e-12)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 8, 3))
+    uni = make_recurrent(cell, 3, 4, num_layers=2, backend="numpy", dtype="float64", seed=5, **options)
+    full, full_state, full_cache = uni.forward(x)
+    first, state, first_cache = uni.forward(x[:, :4])
+    second, final, second_cache = uni.forward(x[:, 4:], initial_state=state)
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), full, rtol=1e-12, atol=1e-14)
+    final_parts = list(final) if isinstance(final, tuple) else [final]
+    full_parts = list(full_state) if isinstance(full_state, tuple) else [full_state]
+    assert len(final_parts) == len(full_parts) == uni.state_size
+    for got, want in zip(final_parts, full_parts):  # h, and c for an LSTM
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+    d_out = rng.normal(size=full.shape)
+    d_final_parts = [rng.normal(size=p.shape) for p in full_parts]
+    d_final = tuple(d_final_parts) if uni.state_size > 1 else d_final_parts[0]
+    dx_full, d_init_full, grads_full = uni.backward(d_out, d_final, full_cache)
+    dx_second, d_middle, grads_second = uni.backward(d_out[:, 4:], d_final, second_cache)
+    dx_first, d_init, grads_first = uni.backward(d_out[:, :4], d_middle, first_cache)
+    np.testing.assert_allclose(np.concatenate([dx_first, dx_second], axis=1), dx_full, rtol=1e-10, atol=1e-12)
+    for got, want in zip(list(d_init) if uni.state_size > 1 else [d_init],
+                         list(d_init_full) if uni.state_size > 1 else [d_init_full]):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    for name in grads_full:
+        np.testing.assert_allclose(grads_first[name] + grads_second[name], grads_full[name], rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
 
 
 @pytest.mark.parametrize(
