@@ -6,14 +6,16 @@ framework's outputs and final states, and save back to the source layout.
   on full batches with random initial states and on padded batches against
   ``pack_padded_sequence(enforce_sorted=False)``; the same weights on the MLX backend.
 * mlx.nn (skipped if MLX is missing): ``nn.RNN`` / ``GRU`` / ``LSTM``, bias on/off, float32.
-* Keras: TensorFlow/Keras is too heavy to install here, so the real-Keras test skips when
-  ``keras`` is not importable; the converter is checked against ``keras_reference`` below, an
+* Keras: real Keras 3 layers (plain, ``Bidirectional`` and stacked) on its JAX backend, no
+  TensorFlow (CI installs keras and jax from .ci/requirements-peers.txt; skipped where either is
+  missing); and, on every layout with and without bias, ``keras_reference`` below, an
   independent NumPy transcription of Keras's documented cell equations and weight layout.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -32,14 +34,21 @@ def _importable(name: str) -> bool:
 
 HAS_TORCH = _importable("torch")
 HAS_MLX = _importable("mlx") and _importable("mlx.core")
-HAS_KERAS = _importable("keras")
+HAS_KERAS = _importable("keras") and _importable("jax")
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (pip install torch, CPU build)")
 needs_mlx = pytest.mark.skipif(not HAS_MLX, reason="MLX is not installed (pip install 'mlx[cpu]' on Linux)")
 needs_keras = pytest.mark.skipif(
-    not HAS_KERAS,
-    reason="Keras/TensorFlow is not installed (too heavy for this environment and CI); "
-    "the NumPy transcription of Keras's equations (keras_reference) checks the layout instead",
+    not HAS_KERAS, reason="Keras 3 on JAX is not installed (pip install -r .ci/requirements-peers.txt)"
 )
+
+
+def _keras():
+    """Keras 3 on its JAX backend (no TensorFlow), on the CPU; a backend chosen beforehand wins."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # skips probing for accelerators
+    import keras
+
+    return keras
 
 TOLERANCE = {"float64": 1e-5, "float32": 1e-4}
 TORCH_MODES = ["RNN_TANH", "RNN_RELU", "GRU", "LSTM"]
@@ -526,11 +535,11 @@ def test_keras_errors():
 
 
 @needs_keras
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras's own np.array(variable) under NumPy 2
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("kind,activation,reset_after", KERAS_CASES, ids=KERAS_IDS)
-def test_keras_layers_match(kind, activation, reset_after, bidirectional):  # pragma: no cover - needs Keras
-    import keras
-
+def test_keras_layers_match(kind, activation, reset_after, bidirectional):
+    keras = _keras()
     rng = np.random.default_rng(13)
     options = {"reset_after": reset_after} if kind == "GRU" else {}
     inner = getattr(keras.layers, kind)(H, activation=activation, return_sequences=True, return_state=True, **options)
@@ -553,3 +562,35 @@ def test_keras_layers_match(kind, activation, reset_after, bidirectional):  # pr
     if not (kind == "GRU" and reset_after):  # a (2, 3H) bias comes back with its z, r rows summed
         for got, expected in zip(to_keras(layer), keras_layer.get_weights(), strict=True):
             np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@needs_keras
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("kind,reset_after", [("LSTM", None), ("GRU", False)], ids=["lstm", "gru-reset_before"])
+def test_stacked_bidirectional_keras_layers_match(kind, reset_after):
+    """Two Keras Bidirectional(merge_mode="sum") layers, the second reading the first's outputs:
+    one mlxrnn stack from the list of their weights, outputs and every final state alike."""
+    keras = _keras()
+    rng = np.random.default_rng(14)
+    options = {"reset_after": reset_after} if kind == "GRU" else {}
+    layers = [keras.layers.Bidirectional(getattr(keras.layers, kind)(H, return_sequences=True, return_state=True,
+                                                                     **options), merge_mode="sum") for _ in range(2)]
+    x = rng.normal(size=(B, T, D)).astype(np.float32)
+    per_layer, inputs, ref_states = [], x, []
+    for index, keras_layer in enumerate(layers):
+        keras_layer(inputs)  # builds the weights
+        weights = _keras_weights(kind, reset_after, True, D if index == 0 else H, rng)
+        weights += _keras_weights(kind, reset_after, True, D if index == 0 else H, rng)
+        keras_layer.set_weights([w.astype(np.float32) for w in weights])
+        per_layer.append(weights)
+        result = [keras.ops.convert_to_numpy(r) for r in keras_layer(inputs)]
+        inputs, states = result[0], result[1:]
+        half = len(states) // 2
+        ref_states += [states[:half], states[half:]]  # forward then backward direction, as we index 2ℓ + d
+    layer = from_keras(per_layer, kind, merge="sum", backend="numpy", dtype="float32")
+    assert (layer.num_layers, layer.bidirectional, layer.merge) == (2, True, "sum")
+    ours_out, ours_state = _run_ours(layer, x)
+    assert _max_error(ours_out, inputs) <= 1e-4
+    for index, direction_states in enumerate(ref_states):
+        for k, ref in enumerate(direction_states):
+            assert _max_error(ours_state[k][index], ref) <= 1e-4
