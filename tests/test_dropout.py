@@ -113,7 +113,7 @@ LAYOUT_IDS = ["L2-uni", "L3-uni", "L2-bi-concat", "L2-bi-sum"]
 def test_layer_bptt_with_dropout_matches_finite_differences(cell, options, layout):
     """The layer on its own, with padding and an initial state: every parameter, dx and dh0."""
     num_layers, bidirectional, merge = layout
-    rng = np.random.default_rng(23)
+    rng = np.random.default_rng(28)  # drops live units of every variant (ReLU's too), not only zeros
     layer = make_recurrent(cell, 2, 3, num_layers=num_layers, bidirectional=bidirectional, merge=merge,
                            dropout=P, backend="numpy", dtype="float64", **options)
     params = _randomise(layer, rng)
