@@ -28,6 +28,9 @@ CELL_VARIANTS = [
     ("minlstm", {"forget_bias": 1.0}),
 ]
 
+#: pytest ids for CELL_VARIANTS: "cell-firstoption" ("gru-full"), or the cell alone when it takes none
+CELL_VARIANT_IDS = [f"{cell}-{next(iter(opts.values()))}" if opts else cell for cell, opts in CELL_VARIANTS]
+
 #: PyTorch's ``gradcheck`` defaults in float64; our checks are at least this strict.
 GRADCHECK_ATOL = 1e-5
 GRADCHECK_RTOL = 1e-3

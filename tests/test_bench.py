@@ -22,7 +22,7 @@ import pytest
 
 import mlxrnn
 from mlxrnn import Adam, SequenceModel, SequenceModelConfig, Trainer, make_recurrent
-from mlxrnn.bench.harness import BenchSettings, split_list
+from mlxrnn.bench.harness import BenchSettings, _add_ratios, split_list
 from mlxrnn.bench.sizes import gemm_flops, parse_size
 from mlxrnn.bench.workloads import sample_tokens
 from mlxrnn.errors import ConfigError
@@ -57,19 +57,59 @@ def test_cli_bench_tiny_json_has_every_field():
         assert row["impl"] == "numpy" and row["size"] == "tiny" and len(row["seconds"]) == 1
         assert row["tokens_per_s_min"] <= row["tokens_per_s"] <= row["tokens_per_s_max"]
         assert row["peak_rss_mb"] >= row["setup_rss_mb"] > 0
-        assert row["ratio"] == pytest.approx(1.0)  # numpy is its own baseline here
         assert ("fraction_of_sgemm_peak" in row) == (row["task"] != "sample")
     assert f"[{len(CELLS)}/{len(CELLS)}] numpy {list(CELLS)[-1]} tiny" in result.stderr  # the progress lines
 
 
+def assert_ratios_divide_by_the_baseline(rows: list[dict], baseline: str, impl: str) -> None:
+    """Every row's ratios, recomputed from the rows themselves: tokens/s ÷ the baseline's on the
+    same (cell, size, task); min ÷ max and max ÷ min of the spreads; peak memory ÷ the baseline's."""
+    base = {(r["cell"], r["size"], r["task"]): r for r in rows if r["impl"] == baseline}
+    others = [r for r in rows if r["impl"] == impl]
+    assert base and others and len(others) == len(base)
+    for row in others:
+        ref = base[(row["cell"], row["size"], row["task"])]
+        assert row["ratio"] == pytest.approx(row["tokens_per_s"] / ref["tokens_per_s"], rel=1e-12)
+        assert row["ratio_min"] == pytest.approx(row["tokens_per_s_min"] / ref["tokens_per_s_max"], rel=1e-12)
+        assert row["ratio_max"] == pytest.approx(row["tokens_per_s_max"] / ref["tokens_per_s_min"], rel=1e-12)
+        assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
+        assert row["memory_ratio"] == pytest.approx(row["peak_rss_mb"] / ref["peak_rss_mb"], rel=1e-12)
+    for ref in base.values():
+        assert ref["ratio"] == 1.0
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
-def test_cli_bench_peers_table_has_ratios_to_torch():
+def test_cli_bench_peers_table_has_ratios_to_torch(tmp_path):
+    report_path = tmp_path / "report.json"
     result = _run_cli("--sizes", "B=2,T=3,E=4,H=5,V=7", "--cells", "gru", "--tasks", "train,sample",
-                      "--repeats", "1", "--warmup", "0", "--sample-tokens", "3", "--peers")
+                      "--repeats", "1", "--warmup", "0", "--sample-tokens", "3", "--peers", "--output", str(report_path))
     assert result.returncode == 0, result.stderr
     table = result.stdout
     assert "× torch" in table and "torch" in table and "numpy" in table
     assert "mlx.nn is the peer of the mlx backend" in table  # no mlx backend asked for: noted, not run
+    report = json.loads(report_path.read_text())
+    assert report["settings"]["baseline"] == "torch"  # the default when torch is measured
+    assert_ratios_divide_by_the_baseline(report["results"], "torch", "numpy")
+    for row in report["results"]:  # the table prints the same ratios
+        if row["impl"] == "numpy":
+            assert f"{row['ratio']:.2f}" in table and f"{row['ratio_min']:.2f}–{row['ratio_max']:.2f}" in table
+
+
+def test_ratios_divide_each_implementation_by_the_baseline():
+    """The ratio arithmetic on rows of two implementations (made-up rates; no timing involved)."""
+    rows = []
+    for impl, rate in (("numpy", 1000.0), ("torch", 250.0)):
+        for task, factor in (("train", 1.0), ("sample", 3.0)):
+            rows.append({"impl": impl, "cell": "gru", "size": "tiny", "task": task, "tokens_per_s": rate * factor,
+                         "tokens_per_s_min": 0.9 * rate * factor, "tokens_per_s_max": 1.2 * rate * factor,
+                         "peak_rss_mb": 100.0 if impl == "numpy" else 400.0})
+    _add_ratios(rows, "torch")
+    numpy_train = rows[0]
+    assert numpy_train["ratio"] == pytest.approx(4.0)  # numpy draws 4x torch's tokens per second
+    assert numpy_train["ratio_min"] == pytest.approx(900.0 / 300.0)
+    assert numpy_train["ratio_max"] == pytest.approx(1200.0 / 225.0)
+    assert numpy_train["memory_ratio"] == pytest.approx(0.25)
+    assert_ratios_divide_by_the_baseline(rows, "torch", "numpy")
 
 
 @pytest.mark.parametrize("args,message", [

@@ -628,17 +628,56 @@ def mutated(draw, original: bytes) -> bytes:
     return bytes(buf)
 
 
-def run_loader_on(run: Path) -> None:
+PRISTINE_META = {"step": 1, "vocab": ["a", "b"]}
+
+
+def _tensor_bytes(arrays: dict[str, np.ndarray]) -> dict[str, tuple]:
+    """Exact content of a tensor dict: name -> (dtype, shape, bytes)."""
+    return {k: (np.dtype(v.dtype).newbyteorder("="), v.shape, np.ascontiguousarray(v).tobytes())
+            for k, v in arrays.items()}
+
+
+def _parse_json(data: bytes):
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def run_loader_on(run: Path, pristine: Path) -> None:
+    """Load ``run`` (a copy of ``pristine`` with one file changed) by tag; either a one-line
+    CheckpointError, or a load that holds exactly what the files on disk hold and that the
+    hashes recorded in meta.json vouch for. Loading never changes a file."""
     before = snapshot(run)
+    original_doc = json.loads((pristine / CK / META).read_text())
     for tag in ("last", "best"):
         try:
             loaded = load_checkpoint(run, tag)
         except CheckpointError as exc:
             assert "\n" not in str(exc)
-        else:
-            assert isinstance(loaded.meta, dict)
-            for arr in loaded.weights.values():
-                assert arr.dtype in (np.float32, np.float64) and np.isfinite(arr).all()
+            continue
+        assert loaded.path.resolve() == (run / CK).resolve()  # the only checkpoint there is
+        doc = _parse_json((run / CK / META).read_bytes())
+        assert doc is not None, "meta.json must parse as a JSON object for a load to succeed"
+        assert loaded.meta == doc["meta"]
+        assert MODEL in doc["files"], "a load without a listed model file"
+        for name, held in ((MODEL, loaded.weights), (OPTIM, loaded.optimizer_tensors)):
+            if name not in doc["files"]:
+                assert held == {}, f"{name} is not listed in meta.json, yet tensors were loaded from it"
+                continue
+            data = (run / CK / name).read_bytes()
+            # A changed file under an unchanged hash must be refused: what loads is what was hashed.
+            assert doc["files"][name] == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            assert _tensor_bytes(held) == _tensor_bytes(stnp.load(data)), f"{name}: loaded != the file's tensors"
+            if data == (pristine / CK / name).read_bytes():
+                assert doc["files"][name] == original_doc["files"][name]
+        expected = {MODEL: weights_for(1), OPTIM: optimizer_for()}
+        for name, held in ((MODEL, loaded.weights), (OPTIM, loaded.optimizer_tensors)):
+            if name in doc["files"] and (run / CK / name).read_bytes() == (pristine / CK / name).read_bytes():
+                assert _tensor_bytes(held) == _tensor_bytes(expected[name]), f"{name}: not the saved tensors"
+        for arr in loaded.weights.values():
+            assert arr.dtype in (np.float32, np.float64) and np.isfinite(arr).all()
     assert snapshot(run) == before  # loading never modifies (or creates) files
 
 
@@ -656,7 +695,12 @@ def test_fuzz_loader_raises_only_checkpoint_error(pristine_run, target, fix, dat
         (run / target).write_bytes(new)
         if fix and target.endswith(".safetensors"):  # reach the parser past the hash check
             fix_sha(run / CK, target.rsplit("/", 1)[1])
-        run_loader_on(run)
+        if target.endswith(".safetensors") and not fix and new != original:
+            for tag in ("last", "best"):  # a changed tensor file under the recorded hash
+                expect_error("corrupted or modified since it was saved", load_checkpoint, run, tag)
+        if new == original:
+            assert load_checkpoint(run).meta == PRISTINE_META
+        run_loader_on(run, pristine_run)
 
 
 json_values = st.recursive(
@@ -702,7 +746,23 @@ def test_fuzz_meta_json_structure(pristine_run, where, value, delete) -> None:
         run = Path(tmp) / "run"
         shutil.copytree(pristine_run, run)
         (run / CK / META).write_text(json.dumps(doc))
-        run_loader_on(run)
+        run_loader_on(run, pristine_run)
+
+
+def test_a_changed_tensor_under_an_unchanged_hash_is_refused(pristine_run, tmp_path: Path) -> None:
+    """Same names, shapes, dtypes and byte count, other values: only the sha256 can tell."""
+    for name, tensors in ((MODEL, {k: v + 1 for k, v in weights_for(1).items()}),
+                          (OPTIM, {**optimizer_for(), "adam.t": np.array(8, np.int64)})):
+        run = tmp_path / name
+        shutil.copytree(pristine_run, run)
+        data = stnp.save(tensors)
+        assert len(data) == (run / CK / name).stat().st_size and data != (run / CK / name).read_bytes()
+        (run / CK / name).write_bytes(data)
+        expect_error(f"{name} in checkpoint .* is corrupted or modified since it was saved", load_checkpoint, run)
+        fix_sha(run / CK, name)  # a deliberate edit that also updates the hash loads, with the new values
+        loaded = load_checkpoint(run)
+        held = loaded.weights if name == MODEL else loaded.optimizer_tensors
+        assert _tensor_bytes(held) == _tensor_bytes(tensors)
 
 
 # ------------------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from mlxrnn import SequenceModel, SequenceModelConfig, make_recurrent
 from mlxrnn.backend import mlx_installed
 from mlxrnn.errors import ConfigError
 from mlxrnn.models.gradflow import gradient_flow
-from mlxrnn.testing import CELL_VARIANTS, assert_gradients_close, numerical_gradient
+from mlxrnn.testing import CELL_VARIANT_IDS, CELL_VARIANTS, assert_gradients_close, numerical_gradient
 
-VARIANT_IDS = [f"{cell}-{next(iter(opts.values()))}" if opts else cell for cell, opts in CELL_VARIANTS]
+VARIANT_IDS = CELL_VARIANT_IDS
 
 
 def _single_layers(stack, backend: str, dtype: str) -> list:

@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlxrnn import SequenceModel, SequenceModelConfig, make_recurrent
-from mlxrnn.testing import CELL_VARIANTS, assert_gradients_close, numerical_gradient
+from mlxrnn.testing import CELL_VARIANT_IDS, CELL_VARIANTS, assert_gradients_close, numerical_gradient
 
-VARIANT_IDS = [f"{cell}-{next(iter(opts.values()))}" if opts else cell for cell, opts in CELL_VARIANTS]
+VARIANT_IDS = CELL_VARIANT_IDS
 
 
 def _randomise(module, rng: np.random.Generator, scale: float = 0.6) -> dict[str, np.ndarray]:

@@ -6,14 +6,19 @@ framework's outputs and final states, and save back to the source layout.
   on full batches with random initial states and on padded batches against
   ``pack_padded_sequence(enforce_sorted=False)``; the same weights on the MLX backend.
 * mlx.nn (skipped if MLX is missing): ``nn.RNN`` / ``GRU`` / ``LSTM``, bias on/off, float32.
-* Keras: TensorFlow/Keras is too heavy to install here, so the real-Keras test skips when
-  ``keras`` is not importable; the converter is checked against ``keras_reference`` below, an
+* Keras: real Keras 3 layers (plain, ``Bidirectional`` and stacked) on its JAX backend, no
+  TensorFlow (CI installs keras and jax from .ci/requirements-peers.txt; skipped where either is
+  missing); and, on every layout with and without bias, ``keras_reference`` below, an
   independent NumPy transcription of Keras's documented cell equations and weight layout.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -32,14 +37,14 @@ def _importable(name: str) -> bool:
 
 HAS_TORCH = _importable("torch")
 HAS_MLX = _importable("mlx") and _importable("mlx.core")
-HAS_KERAS = _importable("keras")
+HAS_KERAS = _importable("keras") and _importable("jax")
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (pip install torch, CPU build)")
 needs_mlx = pytest.mark.skipif(not HAS_MLX, reason="MLX is not installed (pip install 'mlx[cpu]' on Linux)")
 needs_keras = pytest.mark.skipif(
-    not HAS_KERAS,
-    reason="Keras/TensorFlow is not installed (too heavy for this environment and CI); "
-    "the NumPy transcription of Keras's equations (keras_reference) checks the layout instead",
+    not HAS_KERAS, reason="Keras 3 on JAX is not installed (pip install -r .ci/requirements-peers.txt)"
 )
+
+
 
 TOLERANCE = {"float64": 1e-5, "float32": 1e-4}
 TORCH_MODES = ["RNN_TANH", "RNN_RELU", "GRU", "LSTM"]
@@ -525,31 +530,125 @@ def test_keras_errors():
         to_keras(layer, use_bias=False)
 
 
+# Real Keras runs in one child process for all cases: JAX starts threads, and this test process
+# later forks children of its own (os.fork with threads running is unsafe).
+KERAS_WORKER = textwrap.dedent(
+    """
+    import json, os, sys, warnings
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 on JAX, no TensorFlow
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # skips probing for accelerators
+    warnings.simplefilter("ignore")  # e.g. Keras's np.array(variable) under NumPy 2
+    import numpy as np
+    import keras
+
+    with open(sys.argv[1]) as handle:
+        specs = json.load(handle)
+    arrays, results = np.load(sys.argv[2]), {}
+    for name, spec in specs.items():
+        inputs = arrays[name + "/x"]
+        for index in range(spec["layers"]):
+            options = {"reset_after": spec["reset_after"]} if spec["kind"] == "GRU" else {}
+            layer = getattr(keras.layers, spec["kind"])(spec["units"], activation=spec["activation"],
+                                                        return_sequences=True, return_state=True, **options)
+            if spec["bidirectional"]:
+                layer = keras.layers.Bidirectional(layer, merge_mode=spec["merge"])
+            layer(inputs)  # builds the weights
+            layer.set_weights([arrays[f"{name}/w{index}_{i}"] for i in range(spec["arrays_per_layer"])])
+            result = [keras.ops.convert_to_numpy(r) for r in layer(inputs)]
+            inputs = result[0]
+            for k, state in enumerate(result[1:]):  # h (, c) per direction, forward first
+                results[f"{name}/state{index}_{k}"] = state
+            for i, weight in enumerate(layer.get_weights()):
+                results[f"{name}/get{index}_{i}"] = weight
+        results[name + "/out"] = inputs
+    np.savez(sys.argv[3], **results)
+    """
+)
+
+
+def _keras_run(kind, activation, reset_after, bidirectional, layers, merge, seed):
+    """(spec, x, per-layer weights) of one real-Keras case, drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    per_layer = []
+    for index in range(layers):
+        layer_input = D if index == 0 else (2 * H if bidirectional and merge == "concat" else H)
+        weights = _keras_weights(kind, reset_after, True, layer_input, rng)
+        if bidirectional:
+            weights += _keras_weights(kind, reset_after, True, layer_input, rng)
+        per_layer.append([w.astype(np.float32) for w in weights])
+    x = rng.normal(size=(B, T, D)).astype(np.float32)
+    spec = {"kind": kind, "activation": activation, "reset_after": reset_after, "bidirectional": bidirectional,
+            "layers": layers, "merge": merge, "units": H, "arrays_per_layer": len(per_layer[0])}
+    return spec, x, per_layer
+
+
+KERAS_RUNS = {
+    f"{case_id}-{'bi' if bidirectional else 'uni'}": _keras_run(kind, activation, reset_after, bidirectional, 1,
+                                                                 "concat", 13)
+    for (kind, activation, reset_after), case_id in zip(KERAS_CASES, KERAS_IDS)
+    for bidirectional in (False, True)
+}
+KERAS_RUNS.update({
+    "stacked-lstm": _keras_run("LSTM", "tanh", None, True, 2, "sum", 14),
+    "stacked-gru-reset_before": _keras_run("GRU", "tanh", False, True, 2, "sum", 14),
+})
+
+
+@pytest.fixture(scope="module")
+def keras_results(tmp_path_factory) -> dict[str, np.ndarray]:
+    directory = tmp_path_factory.mktemp("keras")
+    arrays = {}
+    for name, (_, x, per_layer) in KERAS_RUNS.items():
+        arrays[name + "/x"] = x
+        for index, weights in enumerate(per_layer):
+            arrays.update({f"{name}/w{index}_{i}": w for i, w in enumerate(weights)})
+    (directory / "specs.json").write_text(json.dumps({name: run[0] for name, run in KERAS_RUNS.items()}))
+    np.savez(directory / "inputs.npz", **arrays)
+    result = subprocess.run([sys.executable, "-c", KERAS_WORKER, str(directory / "specs.json"),
+                             str(directory / "inputs.npz"), str(directory / "outputs.npz")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(np.load(directory / "outputs.npz"))
+
+
+def _keras_states(results: dict, name: str, layer: int) -> list[np.ndarray]:
+    return [results[f"{name}/state{layer}_{k}"] for k in range(4) if f"{name}/state{layer}_{k}" in results]
+
+
 @needs_keras
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("kind,activation,reset_after", KERAS_CASES, ids=KERAS_IDS)
-def test_keras_layers_match(kind, activation, reset_after, bidirectional):  # pragma: no cover - needs Keras
-    import keras
-
-    rng = np.random.default_rng(13)
-    options = {"reset_after": reset_after} if kind == "GRU" else {}
-    inner = getattr(keras.layers, kind)(H, activation=activation, return_sequences=True, return_state=True, **options)
-    keras_layer = keras.layers.Bidirectional(inner, merge_mode="concat") if bidirectional else inner
-    x = rng.normal(size=(B, T, D)).astype(np.float32)
-    keras_layer(x)  # builds the weights
-    weights = _keras_weights(kind, reset_after, True, D, rng)
-    if bidirectional:
-        weights += _keras_weights(kind, reset_after, True, D, rng)
-    keras_layer.set_weights([w.astype(np.float32) for w in weights])
-    result = [keras.ops.convert_to_numpy(r) for r in keras_layer(x)]
-    ref_out, ref_states = result[0], result[1:]  # states: h (, c) per direction, forward first
+def test_keras_layers_match(keras_results, kind, activation, reset_after, bidirectional):
+    name = f"{KERAS_IDS[KERAS_CASES.index((kind, activation, reset_after))]}-{'bi' if bidirectional else 'uni'}"
+    _, x, (weights,) = KERAS_RUNS[name]
+    ref_out, ref_states = keras_results[name + "/out"], _keras_states(keras_results, name, 0)
     layer = from_keras(weights, kind, activation=activation, backend="numpy", dtype="float32")
     ours_out, ours_state = _run_ours(layer, x)
     assert _max_error(ours_out, ref_out) <= 1e-4
     per_direction = len(ref_states) // (2 if bidirectional else 1)
+    assert per_direction == layer.state_size
     for direction in range(2 if bidirectional else 1):
         for k, ref in enumerate(ref_states[direction * per_direction : (direction + 1) * per_direction]):
             assert _max_error(ours_state[k][direction], ref) <= 1e-4
     if not (kind == "GRU" and reset_after):  # a (2, 3H) bias comes back with its z, r rows summed
-        for got, expected in zip(to_keras(layer), keras_layer.get_weights(), strict=True):
+        keras_weights = [keras_results[f"{name}/get0_{i}"] for i in range(len(weights))]
+        for got, expected in zip(to_keras(layer), keras_weights, strict=True):
             np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@needs_keras
+@pytest.mark.parametrize("name", ["stacked-lstm", "stacked-gru-reset_before"])
+def test_stacked_bidirectional_keras_layers_match(keras_results, name):
+    """Two Keras Bidirectional(merge_mode="sum") layers, the second reading the first's outputs:
+    one mlxrnn stack from the list of their weights, outputs and every final state alike."""
+    spec, x, per_layer = KERAS_RUNS[name]
+    layer = from_keras(per_layer, spec["kind"], merge="sum", backend="numpy", dtype="float32")
+    assert (layer.num_layers, layer.bidirectional, layer.merge) == (2, True, "sum")
+    ours_out, ours_state = _run_ours(layer, x)
+    assert _max_error(ours_out, keras_results[name + "/out"]) <= 1e-4
+    for index in range(2):
+        states = _keras_states(keras_results, name, index)
+        half = len(states) // 2
+        for direction, direction_states in enumerate((states[:half], states[half:])):  # our index: 2ℓ + d
+            for k, ref in enumerate(direction_states):
+                assert _max_error(ours_state[k][2 * index + direction], ref) <= 1e-4

@@ -95,9 +95,24 @@ def test_existing_run_directory_is_never_overwritten(tmp_path, small_corpus, tra
 
 
 def test_divergence_stops_with_advice_and_keeps_last_good_checkpoint(tmp_path, small_corpus):
-    options = TrainOptions(corpus=small_corpus, steps=40, lr=50.0, clip=None, optimizer="sgd", **SMALL)
-    with pytest.raises(TrainingDiverged, match=r"try a lower `lr`"):
-        train_language_model(options, tmp_path / "run")
+    # lr 50 without clipping: the loss passes 3x the first one at step 3; evaluating (and so
+    # saving) after every step leaves good checkpoints at steps 1 and 2 to keep.
+    options = dict(corpus=small_corpus, lr=50.0, clip=None, optimizer="sgd", **{**SMALL, "eval_every": 1})
+    with pytest.raises(TrainingDiverged, match=r"training stopped at step 3: .*the last good checkpoint is kept in "
+                                               r".*try a lower `lr` \(now \d+\) or `clip` 5"):
+        train_language_model(TrainOptions(steps=40, **options), tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "diverged" and records[-1]["step"] == 3
+    kept = load_checkpoint(tmp_path / "run", tag="last")
+    assert kept.meta["training"]["state"]["step"] == 2  # the step before the loss exploded
+    # ... holding exactly the weights of a run that stopped there by itself
+    train_language_model(TrainOptions(steps=2, **options), tmp_path / "reference")
+    reference = load_checkpoint(tmp_path / "reference", tag="last")
+    assert sorted(kept.weights) == sorted(reference.weights)
+    for name, value in reference.weights.items():
+        np.testing.assert_array_equal(kept.weights[name], value, err_msg=name)
+    for name, value in reference.optimizer_tensors.items():
+        np.testing.assert_array_equal(kept.optimizer_tensors[name], value, err_msg=name)
 
 
 @pytest.mark.skipif(not mlxrnn.mlx_installed(), reason="MLX is not installed (pip install 'mlxrnn[mlx]')")

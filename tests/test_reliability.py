@@ -38,9 +38,9 @@ from mlxrnn.errors import CheckpointError, ConfigError, DataError, MLXRNNError, 
 from mlxrnn.io.checkpoint import load_checkpoint, save_checkpoint
 from mlxrnn.lm import run as lm_train
 from mlxrnn.lm.corpus import bundled_corpus_path, read_text
+from mlxrnn.lm.evaluation import evaluate_ids
 from mlxrnn.lm.model import language_model_config, load_language_model
 from mlxrnn.lm.run import Interrupted, TrainingDiverged, TrainOptions, train_language_model
-from mlxrnn.lm.evaluation import evaluate_ids
 from mlxrnn.lm.tokenizers import CharTokenizer, WordTokenizer, make_tokenizer
 from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
@@ -583,6 +583,9 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, corpus):
         train_language_model(options, tmp_path / "run")
     good = load_checkpoint(tmp_path / "run", tag="last")  # loads: finite weights, hashes intact
     assert all(np.isfinite(w).all() for w in good.weights.values())
+    diverged = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert diverged["event"] == "diverged"
+    assert good.meta["training"]["state"]["step"] == diverged["step"] - 1  # evaluated (saved) after every step
 
 
 def test_gradient_norms_and_clip_rate_are_logged(tmp_path, corpus):
@@ -828,9 +831,40 @@ def test_fuzz_language_model_metadata(tmp_path, char_run, edits):
 
     _edit_meta(ckpt, apply)
     try:
-        load_language_model(run, backend="numpy")
+        lm, checkpoint = load_language_model(run, backend="numpy")
     except CheckpointError as error:
         assert "\n" not in str(error)
+        return
+    # A load that succeeds is the model the edited metadata describes, holding the stored weights.
+    meta = json.loads((ckpt / "meta.json").read_text())["meta"]
+    assert lm.model.config.to_dict() == SequenceModelConfig.from_dict(meta["model_config"]).to_dict()
+    assert lm.vocab == Vocabulary.from_dict(meta["vocab"])
+    assert lm.tokenizer.to_dict() == make_tokenizer(**meta["tokenizer"]).to_dict()
+    parameters = lm.model.numpy_parameters()
+    assert sorted(parameters) == sorted(checkpoint.weights)
+    for name, value in parameters.items():
+        np.testing.assert_array_equal(value, checkpoint.weights[name].astype(value.dtype), err_msg=name)
+    log_probs, _ = lm.log_probs(np.array([[lm.start_id] * 3]))
+    np.testing.assert_allclose(np.exp(log_probs).sum(axis=-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("key,value", [("seed", 123), ("dropout", 0.5)])
+def test_metadata_edits_that_leave_the_network_alone_load_the_same_model(tmp_path, char_run, key, value):
+    """The fuzz above rarely draws an edit that loads; these two always do, and must not change
+    a single prediction (the seed only draws initial weights, dropout only acts in training)."""
+    run = tmp_path / "run"
+    shutil.copytree(char_run, run)
+
+    def edit(doc):  # recurrent settings (dropout) live under the config's "recurrent" spec
+        config = doc["meta"]["model_config"]
+        (config if key in config else config["recurrent"])[key] = value
+
+    _edit_meta(_checkpoint_dir(run), edit)
+    original, _ = load_language_model(char_run, backend="numpy")
+    edited, _ = load_language_model(run, backend="numpy")
+    assert getattr(edited.model.config, key) == value
+    ids = original.encode("First Citizen")[None, :]
+    np.testing.assert_array_equal(edited.log_probs(ids)[0], original.log_probs(ids)[0])
 
 
 def _cli_value(huge_ok: bool):
