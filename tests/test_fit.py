@@ -12,6 +12,7 @@ import mlxrnn
 from mlxrnn import ConfigError, ShapeError, TrainingDiverged
 from mlxrnn.models.datasets import Dataset
 from mlxrnn.nn.sequences import pad_sequences
+from mlxrnn.testing import available_backends
 from mlxrnn.training.callbacks import Callback
 
 RNG = np.random.default_rng(0)
@@ -252,3 +253,28 @@ def test_predict_for_every_model():
     assert model.predict(data) == model.translate(data["source"], data["source_lengths"])
     generator = TASKS["generator"][0]()
     assert generator.predict(np.array([0, 2]), seed=1) == generator.generate(np.array([0, 2]), seed=1)
+
+
+@pytest.mark.skipif("mlx" not in available_backends(), reason="MLX is not installed")
+def test_fit_evaluate_save_and_load_agree_across_backends(tmp_path):
+    data = tagger_data(48)
+    histories, outputs = [], []
+    for backend in ("numpy", "mlx"):
+        model = mlxrnn.SequenceTagger(input_size=9, embed_size=4, hidden_size=6, backend=backend)
+        histories.append(model.fit(data, validation=data, epochs=2, batch_size=16, verbose=False).history)
+        loaded = mlxrnn.load(model.save(tmp_path / backend), backend="numpy")
+        outputs.append(loaded.predict_proba(data))
+    for key in histories[0]:
+        np.testing.assert_allclose(histories[1][key], histories[0][key], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_fit_method_and_the_fit_function_take_the_same_arguments():
+    import inspect
+
+    from mlxrnn.models.task import TaskModel
+    from mlxrnn.training.fit import fit
+
+    method = list(inspect.signature(TaskModel.fit).parameters.values())[1:]  # without self
+    function = list(inspect.signature(fit).parameters.values())[1:]  # without model
+    assert [(p.name, p.kind, p.default) for p in method] == [(p.name, p.kind, p.default) for p in function]

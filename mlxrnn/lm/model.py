@@ -98,7 +98,7 @@ class LanguageModel:
         return save_checkpoint(directory, self.model.numpy_parameters(), self.checkpoint_meta())
 
     # --- what the CLI's sample, score and eval do ---------------------------------------------------
-    def sample(self, length: int = 200, *, prime: str = "", num_samples: int | None = None,
+    def sample(self, length: int = 500, *, prime: str = "", num_samples: int | None = None,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                greedy: bool = False, allow_unk: bool = False, seed: int | None = None,
                include_prime: bool = True) -> str | list[str]:

@@ -93,6 +93,7 @@ def fit(model: Any, train: Any, validation: Any = None, *, epochs: int = 1, batc
     Raises:
         ConfigError/ShapeError: bad data or settings (before the first step);
         TrainingDiverged: the loss became NaN or Inf (the epoch's starting weights are restored).
+        KeyboardInterrupt (Ctrl-C) stops at once; the model keeps the weights of the last finished step.
     """
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
@@ -102,7 +103,7 @@ def fit(model: Any, train: Any, validation: Any = None, *, epochs: int = 1, batc
     trainer = Trainer(model, optimizer, clip_norm=clip_norm, rng=np.random.default_rng(seed + 1))
     shuffler = np.random.default_rng(seed)
     callbacks = list(callbacks)
-    if verbose or (verbose is None and sys.stderr.isatty()):
+    if verbose or (verbose is None and getattr(sys.stderr, "isatty", lambda: False)()):
         if not any(isinstance(callback, ProgressBar) for callback in callbacks):
             callbacks.append(ProgressBar())
     loop = FitLoop(model, trainer, epochs, train_data.num_batches(batch_size), val_data is not None)
