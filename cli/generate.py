@@ -61,8 +61,8 @@ def sample_command(
             raise ConfigError(f"{flag} must be an integer >= {minimum}, got {value}")
     lm, _ = load_language_model(run, backend=backend, tag=tag)
     stream = num_samples == 1 and not as_json
-    if stream:
-        click.echo(prime, nl=False)
+    if stream:  # streamed word tokens carry their space after them: the prime needs one before them
+        click.echo(prime + (" " if lm.level == "word" and prime and not prime[-1].isspace() else ""), nl=False)
     result = sample(
         lm,
         length=length,
@@ -76,10 +76,10 @@ def sample_command(
     if stream:
         click.echo()
     elif as_json:
-        echo_json({"prime": prime, "samples": result.texts})
+        echo_json(result.to_dict())
     else:
-        for i, text in enumerate(result.texts):
-            click.echo(f"--- sample {i + 1} ---\n{prime}{text}")
+        for i, text in enumerate(result.with_prime()):
+            click.echo(f"--- sample {i + 1} ---\n{text}")
 
 
 @click.command("score")
@@ -99,12 +99,13 @@ def score_command(run, sentences, per_token, tag, backend, as_json):
     """
     check_backend(backend)
     lm, _ = load_language_model(run, backend=backend, tag=tag)
-    ranked = sorted(score(lm, list(sentences)), key=lambda s: s.total, reverse=True)
+    ranked = sorted(score(lm, list(sentences)), key=lambda s: s.log_prob, reverse=True)
     if as_json:
         echo_json([s.to_dict() for s in ranked])
         return
     for rank, s in enumerate(ranked, start=1):
-        click.echo(f"{rank}. log p = {s.total:9.3f}  ({s.mean:.3f}/token, perplexity {s.perplexity:.2f})  {s.text!r}")
+        click.echo(f"{rank}. log p = {s.log_prob:9.3f}  ({s.mean_log_prob:.3f}/token, perplexity {s.perplexity:.2f})  "
+                   f"{s.text!r}")
         if per_token:
             for token, lp in zip(s.tokens, s.log_probs):
                 click.echo(f"     {lp:8.3f}  {token!r}")

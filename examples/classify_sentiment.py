@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bidirectional", action="store_true")
     parser.add_argument("--cell", default="lstm", choices=["rnn", "gru", "lstm"])
     parser.add_argument("--hidden", type=int, default=48)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--backend", default="numpy", choices=["numpy", "mlx", "auto"])
@@ -57,28 +57,24 @@ def main(argv: list[str] | None = None) -> dict:
     test_ids, test_len = encode(vocab, test_x)
 
     num_classes = 5 if args.ratings else 2
-    config = mlxrnn.SequenceClassifierConfig(
+    model = mlxrnn.SequenceClassifier(
         input_size=len(vocab), embed_size=32, cell=args.cell, hidden_size=args.hidden,
         bidirectional=args.bidirectional, pooling=args.pooling, num_classes=num_classes, seed=args.seed,
+        backend=args.backend,
     )
-    model = mlxrnn.SequenceClassifier(config, backend=args.backend)
-    trainer = mlxrnn.Trainer(model, mlxrnn.Adam(lr=0.005), clip_norm=1.0)
-    rng = np.random.default_rng(args.seed)
-    for step in range(1, args.steps + 1):
-        idx = rng.integers(0, len(train_y), size=args.batch_size)
-        width = int(train_len[idx].max())  # trim the batch to its longest sentence
-        result = trainer.step({"inputs": train_ids[idx, :width], "targets": train_y[idx], "lengths": train_len[idx]})
-        if step % 200 == 0:
-            print(f"step {step:5d}  loss {result.loss:.4f}", flush=True)
+    # Each batch is cut to its longest sentence by fit; a progress bar shows on a terminal.
+    history = model.fit({"inputs": train_ids, "targets": train_y, "lengths": train_len}, epochs=args.epochs,
+                        batch_size=args.batch_size, lr=0.005, clip_norm=1.0, seed=args.seed)
+    print(f"training loss per epoch: {' '.join(f'{loss:.4f}' for loss in history['loss'])}")
 
     predictions = model.predict({"inputs": test_ids, "lengths": test_len})
     accuracy = float(np.mean(predictions == test_y))
     majority = float(np.max(np.bincount(test_y, minlength=num_classes)) / len(test_y))
     elapsed = time.perf_counter() - started
-    head = config.head_kind
+    head = model.config.head_kind
     print(f"task: {'ratings 1-5' if args.ratings else 'binary'} sentiment-style ({head} head, "
           f"{args.pooling} pooling, {'bi' if args.bidirectional else 'uni'}directional {args.cell.upper()} "
-          f"H={args.hidden}), {args.steps} steps of {args.batch_size}, backend {model.xp.name}")
+          f"H={args.hidden}), {args.epochs} epochs in batches of {args.batch_size}, backend {model.xp.name}")
     print(f"held-out accuracy {accuracy:.3f} on {len(test_y)} new sentences (majority class: {majority:.3f})")
     print(f"run time {elapsed:.1f} s (CPU {time.process_time() - cpu_started:.1f} s)")
     return {"accuracy": accuracy, "majority": majority, "seconds": elapsed}

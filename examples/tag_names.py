@@ -52,18 +52,11 @@ def evaluate(model: mlxrnn.SequenceTagger, ids: np.ndarray, lengths: np.ndarray,
 
 
 def train_tagger(args, bidirectional: bool, vocab, train_ids, train_len, train_tags) -> mlxrnn.SequenceTagger:
-    config = mlxrnn.SequenceTaggerConfig(input_size=len(vocab), embed_size=32, cell="lstm", hidden_size=args.hidden,
-                                         bidirectional=bidirectional, seed=args.seed)
-    model = mlxrnn.SequenceTagger(config, backend=args.backend)
-    trainer = mlxrnn.Trainer(model, mlxrnn.Adam(lr=0.01), clip_norm=1.0)
-    rng = np.random.default_rng(args.seed)
-    for step in range(1, args.steps + 1):
-        idx = rng.integers(0, len(train_ids), size=args.batch_size)
-        width = int(train_len[idx].max())
-        result = trainer.step({"inputs": train_ids[idx, :width], "targets": train_tags[idx, :width],
-                               "lengths": train_len[idx]})
-        if step % 100 == 0:
-            print(f"  step {step:4d}  loss {result.loss:.4f}", flush=True)
+    model = mlxrnn.SequenceTagger(input_size=len(vocab), embed_size=32, cell="lstm", hidden_size=args.hidden,
+                                  bidirectional=bidirectional, seed=args.seed, backend=args.backend)
+    history = model.fit({"inputs": train_ids, "targets": train_tags, "lengths": train_len}, epochs=args.epochs,
+                        batch_size=args.batch_size, lr=0.01, clip_norm=1.0, seed=args.seed)
+    print(f"  training loss per epoch: {' '.join(f'{loss:.4f}' for loss in history['loss'])}")
     return model
 
 
@@ -71,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-baseline", action="store_true", help="skip the forward-only baseline")
     parser.add_argument("--hidden", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backend", default="numpy", choices=["numpy", "mlx", "auto"])
     parser.add_argument("--seed", type=int, default=0)
@@ -89,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     for bidirectional in settings:
         started, cpu_started = time.perf_counter(), time.process_time()
         name = "bidirectional" if bidirectional else "forward-only"
-        print(f"training a {name} LSTM tagger (H={args.hidden}), {args.steps} steps of {args.batch_size}")
+        print(f"training a {name} LSTM tagger (H={args.hidden}), {args.epochs} epochs in batches of {args.batch_size}")
         model = train_tagger(args, bidirectional, vocab, train_ids, train_len, train_tags)
         metrics = evaluate(model, test_ids, test_len, test_x, test_t)
         metrics["seconds"] = time.perf_counter() - started

@@ -27,7 +27,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import time  # noqa: E402
 
-import numpy as np  # noqa: E402
 from tasks import date_pairs  # noqa: E402
 
 import mlxrnn  # noqa: E402
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hidden", type=int, default=96)
     parser.add_argument("--bidirectional-encoder", action="store_true")
     parser.add_argument("--scheduled-sampling", type=float, default=0.0, help="probability of feeding predictions")
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--train-size", type=int, default=20000)
@@ -73,25 +72,15 @@ def main(argv: list[str] | None = None) -> dict:
     train, test = date_pairs(args.train_size, args.test_size, seed=args.seed)
     source_vocab = Vocabulary.build((c for s, _ in train for c in s), level="char")
     target_vocab = Vocabulary.build((c for _, t in train for c in t), level="char")
-    config = mlxrnn.Seq2SeqConfig(
+    model = mlxrnn.Seq2Seq(
         source_vocab_size=len(source_vocab), target_vocab_size=len(target_vocab), embed_size=24, cell=args.cell,
         hidden_size=args.hidden, bidirectional_encoder=args.bidirectional_encoder,
-        scheduled_sampling=args.scheduled_sampling, seed=args.seed,
+        scheduled_sampling=args.scheduled_sampling, seed=args.seed, backend=args.backend,
     )
-    model = mlxrnn.Seq2Seq(config, backend=args.backend)
-    optimizer = mlxrnn.Adam(lr=args.lr)
-    trainer = mlxrnn.Trainer(model, optimizer, clip_norm=1.0)
-    rng = np.random.default_rng(args.seed)
-    data = build(train, source_vocab, target_vocab)
-    for step in range(1, args.steps + 1):
-        optimizer.lr = args.lr * min(1.0, 2.0 * (1.0 - step / args.steps) + 0.05)  # decay over the last half
-        idx = rng.integers(0, len(train), size=args.batch_size)
-        width = int(data["source_lengths"][idx].max())
-        batch = {"source": data["source"][idx, :width], "source_lengths": data["source_lengths"][idx],
-                 "target": data["target"][idx], "target_lengths": data["target_lengths"][idx]}
-        result = trainer.step(batch)
-        if step % 250 == 0:
-            print(f"step {step:5d}  loss {result.loss:.4f}", flush=True)
+    decay_over_the_last_half = mlxrnn.LearningRateSchedule(lambda done: min(1.0, 2.0 * (1.0 - done) + 0.05))
+    history = model.fit(build(train, source_vocab, target_vocab), epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr, clip_norm=1.0, seed=args.seed, callbacks=[decay_over_the_last_half])
+    print(f"training loss per epoch: {' '.join(f'{loss:.4f}' for loss in history['loss'])}")
 
     train_seconds = time.perf_counter() - started
     accuracy, shown = exact_match(model, test, source_vocab, target_vocab, args.beam_size)
@@ -99,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n".join(shown))
     decoding = "greedy" if args.beam_size == 1 else f"beam search (k={args.beam_size})"
     print(f"model: {'bidirectional ' if args.bidirectional_encoder else ''}{args.cell.upper()} encoder–decoder, "
-          f"H={args.hidden}, {model.num_parameters()} parameters, {args.steps} steps of {args.batch_size} "
+          f"H={args.hidden}, {model.num_parameters()} parameters, {args.epochs} epochs in batches of {args.batch_size} "
           f"(training {train_seconds:.1f} s), backend {model.xp.name}")
     print(f"held-out exact match {accuracy:.4f} on {len(test)} unseen dates, {decoding}")
     print(f"run time {elapsed:.1f} s (CPU {time.process_time() - cpu_started:.1f} s)")

@@ -2,6 +2,16 @@
 
 Importing this package loads NumPy only: MLX is imported when the MLX backend is requested,
 and click (the CLI's dependency) never.
+
+From Python as from the command line:
+
+    summary = mlxrnn.train_language_model(corpus="my.txt", run_dir="runs/mine", steps=500)   # mlxrnn train
+    lm = mlxrnn.load(summary.run_dir)                 # a LanguageModel (or any model saved with .save)
+    lm.sample(prime="ROMEO:", seed=1)                 # mlxrnn sample
+    lm.score(["a sentence", "another"]), lm.evaluate(text)   # mlxrnn score / eval
+    model = mlxrnn.SequenceClassifier(input_size=43, hidden_size=48)
+    history = model.fit(train, validation=held_out, epochs=5, callbacks=[mlxrnn.EarlyStopping()])
+    model.save("models/sentiment"); mlxrnn.SequenceClassifier.load("models/sentiment")
 """
 
 from __future__ import annotations
@@ -9,9 +19,25 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from mlxrnn.backend import auto_choice, get_backend, mlx_installed
-from mlxrnn.errors import BackendUnavailable, CheckpointError, ConfigError, DataError, MLXRNNError, ShapeError
+from mlxrnn.errors import (
+    BackendUnavailable,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    Interrupted,
+    MLXRNNError,
+    ShapeError,
+    TrainingDiverged,
+)
 from mlxrnn.io import interop
+from mlxrnn.io.model_files import load
+from mlxrnn.lm.evaluation import Evaluation, evaluate_text
+from mlxrnn.lm.model import LanguageModel, load_language_model
+from mlxrnn.lm.options import TrainOptions
+from mlxrnn.lm.run import Progress, RunSummary, train_language_model
+from mlxrnn.lm.sampling import Samples, SentenceScore, sample, score
 from mlxrnn.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.models.generator import SequenceGenerator, SequenceGeneratorConfig, generator_batch
 from mlxrnn.models.gradflow import GradientFlow, gradient_flow
 from mlxrnn.models.seq2seq import Hypothesis, Seq2Seq, Seq2SeqConfig, seq2seq_batch
@@ -23,6 +49,8 @@ from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
 from mlxrnn.nn.layers import GRU, LSTM, RNN, Embedding, Linear, Recurrent, lengths_to_mask, make_recurrent, one_hot
 from mlxrnn.nn.losses import binary_cross_entropy_with_logits, mean_squared_error, softmax_cross_entropy
 from mlxrnn.nn.optim import SGD, Adam, AdamW, Optimizer, RMSProp, make_optimizer
+from mlxrnn.training.callbacks import Callback, EarlyStopping, LearningRateSchedule, ProgressBar, RestoreBestWeights
+from mlxrnn.training.fit import History
 from mlxrnn.training.trainer import StepResult, Trainer
 
 __all__ = [
@@ -34,8 +62,14 @@ __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "make_optimizer",
     "SequenceModel", "SequenceModelConfig", "RecurrentSpec", "Trainer", "StepResult",
     "MLXRNNError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "BackendUnavailable",
+    "TrainingDiverged", "Interrupted",
     "SequenceClassifier", "SequenceClassifierConfig", "SequenceTagger", "SequenceTaggerConfig",
     "Seq2Seq", "Seq2SeqConfig", "Hypothesis", "seq2seq_batch",
     "SequenceGenerator", "SequenceGeneratorConfig", "generator_batch",
     "GradientFlow", "gradient_flow",
+    # trained runs and saved models
+    "load", "LanguageModel", "load_language_model", "train_language_model", "TrainOptions", "Progress", "RunSummary",
+    "sample", "score", "evaluate_text", "Samples", "SentenceScore", "Evaluation", "SamplingOptions",
+    # fit
+    "History", "Callback", "EarlyStopping", "RestoreBestWeights", "LearningRateSchedule", "ProgressBar",
 ]

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mlxrnn
 from mlxrnn.io.checkpoint import check_weights, load_checkpoint
-from mlxrnn.lm.model import load_language_model
+from mlxrnn.lm.model import LanguageModel, load_language_model
 from mlxrnn.models.classifier import SequenceClassifier, SequenceClassifierConfig
 from mlxrnn.models.generator import SequenceGenerator, SequenceGeneratorConfig
 from mlxrnn.models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -90,3 +91,20 @@ def test_flat_language_model_run_loads_and_reproduces_its_logits() -> None:
     assert ids.tolist() == record["inputs"]
     logits, _, _ = lm.model.forward(ids)
     np.testing.assert_allclose(lm.xp.to_numpy(logits).astype(np.float64), np.asarray(record["logits"]), **TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ["tagger", "seq2seq", "generator"])
+def test_task_model_checkpoints_open_with_mlxrnn_load(name: str) -> None:
+    """They were written as save() writes today (save_checkpoint, {"kind", "config"} meta), and these
+    three fixtures' names are the kinds, so mlxrnn.load and Model.load read them as they are."""
+    model = mlxrnn.load(FIXTURES / "models" / name, backend="numpy")
+    assert type(model) is MODELS[name][1]
+    np.testing.assert_allclose(_forward(model, EXPECTED[name]), np.asarray(EXPECTED[name]["logits"]), **TOLERANCE)
+    assert type(MODELS[name][1].load(FIXTURES / "models" / name)) is MODELS[name][1]
+
+
+def test_the_language_model_run_opens_with_mlxrnn_load() -> None:
+    lm = mlxrnn.load(FIXTURES / "lm_char", backend="numpy")
+    assert isinstance(lm, LanguageModel)
+    logits, _ = lm.model(lm.encode(EXPECTED["lm_char"]["text"])[None, :])
+    np.testing.assert_allclose(lm.xp.to_numpy(logits), np.asarray(EXPECTED["lm_char"]["logits"]), **TOLERANCE)

@@ -29,6 +29,8 @@ def perplexity(loss: float) -> float:
 
 @dataclass
 class Evaluation:
+    """What ``mlxrnn eval`` reports; each attribute has the name of its key in ``--json``."""
+
     loss: float  #: mean negative log-likelihood per token (nats)
     num_tokens: int
     level: str
@@ -41,10 +43,18 @@ class Evaluation:
     def bits_per_token(self) -> float:
         return self.loss / math.log(2)
 
+    @property
+    def bits_per_char(self) -> float | None:
+        """:attr:`bits_per_token` of a character model (a token is a character); None for words."""
+        return self.bits_per_token if self.level == "char" else None
+
     def to_dict(self) -> dict:
-        data = {"loss": self.loss, "perplexity": self.perplexity, "num_tokens": self.num_tokens}
+        """The JSON of ``mlxrnn eval --json``: loss, perplexity, num_tokens, bits_per_token, and
+        bits_per_char for character models."""
+        data = {"loss": self.loss, "perplexity": self.perplexity, "num_tokens": self.num_tokens,
+                "bits_per_token": self.bits_per_token}
         if self.level == "char":
-            data["bits_per_char"] = self.bits_per_token
+            data["bits_per_char"] = self.bits_per_char
         return data
 
 

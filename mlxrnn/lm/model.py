@@ -13,7 +13,7 @@ Checkpoints hold the model config, the tokenizer and the vocabulary (JSON) besid
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,11 @@ import numpy as np
 
 from mlxrnn.backend import get_backend
 from mlxrnn.errors import CheckpointError, MLXRNNError
-from mlxrnn.io.checkpoint import check_weights, load_checkpoint
+from mlxrnn.io.checkpoint import Checkpoint, check_weights, load_checkpoint, save_checkpoint
+from mlxrnn.io.model_files import register_loader
 from mlxrnn.lm.tokenizers import make_tokenizer
 from mlxrnn.lm.vocabulary import Vocabulary
+from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
 
 LM_KIND = "language_model"
@@ -59,13 +61,85 @@ def language_model_config(
     ).validate()
 
 
-@dataclass
+@dataclass(repr=False)
 class LanguageModel:
-    """A trained (or fresh) language model: network, tokenizer and vocabulary together."""
+    """A trained (or fresh) language model: network, tokenizer and vocabulary together.
+
+    ``LanguageModel.load(run_dir)`` (or ``mlxrnn.load``) opens a trained run; :meth:`sample`,
+    :meth:`score` and :meth:`evaluate` do what ``mlxrnn sample``, ``score`` and ``eval`` do, with
+    the same results and field names; :meth:`save` writes a checkpoint those commands read.
+    """
 
     model: SequenceModel
     vocab: Vocabulary
     tokenizer: Any  # CharTokenizer | WordTokenizer
+
+    def __repr__(self) -> str:
+        spec = self.model.config.recurrent
+        return (f"LanguageModel(level={self.level!r}, vocabulary={len(self.vocab)}, cell={spec.cell!r}, "
+                f"hidden_size={spec.hidden_size}, num_layers={spec.num_layers}; "
+                f"{self.model.num_parameters():,} parameters, {self.xp.name} {self.xp.dtype_name})")
+
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
+        """The network's :meth:`~mlxrnn.models.task.TaskModel.summary`, after the tokens it reads."""
+        print_fn(f"{self.level}-level language model over {len(self.vocab)} tokens")
+        self.model.summary(print_fn)
+
+    # --- files ------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, backend: Any = None, tag: str = "best") -> LanguageModel:
+        """A trained model from a run directory (its ``tag`` checkpoint, "best" or "last") or a
+        checkpoint directory, as ``mlxrnn sample RUN`` loads it."""
+        return load_language_model(path, backend=backend, tag=tag)[0]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the model (weights, config, vocabulary, tokenizer; no training state) to the new
+        checkpoint directory ``directory``, atomically; ``mlxrnn sample`` and :meth:`load` read it."""
+        return save_checkpoint(directory, self.model.numpy_parameters(), self.checkpoint_meta())
+
+    # --- what the CLI's sample, score and eval do ---------------------------------------------------
+    def sample(self, length: int = 500, *, prime: str = "", num_samples: int | None = None,
+               temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+               greedy: bool = False, allow_unk: bool = False, seed: int | None = None,
+               include_prime: bool = True) -> str | list[str]:
+        """Generate ``length`` tokens after ``prime`` (``mlxrnn sample``, with the same options).
+
+        Returns the prime followed by the generated text, as ``mlxrnn sample`` prints it, or only
+        the generated text with ``include_prime=False`` (what its ``--json`` lists under
+        "samples"). One string; with ``num_samples=k``, a list of k strings drawn as one batch.
+        ``seed`` makes the draw reproducible (the CLI's ``--seed`` gives the same text).
+        Word models stop a sample at <EOS> (its end of line).
+        """
+        from mlxrnn.lm.sampling import sample
+
+        options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                                  allow_unk=allow_unk)
+        samples = sample(self, length=length, num_samples=1 if num_samples is None else num_samples, prime=prime,
+                         options=options, seed=seed, allow_unknown_prime=allow_unk)
+        texts = samples.with_prime() if include_prime else samples.texts
+        return texts[0] if num_samples is None else texts
+
+    def score(self, texts: str | Sequence[str]) -> Any:
+        """log p of each text by the chain rule (``mlxrnn score``): a
+        :class:`~mlxrnn.lm.sampling.SentenceScore` (``log_prob``, ``mean_log_prob``, ``perplexity``,
+        ``num_tokens``, ``tokens``; ``to_dict()`` is the CLI's JSON), or a list of them, in the
+        order given, for a list of texts."""
+        from mlxrnn.lm.sampling import score
+
+        return score(self, [texts])[0] if isinstance(texts, str) else score(self, texts)
+
+    def evaluate(self, text: str, window: int = 256) -> Any:
+        """Loss, perplexity and bits per token of ``text`` (``mlxrnn eval``): an
+        :class:`~mlxrnn.lm.evaluation.Evaluation`, whose ``to_dict()`` is the CLI's JSON."""
+        from mlxrnn.lm.evaluation import evaluate_text
+
+        return evaluate_text(self, text, window=window)
+
+    def evaluate_file(self, path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> Any:
+        """:meth:`evaluate` of a text file, read as ``mlxrnn eval RUN FILE`` reads it."""
+        from mlxrnn.lm.corpus import read_text
+
+        return self.evaluate(read_text(path, encoding=encoding, errors=errors))
 
     @property
     def xp(self):
@@ -213,7 +287,14 @@ def load_language_model(path: str | Path, backend: Any = None, tag: str = "best"
     Returns (language model, the Checkpoint). Raises CheckpointError on anything unusable.
     """
     checkpoint = load_checkpoint(path, tag=tag)
+    return _from_checkpoint(checkpoint, backend), checkpoint
+
+
+def _from_checkpoint(checkpoint: Checkpoint, backend: Any) -> LanguageModel:
     lm = language_model_from_meta(checkpoint.meta, backend=backend, weights=checkpoint.weights)
     check_weights(checkpoint.weights, lm.model.parameter_shapes())
     lm.model.load_parameters(checkpoint.weights)
-    return lm, checkpoint
+    return lm
+
+
+register_loader(LM_KIND, _from_checkpoint)  # mlxrnn.load opens language models too

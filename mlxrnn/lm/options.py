@@ -17,12 +17,13 @@ Help texts name other settings in backquotes (`embed`), as error messages do.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import numbers
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from mlxrnn.backend import BACKEND_NAMES
@@ -205,6 +206,18 @@ class TrainOptions:
         """These (saved) options with the settings a resumed run may change taken from ``new``."""
         changes = {spec.name: getattr(new, spec.name) for spec in fields(self) if spec.metadata["resumable"]}
         return TrainOptions(**{**asdict(self), **changes})
+
+    @classmethod
+    def with_settings(cls, options: TrainOptions | None, settings: dict[str, Any]) -> TrainOptions:
+        """``options`` (default: all defaults) with the fields in ``settings`` replaced; an unknown
+        name is a ConfigError that suggests the closest field."""
+        known = [spec.name for spec in fields(cls)]
+        for name in settings:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"unknown training setting {name!r}{hint}; valid: {', '.join(known)}")
+        return replace(options if options is not None else cls(), **settings)
 
     @classmethod
     def from_saved(cls, saved: dict) -> TrainOptions:

@@ -69,12 +69,14 @@ class LanguageModelRun:
         progress: Callable[[Progress], None] | None = None,
         log: Callable[[str], None] | None = None,
         distributed: DataParallel | None = None,
+        metrics: Callable[[dict], None] | None = None,
     ):
         self.dist = distributed or DataParallel()  # data-parallel: rank 0 alone prints and writes
         self.directory = RunDirectory(run_dir)
         self.run_dir = self.directory.path
         self.progress = progress if progress and self.dist.is_main else (lambda p: None)
         self.log = log if log and self.dist.is_main else (lambda message: None)
+        self.on_metrics = metrics if metrics and self.dist.is_main else None
         if resume:
             self.directory.check_resumable()
             self._restore(options)
@@ -146,6 +148,8 @@ class LanguageModelRun:
     def _metrics(self, record: dict) -> None:
         if self.dist.is_main:
             self.directory.append_metrics(record)
+            if self.on_metrics is not None:
+                self.on_metrics(dict(record))  # a copy: the callback may keep or change it
 
     def save(self, tags: tuple[str, ...] = ("last",)) -> Path:
         xp = self.lm.xp
@@ -361,6 +365,46 @@ class LanguageModelRun:
         )
 
 
-def train_language_model(options: TrainOptions, run_dir: str | Path, **kwargs: Any) -> RunSummary:
-    """Train (or with ``resume=True`` continue) a language model in ``run_dir``."""
-    return LanguageModelRun(options, run_dir, **kwargs).train()
+def train_language_model(
+    options: TrainOptions | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    metrics: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    distributed: DataParallel | None = None,
+    **settings: Any,
+) -> RunSummary:
+    """Train (or with ``resume=True`` continue) a language model in ``run_dir``: ``mlxrnn train``.
+
+    Args:
+        options: a :class:`TrainOptions`; or give its fields as keywords (they override
+            ``options`` when both are given): ``train_language_model(corpus="my.txt",
+            run_dir="runs/mine", level="word", hidden=256, steps=2000)``. The field names are the
+            CLI's flags with ``_`` for ``-`` (``--seq-len`` is ``seq_len``).
+        run_dir: the run directory (``--out``); resume, force: as ``--resume`` and ``--force``.
+        progress: called with a :class:`Progress` after every step (``event="train"``: step,
+            total_steps, epoch, loss, tokens_per_second, elapsed, eta_seconds, lr) and after every
+            scheduled evaluation (``event="eval"``, with ``val_loss``).
+        metrics: called with every record the run appends to ``metrics.jsonl``, as a dict with the
+            same keys: "start"; "train" every ``log_every`` steps (step, epoch, loss, grad_norm,
+            clipped, clip_rate, lr, tokens_per_second, elapsed); "eval" (step, val_loss,
+            val_perplexity, best, lr, and val_bpc for character models); "end" (the summary's
+            keys); "diverged"; "interrupted".
+        log: called with a line of text for notable events (resuming, learning-rate decays).
+        distributed: a :class:`~mlxrnn.training.distributed.DataParallel` for multi-process runs.
+    Returns:
+        the :class:`RunSummary` (``to_dict()`` is ``mlxrnn train --json``); the trained model is
+        ``mlxrnn.load(summary.run_dir)``.
+    Raises:
+        ConfigError, DataError: bad settings or corpus (nothing is written);
+        TrainingDiverged: the loss became NaN or exploded (the last good checkpoint is kept);
+        Interrupted: SIGINT/SIGTERM (Ctrl-C) stopped the run after saving its last checkpoint.
+    """
+    if run_dir is None:
+        raise ConfigError("`run_dir` is required: the directory the run writes its checkpoints and metrics to")
+    run = LanguageModelRun(TrainOptions.with_settings(options, settings), run_dir, resume=resume, force=force,
+                           progress=progress, log=log, distributed=distributed, metrics=metrics)
+    return run.train()

@@ -80,20 +80,31 @@ class Progress:
 
 @dataclass
 class RunSummary:
+    """What a finished (or stopped) run reports; attributes carry the keys of ``mlxrnn train --json``."""
+
     run_dir: str
     steps: int
     epochs_completed: float
-    best_val_loss: float | None
+    best_val_loss: float | None  #: nats per token
     last_val_loss: float | None
     elapsed_seconds: float
     tokens_per_second: float
     stopped_because: str
     level: str
 
+    @property
+    def best_val_perplexity(self) -> float | None:
+        return None if self.best_val_loss is None else perplexity(self.best_val_loss)
+
+    @property
+    def best_val_bpc(self) -> float | None:
+        """Bits per character of the best validation loss (character models only, else None)."""
+        return None if self.level != "char" or self.best_val_loss is None else self.best_val_loss / math.log(2)
+
     def to_dict(self) -> dict:
         data = asdict(self)
-        if self.level == "char" and self.best_val_loss is not None:
-            data["best_val_bpc"] = self.best_val_loss / math.log(2)
-        if self.best_val_loss is not None:
-            data["best_val_perplexity"] = perplexity(self.best_val_loss)
+        if self.best_val_bpc is not None:
+            data["best_val_bpc"] = self.best_val_bpc
+        if self.best_val_perplexity is not None:
+            data["best_val_perplexity"] = self.best_val_perplexity
         return data

@@ -23,6 +23,7 @@ import numpy as np
 from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.lm.evaluation import perplexity
 from mlxrnn.lm.model import LanguageModel
+from mlxrnn.lm.tokenizers import make_tokenizer
 from mlxrnn.models.decoding import MAX_BATCH_PROBABILITIES, SamplingOptions, draw_tokens, next_token_distribution
 
 
@@ -53,7 +54,19 @@ def encode_prime(lm: LanguageModel, prime: str) -> np.ndarray:
 @dataclass
 class Samples:
     ids: list[list[int]]  #: generated ids per sample (prime excluded, <EOS> included if drawn)
-    texts: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  #: the generated text per sample (prime excluded)
+    prime: str = ""  #: the text the samples continue
+    level: str = "char"  #: the tokenizer's level, which decides how the prime and a text join
+
+    def with_prime(self) -> list[str]:
+        """Each sample as ``mlxrnn sample`` prints it: the prime, then the generated text (a word
+        model puts a space between them where its tokenizer would)."""
+        join = make_tokenizer(self.level).continue_text
+        return [join(self.prime, text) for text in self.texts]
+
+    def to_dict(self) -> dict:
+        """The JSON of ``mlxrnn sample --json``: ``{"prime": ..., "samples": [texts without the prime]}``."""
+        return {"prime": self.prime, "samples": list(self.texts)}
 
 
 def sample(
@@ -110,7 +123,7 @@ def sample(
         if finished.all():
             break
     texts = [lm.decode(ids) for ids in generated]
-    return Samples(generated, texts)
+    return Samples(generated, texts, prime, lm.level)
 
 
 def _numpy_stream(lm: LanguageModel, context: np.ndarray, options: SamplingOptions, banned: list[int],
@@ -138,25 +151,35 @@ class SentenceScore:
     tokens: list[str]
     log_probs: list[float]  #: natural-log p(token | previous tokens), one per token
 
+    # The properties carry the names of the CLI's JSON keys (see to_dict); ``total`` and ``mean``
+    # are their older names.
     @property
-    def total(self) -> float:
+    def log_prob(self) -> float:
+        """log p(text), natural log: the sum of :attr:`log_probs`."""
         return float(sum(self.log_probs))
 
     @property
-    def mean(self) -> float:
-        return self.total / max(len(self.log_probs), 1)
+    def mean_log_prob(self) -> float:
+        return self.log_prob / max(len(self.log_probs), 1)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.tokens)
+
+    total = log_prob
+    mean = mean_log_prob
 
     @property
     def perplexity(self) -> float:
-        return perplexity(-self.mean)
+        return perplexity(-self.mean_log_prob)
 
     def to_dict(self) -> dict:
         return {
             "text": self.text,
-            "log_prob": self.total,
-            "mean_log_prob": self.mean,
+            "log_prob": self.log_prob,
+            "mean_log_prob": self.mean_log_prob,
             "perplexity": self.perplexity,
-            "num_tokens": len(self.tokens),
+            "num_tokens": self.num_tokens,
             "tokens": [{"token": t, "log_prob": lp} for t, lp in zip(self.tokens, self.log_probs)],
         }
 

@@ -33,6 +33,8 @@ class Tokenizer(Protocol):
 
     def detokenize(self, tokens: Iterable[str]) -> str: ...
 
+    def continue_text(self, text: str, continuation: str) -> str: ...
+
     def to_dict(self) -> dict[str, Any]: ...
 
 
@@ -53,6 +55,10 @@ class CharTokenizer:
     def detokenize(self, tokens: Iterable[str]) -> str:
         """Concatenate tokens; special tokens (if a caller passes any) appear literally."""
         return "".join(tokens)
+
+    def continue_text(self, text: str, continuation: str) -> str:
+        """``text`` followed by ``continuation`` (detokenized tokens that come after it)."""
+        return text + continuation
 
     def to_dict(self) -> dict[str, Any]:
         """Options such that ``make_tokenizer(**tok.to_dict())`` rebuilds this tokenizer."""
@@ -120,6 +126,14 @@ class WordTokenizer:
             parts.append(tok)
             prev = tok
         return "".join(parts)
+
+    def continue_text(self, text: str, continuation: str) -> str:
+        """``text`` (e.g. a prime) followed by ``continuation`` (detokenized tokens that come after
+        it), with the space :meth:`detokenize` would put between its last and their first token."""
+        if not text or not continuation or text[-1].isspace() or continuation[0].isspace():
+            return text + continuation
+        glued = continuation[0] in _NO_SPACE_BEFORE or text[-1] in _NO_SPACE_AFTER
+        return text + ("" if glued else " ") + continuation
 
     def to_dict(self) -> dict[str, Any]:
         """Options such that ``make_tokenizer(**tok.to_dict())`` rebuilds this tokenizer."""

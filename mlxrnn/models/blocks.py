@@ -66,6 +66,17 @@ class InputEncoder(Module):
         else:
             self.output_size = self.input_size
 
+    def extra_repr(self) -> str:
+        sizes = f"input_size={self.input_size}"
+        return f"{self.kind!r}, " + (sizes + f", embed_size={self.output_size}" if self.kind == "embedding" else sizes)
+
+    def io_sizes(self) -> tuple[int, int]:
+        return self.input_size, self.output_size
+
+    def __call__(self, inputs: Any) -> Any:
+        """The stack's input x (B, T, output_size) as an array (never TokenInputs)."""
+        return self.forward(inputs, as_tokens=False)[0]
+
     def forward(self, inputs: Any, as_tokens: bool = True) -> tuple[Any, EncodedInputs]:
         """inputs (B, T) ids or (B, T, D) floats → (x for the stack, cache for :meth:`backward`).
 

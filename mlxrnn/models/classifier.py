@@ -30,7 +30,14 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.models.blocks import INPUT_KINDS, InputEncoder, batch_mask, top_final_hidden, top_final_hidden_backward
-from mlxrnn.models.spec import RecurrentSpec, config_from_dict, with_recurrent_spec
+from mlxrnn.models.spec import (
+    RecurrentSpec,
+    config_from_dict,
+    config_from_settings,
+    takes_settings,
+    with_recurrent_spec,
+)
+from mlxrnn.models.task import Sums, TaskModel, binary_metric_sums, class_metric_sums
 from mlxrnn.nn.layers import Linear
 from mlxrnn.nn.losses import binary_cross_entropy_with_logits, softmax_cross_entropy
 from mlxrnn.nn.module import Module, check_positive_int
@@ -90,21 +97,31 @@ def _as_batch(batch: Any) -> Mapping[str, Any]:
     return batch if isinstance(batch, Mapping) else {"inputs": batch}
 
 
-class SequenceClassifier(Module):
+@takes_settings
+class SequenceClassifier(TaskModel, Module):
     """Many-to-one: a sequence in, one label out (see the module docstring for the equations).
 
     Shapes: inputs (B, T) ids or (B, T, D) → embeddings (B, E) → logits (B, 1) for the sigmoid
-    head, (B, C) for softmax. Parameters: ``embedding.weight`` (embedding input only),
-    ``rnn.*``, ``head.W`` (E, O), ``head.b`` (O,).
+    head, (B, C) for softmax; ``model(inputs, lengths=...)`` returns the logits. Parameters:
+    ``embedding.weight`` (embedding input only), ``rnn.*``, ``head.W`` (E, O), ``head.b`` (O,).
+    Build it from a config or its settings as keywords: ``SequenceClassifier(input_size=43)``.
     """
 
-    def __init__(self, config: SequenceClassifierConfig, backend: Any = None, dtype: str = "float32"):
+    checkpoint_kind = "classifier"
+    config_class = SequenceClassifierConfig
+
+    def __init__(self, config: SequenceClassifierConfig | None = None, backend: Any = None, dtype: str = "float32",
+                 **settings: Any):
         super().__init__(backend, dtype)
-        self.config = c = config.validate()
+        self.config = c = config_from_settings(self.config_class, config, settings).validate()
         self.add_child("embedding", InputEncoder(c.input_kind, c.input_size, c.embed_size, seed=c.seed,
                                                  backend=self.xp))
         self.add_child("rnn", c.recurrent.build(self.embedding.output_size, seed=c.seed + 1, backend=self.xp))
         self.add_child("head", Linear(self.embedding_size, self.num_outputs, seed=c.seed + 2, backend=self.xp))
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"pooling={c.pooling!r}, num_classes={c.num_classes}, head={c.head_kind!r}"
 
     @property
     def embedding_size(self) -> int:
@@ -158,18 +175,24 @@ class SequenceClassifier(Module):
         """Forward and loss: (mean loss, d_logits, cache)."""
         logits, cache = self.forward(batch["inputs"], lengths=batch.get("lengths"), mask=batch.get("mask"),
                                      training=training, rng=rng)
-        B = int(logits.shape[0])
-        targets = batch["targets"]
+        targets = self._head_targets(batch["targets"], int(logits.shape[0]))
+        if self.config.head_kind == "sigmoid":
+            loss, d_logits = binary_cross_entropy_with_logits(self.xp, logits, targets)
+        else:
+            loss, d_logits = softmax_cross_entropy(self.xp, logits, targets)
+        return loss, d_logits, cache
+
+    def _head_targets(self, targets: Any, batch_size: int) -> np.ndarray:
+        """Labels (B,) checked, as the head's loss takes them: (B, 1) floats for sigmoid, (B,) ids for softmax."""
+        B = batch_size
         targets = np.asarray(targets) if isinstance(targets, (np.ndarray, list, tuple)) else self.xp.to_numpy(targets)
         if targets.shape != (B,):
             raise ShapeError(f"targets must have shape (batch,) = ({B},), one label per sequence; got {targets.shape}")
         if self.config.head_kind == "sigmoid":
             if targets.dtype.kind not in "iufb" or np.any((targets < 0) | (targets > 1)):
                 raise ConfigError("targets of a sigmoid (binary) head must lie in [0, 1]")
-            loss, d_logits = binary_cross_entropy_with_logits(self.xp, logits, targets.astype(np.float64)[:, None])
-        else:
-            loss, d_logits = softmax_cross_entropy(self.xp, logits, targets)
-        return loss, d_logits, cache
+            return targets.astype(np.float64)[:, None]
+        return targets
 
     # --- backward -----------------------------------------------------------------------------
     def backward(self, d_logits: Any, cache: dict) -> tuple[dict, dict]:
@@ -189,6 +212,16 @@ class SequenceClassifier(Module):
         loss, d_logits, cache = self.loss(batch, training=training, rng=rng)
         grads, extras = self.backward(d_logits, cache)
         return loss, grads, extras
+
+    # --- fit / evaluate ---------------------------------------------------------------------------
+    def time_keys(self) -> dict[str, tuple[str, ...]]:
+        return {"lengths": ("inputs", "mask")}
+
+    def metric_sums(self, batch: Mapping[str, Any]) -> Sums:
+        logits, _ = self.forward(batch["inputs"], lengths=batch.get("lengths"), mask=batch.get("mask"))
+        targets = self._head_targets(batch["targets"], int(logits.shape[0]))
+        sums = binary_metric_sums if self.config.head_kind == "sigmoid" else class_metric_sums
+        return sums(self.xp, logits, targets)
 
     # --- inference (NumPy results) ----------------------------------------------------------------
     def embed(self, batch: Any) -> np.ndarray:

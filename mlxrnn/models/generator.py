@@ -30,7 +30,14 @@ import numpy as np
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.models.blocks import InputEncoder, batch_mask
 from mlxrnn.models.decoding import SamplingOptions, draw_tokens, next_token_distribution
-from mlxrnn.models.spec import RecurrentSpec, config_from_dict, with_recurrent_spec
+from mlxrnn.models.spec import (
+    RecurrentSpec,
+    config_from_dict,
+    config_from_settings,
+    takes_settings,
+    with_recurrent_spec,
+)
+from mlxrnn.models.task import Sums, TaskModel, class_metric_sums
 from mlxrnn.nn.layers import Embedding, Linear, check_token_ids
 from mlxrnn.nn.losses import softmax_cross_entropy
 from mlxrnn.nn.module import Module, check_positive_int
@@ -93,17 +100,24 @@ def generator_batch(conditions: Any, sequences: Sequence[Sequence[int]], eos_id:
     return {"conditions": np.asarray(conditions), "targets": targets, "lengths": lengths}
 
 
-class SequenceGenerator(Module):
+@takes_settings
+class SequenceGenerator(TaskModel, Module):
     """One-to-many generator; see the module docstring for the equations and batch format.
 
     Parameters: ``condition.weight`` (K, E) for class conditions or ``condition.W`` (F, E) and
     ``condition.b`` for vectors; ``embedding.weight`` (V, E); ``rnn.*``; ``head.W`` (H, V), ``head.b``.
-    Logits are (B, T, V).
+    Logits are (B, T, V); ``model(conditions, targets)`` returns them (teacher-forced).
+    Build it from a config or its settings as keywords.
     """
 
-    def __init__(self, config: SequenceGeneratorConfig, backend: Any = None, dtype: str = "float32"):
+    checkpoint_kind = "generator"
+    config_class = SequenceGeneratorConfig
+    pair_keys = ("conditions", "targets")
+
+    def __init__(self, config: SequenceGeneratorConfig | None = None, backend: Any = None, dtype: str = "float32",
+                 **settings: Any):
         super().__init__(backend, dtype)
-        self.config = c = config.validate()
+        self.config = c = config_from_settings(self.config_class, config, settings).validate()
         if c.condition_kind == "class":
             condition = Embedding(c.condition_size, c.embed_size, seed=c.seed, backend=self.xp)
         else:
@@ -113,6 +127,27 @@ class SequenceGenerator(Module):
                                                  backend=self.xp))
         self.add_child("rnn", c.recurrent.build(c.embed_size, seed=c.seed + 2, backend=self.xp))
         self.add_child("head", Linear(c.hidden_size, c.vocab_size, seed=c.seed + 3, backend=self.xp))
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"condition_kind={c.condition_kind!r}, condition_size={c.condition_size}, vocab_size={c.vocab_size}"
+
+    # --- fit / evaluate / predict ------------------------------------------------------------------
+    def time_keys(self) -> dict[str, tuple[str, ...]]:
+        return {"lengths": ("targets", "mask")}
+
+    def metric_sums(self, batch: Mapping[str, Any]) -> Sums:
+        """Teacher-forced loss and next-token accuracy over the valid target tokens (the <EOS> included)."""
+        targets, weights = self._batch_targets(batch)
+        logits, _ = self.forward(batch["conditions"], targets)
+        return class_metric_sums(self.xp, logits, targets, weights)
+
+    def predict(self, conditions: Any, max_length: int = 50, options: SamplingOptions | None = None,
+                seed: int | None = None) -> list[list[int]]:
+        """:meth:`generate` (``conditions`` may also be a batch dict holding them)."""
+        if isinstance(conditions, Mapping):
+            conditions = conditions["conditions"]
+        return self.generate(conditions, max_length=max_length, options=options, seed=seed)
 
     # --- forward ------------------------------------------------------------------------------
     def _condition_input(self, conditions: Any) -> tuple[Any, Any]:

@@ -41,7 +41,14 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.models.blocks import EncodedInputs, InputEncoder, batch_mask, bridge_state, bridge_state_backward
-from mlxrnn.models.spec import RecurrentSpec, config_from_dict, with_recurrent_spec
+from mlxrnn.models.spec import (
+    RecurrentSpec,
+    config_from_dict,
+    config_from_settings,
+    takes_settings,
+    with_recurrent_spec,
+)
+from mlxrnn.models.task import Sums, TaskModel, class_metric_sums
 from mlxrnn.nn.layers import Linear
 from mlxrnn.nn.losses import softmax_cross_entropy
 from mlxrnn.nn.module import Module, check_positive_int
@@ -130,16 +137,23 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-class Seq2Seq(Module):
+@takes_settings
+class Seq2Seq(TaskModel, Module):
     """Encoder–decoder; see the module docstring for the equations, batch format and decoding.
 
     Parameters: ``source_embedding.weight`` (V_src, E), ``encoder.*``, ``target_embedding.weight``
-    (V_tgt, E), ``decoder.*``, ``head.W`` (H, V_tgt), ``head.b``. Logits are (B, T, V_tgt).
+    (V_tgt, E), ``decoder.*``, ``head.W`` (H, V_tgt), ``head.b``. Logits are (B, T, V_tgt);
+    ``model(batch)`` returns them. Build it from a config or its settings as keywords.
     """
 
-    def __init__(self, config: Seq2SeqConfig, backend: Any = None, dtype: str = "float32"):
+    checkpoint_kind = "seq2seq"
+    config_class = Seq2SeqConfig
+    pair_keys = ("source", "target")
+
+    def __init__(self, config: Seq2SeqConfig | None = None, backend: Any = None, dtype: str = "float32",
+                 **settings: Any):
         super().__init__(backend, dtype)
-        self.config = c = config.validate()
+        self.config = c = config_from_settings(self.config_class, config, settings).validate()
         self.add_child("source_embedding", InputEncoder("embedding", c.source_vocab_size, c.embed_size, seed=c.seed,
                                                         backend=self.xp))
         self.add_child("encoder", c.recurrent.build(c.embed_size, seed=c.seed + 1, backend=self.xp))
@@ -151,6 +165,24 @@ class Seq2Seq(Module):
         self._sampling_rng = np.random.default_rng(c.seed + 5)
         banned = {c.pad_id} | ({c.start_id} if c.start_id != c.eos_id else set())
         self.banned_ids = sorted(banned)  #: never emitted by greedy or beam decoding
+
+    def extra_repr(self) -> str:
+        return f"source_vocab_size={self.config.source_vocab_size}, target_vocab_size={self.config.target_vocab_size}"
+
+    def time_keys(self) -> dict[str, tuple[str, ...]]:
+        return {"source_lengths": ("source",), "target_lengths": ("target", "target_mask")}
+
+    def metric_sums(self, batch: Mapping[str, Any]) -> Sums:
+        """Teacher-forced loss and next-token accuracy over the valid target tokens."""
+        logits, _ = self.forward(batch)
+        return class_metric_sums(self.xp, logits, *self._targets(batch))
+
+    def predict(self, batch: Any, beam_size: int = 1, max_length: int = 100, length_penalty: float = 1.0
+                ) -> list[list[int]]:
+        """:meth:`translate` of a batch dict (``source``, optional ``source_lengths``) or of the source ids."""
+        batch = batch if isinstance(batch, Mapping) else {"source": batch}
+        return self.translate(batch["source"], batch.get("source_lengths"), beam_size=beam_size,
+                              max_length=max_length, length_penalty=length_penalty)
 
     # --- encoder --------------------------------------------------------------------------------
     def _encode(self, ids: np.ndarray, source_lengths: Any, training: bool, rng) -> tuple[Any, dict]:

@@ -24,7 +24,14 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError
 from mlxrnn.models.blocks import INPUT_KINDS, InputEncoder, top_final_hidden, top_final_hidden_backward
-from mlxrnn.models.spec import RecurrentSpec, config_from_dict, with_recurrent_spec
+from mlxrnn.models.spec import (
+    RecurrentSpec,
+    config_from_dict,
+    config_from_settings,
+    takes_settings,
+    with_recurrent_spec,
+)
+from mlxrnn.models.task import METRIC_SUMS, Sums, TaskModel
 from mlxrnn.nn.layers import Linear, lengths_to_mask
 from mlxrnn.nn.losses import get_loss
 from mlxrnn.nn.module import Module, check_positive_int
@@ -119,18 +126,26 @@ class SequenceModelConfig:
         return config_from_dict(cls, data)
 
 
-class SequenceModel(Module):
+@takes_settings
+class SequenceModel(TaskModel, Module):
     """input encoding → recurrent stack → linear head, trained with a per-step or final loss.
 
     Shapes: inputs (B, T) or (B, T, D) → logits (B, T, O) for output "sequence", (B, O) for
     "last" (the top layer's final hidden state; both directions concatenated when bidirectional).
     Parameters: ``embedding.weight`` (input "embedding" only), ``rnn.*``, ``head.W`` (unless the
-    weights are tied), ``head.b``.
+    weights are tied), ``head.b``. ``model(inputs, ...)`` returns ``(logits, final_state)``.
+
+    Build it from a :class:`SequenceModelConfig` or from the config's settings as keywords:
+    ``SequenceModel(input_kind="dense", input_size=1, hidden_size=16, output="last", ...)``.
     """
 
-    def __init__(self, config: SequenceModelConfig, backend: Any = None, dtype: str = "float32"):
+    checkpoint_kind = "sequence_model"
+    config_class = SequenceModelConfig
+
+    def __init__(self, config: SequenceModelConfig | None = None, backend: Any = None, dtype: str = "float32",
+                 **settings: Any):
         super().__init__(backend, dtype)
-        self.config = c = config.validate()
+        self.config = c = config_from_settings(SequenceModelConfig, config, settings).validate()  # also a tagger's
         self.add_child("embedding", InputEncoder(c.input_kind, c.input_size, c.embed_size, seed=c.seed,
                                                  backend=self.xp))
         self.add_child("rnn", c.recurrent.build(self.embedding.output_size, seed=c.seed + 1, backend=self.xp))
@@ -140,6 +155,10 @@ class SequenceModel(Module):
             del head.params["W"]  # the head uses embedding.weight transposed
         self.add_child("head", head)
         self.loss_fn = get_loss(c.loss)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"output={c.output!r}, loss={c.loss!r}" + (", tie_weights=True" if c.tie_weights else "")
 
     def _head_weight(self) -> Any:
         if self.config.tie_weights:
@@ -218,3 +237,26 @@ class SequenceModel(Module):
         loss, d_logits, cache, final_state = self.loss(batch, training=training, rng=rng)
         grads, extras = self.backward(d_logits, cache)
         return loss, grads, {"final_state": final_state, **extras}
+
+    # --- fit / evaluate / predict -------------------------------------------------------------------
+    def time_keys(self) -> dict[str, tuple[str, ...]]:
+        padded = ("inputs", "mask") + (("targets",) if self.config.output == "sequence" else ())
+        return {"lengths": padded}
+
+    def metric_sums(self, batch: Mapping[str, Any]) -> Sums:
+        logits, _, _ = self.forward(batch["inputs"], initial_state=batch.get("initial_state"),
+                                    lengths=batch.get("lengths"), mask=batch.get("mask"))
+        weights = self._loss_weights(batch, int(logits.shape[1]) if self.config.output == "sequence" else 0)
+        return METRIC_SUMS[self.config.loss](self.xp, logits, batch["targets"], weights)
+
+    def predict(self, batch: Any) -> np.ndarray:
+        """Predictions as NumPy: class ids (cross-entropy: argmax over O), 0/1 (binary: σ(z) > ½,
+        per output) or the outputs themselves (MSE); shaped like the targets. ``batch`` is a dict
+        or the inputs alone."""
+        batch = batch if isinstance(batch, Mapping) else {"inputs": batch}
+        logits, _, _ = self.forward(batch["inputs"], initial_state=batch.get("initial_state"),
+                                    lengths=batch.get("lengths"), mask=batch.get("mask"))
+        z = self.xp.to_numpy(logits)
+        if self.config.loss == "cross_entropy":
+            return z.argmax(axis=-1)
+        return (z > 0).astype(np.int64) if self.config.loss == "binary_cross_entropy" else z.astype(np.float64)

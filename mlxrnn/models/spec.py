@@ -19,7 +19,9 @@ into ``recurrent``), read and set them as attributes (``config.hidden_size``), a
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, TypeVar
@@ -149,11 +151,22 @@ def with_recurrent_spec(aliases: Mapping[str, str] | None = None) -> Callable[[t
 
         cls.__init__ = __init__
         cls.flat_recurrent_names = tuple(flat_names)
+        __init__.__signature__ = _config_signature(generated_init, default_spec(), flat_names)
         for flat_name, spec_name in flat_names.items():
             setattr(cls, flat_name, _spec_property(spec_name))
         return cls
 
     return decorate
+
+
+def _config_signature(generated_init: Callable, spec: RecurrentSpec,
+                      flat_names: Mapping[str, str]) -> inspect.Signature:
+    """The dataclass's fields, then the flat recurrent names as keywords (defaults: the default spec's),
+    so ``help()`` and editors that read signatures show every name the config takes."""
+    generated = inspect.signature(generated_init)
+    flat = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(spec, spec_name))
+            for name, spec_name in flat_names.items()]
+    return generated.replace(parameters=[*generated.parameters.values(), *flat])
 
 
 def _spec_property(name: str) -> property:
@@ -185,4 +198,43 @@ def config_from_dict(cls: type[Config], data: Any) -> Config:
     return cls(**known, **flat).validate()
 
 
-__all__ = ["MERGES", "RecurrentSpec", "config_from_dict", "with_recurrent_spec"]
+def config_from_settings(cls: type[Config], config: Any, settings: Mapping[str, Any]) -> Config:
+    """The config a model's constructor was given: ``config`` itself (or its stored dict), or one
+    built from keyword settings (``SequenceClassifier(input_size=43, hidden_size=48)``)."""
+    if settings:
+        if config is not None:
+            raise ConfigError(f"give a {cls.__name__} or its settings as keywords ({', '.join(settings)}), not both")
+        valid = setting_names(cls)
+        unknown = [name for name in settings if name not in valid]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown setting {unknown[0]!r}{hint} for a {cls.__name__}; valid: {', '.join(valid)}")
+        return cls(**settings)
+    if config is None:
+        return cls()
+    if isinstance(config, Mapping):
+        return cls.from_dict(config)
+    if not isinstance(config, cls):
+        raise ConfigError(f"config must be a {cls.__name__} (or its settings as keywords), got {type(config).__name__}")
+    return config
+
+
+def setting_names(cls: type) -> tuple[str, ...]:
+    """Every keyword a config takes: its fields and the flat recurrent names."""
+    return tuple(dict.fromkeys([*cls.__dataclass_fields__, *getattr(cls, "flat_recurrent_names", ())]))
+
+
+def takes_settings(model_cls: type) -> type:
+    """Decorate a model class whose ``__init__(self, config=None, backend=None, dtype=..., **settings)``
+    builds its ``config_class`` from keywords: its signature then lists every setting."""
+    init = model_cls.__init__
+    own = [p for p in inspect.signature(init).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    settings = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                for p in inspect.signature(model_cls.config_class).parameters.values()]
+    init.__signature__ = inspect.Signature([*own, *settings])
+    return model_cls
+
+
+__all__ = ["MERGES", "RecurrentSpec", "config_from_dict", "config_from_settings", "setting_names", "takes_settings",
+           "with_recurrent_spec"]

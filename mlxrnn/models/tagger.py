@@ -24,7 +24,14 @@ import numpy as np
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.models.blocks import INPUT_KINDS, batch_mask
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
-from mlxrnn.models.spec import RecurrentSpec, config_from_dict, with_recurrent_spec
+from mlxrnn.models.spec import (
+    RecurrentSpec,
+    config_from_dict,
+    config_from_settings,
+    takes_settings,
+    with_recurrent_spec,
+)
+from mlxrnn.models.task import Sums
 from mlxrnn.nn.module import check_positive_int
 
 HEADS = ("auto", "sigmoid", "softmax")
@@ -79,6 +86,7 @@ class SequenceTaggerConfig:
         return config_from_dict(cls, data)
 
 
+@takes_settings
 class SequenceTagger(SequenceModel):
     """One tag per step. A batch: ``inputs`` (B, T) ids or (B, T, D) floats, ``targets`` (B, T)
     tag ids in [0, num_tags) on valid steps, optional ``lengths`` (B,) or ``mask`` (B, T).
@@ -88,12 +96,30 @@ class SequenceTagger(SequenceModel):
     ``self.tagger_config`` the tagger's own.
     """
 
-    def __init__(self, config: SequenceTaggerConfig, backend: Any = None, dtype: str = "float32"):
-        self.tagger_config = config.validate()
-        super().__init__(config.sequence_model_config(), backend=backend, dtype=dtype)
+    checkpoint_kind = "tagger"
+    config_class = SequenceTaggerConfig
+
+    def __init__(self, config: SequenceTaggerConfig | None = None, backend: Any = None, dtype: str = "float32",
+                 **settings: Any):
+        self.tagger_config = config_from_settings(self.config_class, config, settings).validate()
+        super().__init__(self.tagger_config.sequence_model_config(), backend=backend, dtype=dtype)
+
+    def saved_config(self) -> SequenceTaggerConfig:
+        return self.tagger_config
+
+    def extra_repr(self) -> str:
+        return f"num_tags={self.tagger_config.num_tags}, head={self.tagger_config.head_kind!r}"
 
     def loss(self, batch: Mapping[str, Any], training: bool = False, rng=None) -> tuple[Any, Any, dict, Any]:
         """Tag ids → the SequenceModel loss (padded positions weigh 0): (loss, d_logits, cache, final_state)."""
+        return super().loss(self._tag_batch(batch), training=training, rng=rng)
+
+    def metric_sums(self, batch: Mapping[str, Any]) -> Sums:
+        """Loss and tag accuracy over the valid steps of ``batch``."""
+        return super().metric_sums(self._tag_batch(batch))
+
+    def _tag_batch(self, batch: Mapping[str, Any]) -> dict:
+        """``batch`` with its tag ids checked and turned into the SequenceModel's targets."""
         shape = tuple(batch["inputs"].shape) if hasattr(batch["inputs"], "shape") else np.shape(batch["inputs"])
         if len(shape) < 2:
             raise ShapeError(f"inputs must be (batch, time) ids or (batch, time, features); got shape {shape}")
@@ -111,7 +137,7 @@ class SequenceTagger(SequenceModel):
             raise ConfigError(f"tags on valid steps must lie in [0, {self.tagger_config.num_tags})")
         tags = np.where(valid > 0, tags, 0)  # padded steps: any in-range value, their weight is 0
         targets = tags.astype(np.float64)[:, :, None] if self.tagger_config.head_kind == "sigmoid" else tags
-        return super().loss({**batch, "targets": targets}, training=training, rng=rng)
+        return {**batch, "targets": targets}
 
     def predict_proba(self, batch: Any) -> np.ndarray:
         """Tag probabilities (B, T, K) as float64 NumPy (sigmoid head: [1 − σ(z), σ(z)] per step)."""

@@ -40,6 +40,7 @@ backward only reaches them through ``d_final_state``, which the trainer leaves a
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +143,8 @@ class Recurrent(Module):
         cell: the registered cell name (the aliases fix it); ``cell_options`` go to its class.
 
     Shapes: ``forward(x (B, T, D)) -> (outputs (B, T, H_out), final_state, cache)`` with
-    H_out = 2H for a bidirectional concat, else H.
+    H_out = 2H for a bidirectional concat, else H; calling the layer, ``layer(x)``, returns
+    ``(outputs, final_state)`` as PyTorch's layers do (see :meth:`forward` for the keywords).
     """
 
     cell_name = "lstm"  # the default cell; the aliases below fix their own
@@ -196,6 +198,24 @@ class Recurrent(Module):
     @property
     def state_size(self) -> int:
         return self.cells[0].state_size
+
+    def extra_repr(self) -> str:
+        """The sizes, then every setting that differs from its default (as PyTorch shows them)."""
+        parts = [f"cell={self.cell_name!r}"] if type(self) is Recurrent else []
+        parts += [f"input_size={self.input_size}", f"hidden_size={self.hidden_size}"]
+        if self.num_layers != 1:
+            parts.append(f"num_layers={self.num_layers}")
+        if self.bidirectional:
+            parts.append("bidirectional=True" + (f", merge={self.merge!r}" if self.merge != "concat" else ""))
+        if self.dropout:
+            parts.append(f"dropout={self.dropout:g}")
+        defaults = inspect.signature(cell_class(self.cell_name).__init__).parameters
+        parts += [f"{name}={value!r}" for name, value in self.cell_options.items()
+                  if name not in defaults or defaults[name].default != value]
+        return ", ".join(parts)
+
+    def io_sizes(self) -> tuple[int, int]:
+        return self.input_size, self.output_size
 
     def config(self) -> dict:
         return {
@@ -576,15 +596,16 @@ class GRU(Recurrent):
 
 
 class LSTM(Recurrent):
-    """LSTM layers; ``peephole=True`` adds c⟨t−1⟩ to the update/forget gates and c⟨t⟩ to the output gate."""
+    """LSTM layers; ``peephole=True`` adds c⟨t−1⟩ to the update/forget gates and c⟨t⟩ to the output gate;
+    ``forget_bias`` is the forget gate's initial bias."""
 
     cell_name = "lstm"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
                  merge: str = "concat", dropout: float = 0.0, seed: int = 0, backend: Any = None,
-                 dtype: str = "float32", *, peephole: bool = False):
+                 dtype: str = "float32", *, peephole: bool = False, forget_bias: float = 1.0):
         super().__init__(input_size, hidden_size, num_layers, bidirectional, merge, dropout, seed, backend, dtype,
-                         peephole=peephole)
+                         peephole=peephole, forget_bias=forget_bias)
 
 
 def make_recurrent(cell: str, input_size: int, hidden_size: int, **kwargs: Any) -> Recurrent:
@@ -604,7 +625,14 @@ class Embedding(Module):
         rng = np.random.default_rng(seed)
         self._set_numpy_params({"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim))})
 
+    def extra_repr(self) -> str:
+        return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
+
+    def io_sizes(self) -> tuple[int, int]:
+        return self.num_embeddings, self.embedding_dim
+
     def forward(self, ids: Any) -> tuple[Any, Any]:
+        """ids (...) int → (vectors (..., E), the ids for :meth:`backward`); ``embedding(ids)`` is the vectors."""
         ids = check_token_ids(self.xp, ids, self.num_embeddings)
         return self.xp.take(self.params["weight"], ids, axis=0), ids
 
@@ -635,7 +663,15 @@ class Linear(Module):
             arrays["b"] = np.zeros(self.out_features)
         self._set_numpy_params(arrays)
 
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}" + (
+            "" if "b" in self.params else ", bias=False")
+
+    def io_sizes(self) -> tuple[int, int]:
+        return self.in_features, self.out_features
+
     def forward(self, x: Any) -> tuple[Any, Any]:
+        """x (..., D_in) → (y (..., D_out), x for :meth:`backward`); ``linear(x)`` is y."""
         if x.shape[-1] != self.in_features:
             raise _shape_error("x", f"(..., {self.in_features})", x.shape)
         y = self.xp.matmul(x, self.params["W"])

@@ -4,6 +4,11 @@ A :class:`Module` owns a flat ``params`` dict of backend arrays and named child 
 :meth:`Module.parameters` flattens the tree into ``{"child.name": array}``, the one format
 optimizers, clipping, checkpoints and gradients all share; :meth:`Module.load_parameters`
 writes such a dict back (MLX arrays are immutable, so updates replace rather than mutate).
+
+Modules behave as in PyTorch and mlx.nn where that costs nothing: calling one runs its
+``forward`` and returns the results without the cache kept for the backward pass (a layer
+returns ``(outputs, final_state)``, a ``Linear`` its ``y``), and the ``repr`` shows the sizes,
+the parameter count and the children.
 """
 
 from __future__ import annotations
@@ -81,6 +86,39 @@ class Module:
     def numpy_parameters(self) -> dict[str, np.ndarray]:
         """A NumPy copy of every parameter (for checkpoints and cross-backend comparisons)."""
         return {name: self.xp.to_numpy(value) for name, value in self.parameters().items()}
+
+    # --- as the frameworks do -----------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``forward(*args, **kwargs)`` without its last result, the cache for ``backward``.
+
+        So ``layer(x)`` is ``(outputs, final_state)`` as in PyTorch, ``linear(x)`` is y, and a
+        model's call is its logits (and final state where its forward returns one).
+        """
+        *results, _cache = self.forward(*args, **kwargs)
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def extra_repr(self) -> str:
+        """The sizes and settings shown inside ``Name(...)`` (subclasses say what defines them)."""
+        return ""
+
+    def io_sizes(self) -> tuple[int, int] | None:
+        """(features in, features out) for :meth:`summary`-style tables, when the module has them."""
+        return None
+
+    def __repr__(self) -> str:
+        return "\n".join(self._repr_lines(top=True))
+
+    def _repr_lines(self, top: bool) -> list[str]:
+        count = f"{self.num_parameters():,} parameters"
+        if top:  # where the numbers live matters once, not on every line
+            count += f", {self.xp.name} {self.xp.dtype_name}"
+        inside = "; ".join(part for part in (self.extra_repr(), count) if part)
+        lines = [f"{type(self).__name__}({inside})"]
+        for name, child in self._children.items():
+            child_lines = child._repr_lines(top=False)
+            lines.append(f"  ({name}): {child_lines[0]}")
+            lines.extend("  " + line for line in child_lines[1:])
+        return lines
 
 
 def check_positive_int(label: str, value: Any, minimum: int = 1) -> int:
