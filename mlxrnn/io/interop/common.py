@@ -25,6 +25,53 @@ KERAS_GATES = {"rnn": ("c",), "gru": ("u", "r", "c"), "lstm": ("u", "f", "c", "o
 NEGATED = {"rnn": (), "gru": ("u",), "lstm": ()}  # blocks stored as z = −(our u pre-activation)
 
 
+#: the number of gate blocks of each cell the frameworks have: how weight shapes tell the cell
+KIND_BY_GATES = {len(gates): kind for kind, gates in OUR_GATES.items()}
+
+
+def resolve_dtype(backend: Any, dtype: str | None) -> str:
+    """The dtype to build in: ``dtype``, or a backend object's own (float32 for a backend name).
+
+    A backend *object* computes in the dtype it was made with, so a different ``dtype=`` would
+    be ignored without a word: refused instead (ConfigError).
+    """
+    own = None if backend is None or isinstance(backend, str) else getattr(backend, "dtype_name", None)
+    if dtype is None:
+        return own or "float32"
+    if own is not None and str(dtype) != own:
+        raise ConfigError(
+            f"the backend object {backend!r} computes in {own} but dtype={dtype!r}; pass dtype={own!r} (or leave it "
+            f"out), or a backend made for {dtype} (get_backend(name, {str(dtype)!r}))"
+        )
+    return str(dtype)
+
+
+def kind_from_gates(rows: int, hidden_size: int, where: str) -> str:
+    """The cell whose fused matrices have ``rows`` = G·H rows for ``hidden_size`` = H (G = 1, 3, 4)."""
+    gates, remainder = divmod(rows, hidden_size) if hidden_size else (0, 1)
+    if remainder or gates not in KIND_BY_GATES:
+        raise CheckpointError(
+            f"{where}: {rows} gate rows for hidden size {hidden_size} is not 1 (RNN), 3 (GRU) or 4 (LSTM) blocks"
+        )
+    return KIND_BY_GATES[gates]
+
+
+def activation_name(function: Any) -> str | None:
+    """A framework's activation (a function such as ``keras.activations.tanh`` or ``nn.relu``, or
+    its name) -> its lower-case name; None stays None."""
+    if function is None or isinstance(function, str):
+        return None if function is None else function.lower()
+    name = getattr(function, "__name__", None)
+    return name.lower() if isinstance(name, str) else repr(function)
+
+
+def agree(what: str, given: Any, found: Any) -> Any:
+    """The value of a setting given both as an argument and by the source object: they must agree."""
+    if given is not None and found is not None and given != found:
+        raise ConfigError(f"{what}={given!r} contradicts the source, which has {what}={found!r}; leave {what} out")
+    return found if given is None else given
+
+
 def as_numpy(value: Any, name: str) -> np.ndarray:
     """An array-like (NumPy, MLX array, CPU torch tensor) -> float64 NumPy copy."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor, without importing torch

@@ -12,13 +12,17 @@ from mlxrnn.errors import CheckpointError, ConfigError
 from mlxrnn.io.interop.common import (
     KERAS_GATES,
     OUR_GATES,
+    activation_name,
+    agree,
     as_numpy,
     build_layer,
     check_exportable,
     check_zero_biases,
     expect_shape,
     from_two_biases,
+    kind_from_gates,
     numpy_direction,
+    resolve_dtype,
     rnn_activation,
     to_two_biases,
 )
@@ -34,39 +38,108 @@ def _keras_kind(kind: str) -> str:
     return _KERAS_KINDS[key]
 
 
+#: the Keras layer classes read as objects (a generic ``keras.layers.RNN(cell)`` is not one of them)
+_LAYER_CLASSES = ("SimpleRNN", "GRU", "LSTM")
+
+
+def _layer_settings(layer: Any) -> tuple[list, dict[str, Any]]:
+    """(weights, settings) of a Keras layer object, read duck-typed (Keras is not imported)."""
+    outer = type(layer).__name__
+    inner, merge = layer, None
+    if outer == "Bidirectional":
+        inner, merge = getattr(layer, "forward_layer", None) or getattr(layer, "layer", None), layer.merge_mode
+    name = type(inner).__name__
+    if name not in _LAYER_CLASSES:
+        raise ConfigError(
+            f"from_keras takes a Keras SimpleRNN, GRU or LSTM layer (or a Bidirectional one), its get_weights(), or "
+            f"a list of those for a stack; got a {outer}"
+            + (" (pass the recurrent layer itself: model.get_layer(name))" if name == outer else f" of {name}")
+        )
+    if outer != "Bidirectional" and getattr(inner, "go_backwards", False):
+        raise ConfigError(
+            f"this Keras {name} has go_backwards=True (it reads and returns the sequence reversed); mlxrnn layers "
+            "run forward, or both ways as Bidirectional"
+        )
+    settings = {"kind": _keras_kind(name), "activation": activation_name(getattr(inner, "activation", None))}
+    if name != "SimpleRNN":
+        settings["recurrent_activation"] = activation_name(getattr(inner, "recurrent_activation", None))
+    if name == "GRU":
+        settings["reset_after"] = bool(getattr(inner, "reset_after", True))
+    if merge is not None or outer == "Bidirectional":
+        settings["merge"] = merge
+    weights = list(layer.get_weights())
+    if not weights:
+        raise ConfigError(f"this Keras {outer} has no weights yet; build it first (call it on a batch, or layer.build)")
+    return weights, settings
+
+
+def _source_settings(source: Any) -> tuple[Any, dict[str, Any]]:
+    """(weights, settings read from layer objects — empty for plain weight lists)."""
+    layers = source if isinstance(source, (list, tuple)) else [source]
+    objects = [callable(getattr(item, "get_weights", None)) for item in layers]
+    if not any(objects):
+        return source, {}
+    if not all(objects) or not layers:
+        raise ConfigError("pass Keras layer objects or weight lists to from_keras, not a mix of the two")
+    read = [_layer_settings(layer) for layer in layers]
+    for index, (_, settings) in enumerate(read[1:], start=1):
+        if settings != read[0][1]:
+            raise ConfigError(
+                f"the Keras layers of a stack must share their settings; layer 0 has {read[0][1]}, "
+                f"layer {index} has {settings}"
+            )
+    weights = [w for w, _ in read]
+    return (weights if isinstance(source, (list, tuple)) else weights[0]), read[0][1]
+
+
 def from_keras(
-    weights: list,
-    kind: str,
+    weights: Any,
+    kind: str | None = None,
     *,
-    activation: str = "tanh",
-    recurrent_activation: str = "sigmoid",
+    activation: str | None = None,
+    recurrent_activation: str | None = None,
     reset_after: bool | None = None,
-    merge: str = "concat",
+    merge: str | None = None,
     dropout: float = 0.0,
     backend: Any = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> Recurrent:
-    """Build an mlxrnn layer from Keras ``SimpleRNN`` / ``GRU`` / ``LSTM`` weights.
+    """Build an mlxrnn layer from a Keras ``SimpleRNN`` / ``GRU`` / ``LSTM`` or its weights.
 
     Args:
-        weights: what ``get_weights()`` returns: ``[kernel (D, G·H), recurrent_kernel (H, G·H),
-            bias]`` (no bias when ``use_bias=False``); for a ``Bidirectional`` wrapper the forward
-            layer's list followed by the backward layer's (bidirectionality is read from the
-            count). For a stack, a list of such lists, one per layer (all with the same units).
-        kind: "SimpleRNN", "GRU" or "LSTM".
-        activation: the layer's ``activation`` ("tanh"; SimpleRNN also "relu").
+        weights: the Keras layer itself (plain or ``Bidirectional``; a list of them for a stack),
+            which also gives ``kind``, ``activation``, ``recurrent_activation``, ``reset_after``
+            and ``merge``; or what ``get_weights()`` returns: ``[kernel (D, G·H),
+            recurrent_kernel (H, G·H), bias]`` (no bias when ``use_bias=False``); for a
+            ``Bidirectional`` wrapper the forward layer's list followed by the backward layer's
+            (bidirectionality is read from the count). For a stack, a list of such lists, one
+            per layer (all with the same units).
+        kind: "SimpleRNN", "GRU" or "LSTM"; None reads it from the layer, or from the shapes
+            (G = 1, 3 or 4 gate blocks of H columns).
+        activation: the layer's ``activation`` ("tanh"; SimpleRNN also "relu"). Weights cannot
+            tell: None is a layer's own, else tanh (Keras's default).
         recurrent_activation: must be "sigmoid" (Keras 3 and tf.keras 2 default; Keras 1's
-            "hard_sigmoid" is not supported).
-        reset_after: GRU only; read from the bias shape ((2, 3H) means True). Required when the
-            GRU has no bias, since the two variants then differ only in where the reset gate acts.
-        merge: a Bidirectional wrapper's ``merge_mode``: "concat" or "sum".
+            "hard_sigmoid" is not supported); None is a layer's own, else sigmoid.
+        reset_after: GRU only; read from the bias shape ((2, 3H) means True) or the layer.
+            Required for weights without bias, since the two variants then differ only in where
+            the reset gate acts.
+        merge: a Bidirectional wrapper's ``merge_mode``: "concat" or "sum"; None is the
+            wrapper's own, else concat.
+        backend, dtype: where the layer computes; ``dtype`` None is the backend object's own
+            dtype (float32 for a backend name), and one that contradicts a backend object is
+            refused. Arguments that contradict a given layer object are refused too.
     Returns:
         an mlxrnn layer; GRU ``reset_after=True`` -> ``variant="reset_after"``, False -> "full".
     """
-    kind = _keras_kind(kind)
-    options = rnn_activation(kind, activation)
-    if recurrent_activation != "sigmoid" and kind != "rnn":
-        raise ConfigError(f"only recurrent_activation='sigmoid' is supported, got {recurrent_activation!r}")
+    dtype = resolve_dtype(backend, dtype)
+    weights, found = _source_settings(weights)
+    kind = agree("kind", None if kind is None else _keras_kind(kind), found.get("kind"))
+    activation = agree("activation", activation_name(activation), found.get("activation")) or "tanh"
+    recurrent_activation = agree(
+        "recurrent_activation", activation_name(recurrent_activation), found.get("recurrent_activation")
+    )
+    reset_after = agree("reset_after", reset_after, found.get("reset_after"))
+    merge = agree("merge", merge, found.get("merge")) or "concat"
     if merge not in ("concat", "sum"):
         raise ConfigError(f"Bidirectional merge_mode {merge!r} is not supported: use 'concat' or 'sum'")
     if not isinstance(weights, (list, tuple)) or not weights:
@@ -82,7 +155,15 @@ def from_keras(
     has_bias = count in (3, 6)
     per_direction = count // num_directions
     first = as_numpy(per_layer[0][0], "kernel")
-    hidden_size = as_numpy(per_layer[0][1], "recurrent_kernel").shape[0]
+    recurrent_first = as_numpy(per_layer[0][1], "recurrent_kernel")
+    hidden_size = recurrent_first.shape[0]
+    if kind is None:  # the cell from the shapes: recurrent_kernel is (H, G·H)
+        if recurrent_first.ndim != 2:
+            raise CheckpointError(f"recurrent_kernel has shape {recurrent_first.shape}; expected (H, G·H)")
+        kind = kind_from_gates(recurrent_first.shape[1], hidden_size, f"recurrent_kernel {recurrent_first.shape}")
+    options = rnn_activation(kind, activation)
+    if kind != "rnn" and (recurrent_activation or "sigmoid") != "sigmoid":
+        raise ConfigError(f"only recurrent_activation='sigmoid' is supported, got {recurrent_activation!r}")
     gates = len(OUR_GATES[kind])
     GH = gates * hidden_size
     if first.ndim != 2 or first.shape[1] != GH:

@@ -12,13 +12,17 @@ from mlxrnn.errors import CheckpointError, ConfigError
 from mlxrnn.io.interop.common import (
     OUR_GATES,
     TORCH_GATES,
+    activation_name,
+    agree,
     as_numpy,
     build_layer,
     check_exportable,
     check_zero_biases,
     expect_shape,
     from_two_biases,
+    kind_from_gates,
     numpy_direction,
+    resolve_dtype,
     rnn_activation,
     to_two_biases,
 )
@@ -51,51 +55,104 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _recurrent_modules(flat: Mapping[str, Any]) -> list[str]:
+    """The module paths (``"encoder.rnn."``) whose parameters look like an mlx.nn RNN/GRU/LSTM."""
+    modules: dict[str, set[str]] = {}
+    for key in flat:
+        module, _, name = key.rpartition(".")
+        modules.setdefault(f"{module}." if module else "", set()).add(name)
+    return sorted(m for m, names in modules.items() if "Wxh" in names or {"Wx", "Wh"} <= names)
+
+
 def _mlx_params(parameters: Any, prefix: str | None) -> dict[str, np.ndarray]:
     flat = _flatten(parameters)
+    selected = flat
     if prefix is not None:
-        flat = {key[len(prefix) :]: value for key, value in flat.items() if key.startswith(prefix)}
-    if not flat:
-        raise CheckpointError(f"no mlx.nn parameters found{f' under prefix {prefix!r}' if prefix else ''}")
-    modules = {key.rpartition(".")[0] for key in flat}
+        selected = {key[len(prefix) :]: value for key, value in flat.items() if key.startswith(prefix)}
+    candidates = [m for m in _recurrent_modules(flat) if m != (prefix or "")]
+    hint = ""
+    if len(candidates) == 1:
+        hint = f"; pass prefix={candidates[0]!r} (the recurrent module there)"
+    elif candidates:
+        hint = f"; pass prefix= one of {', '.join(map(repr, candidates))} (the recurrent modules there)"
+    if not selected:
+        raise CheckpointError(f"no mlx.nn parameters found{f' under prefix {prefix!r}' if prefix else ''}{hint}")
+    modules = {key.rpartition(".")[0] for key in selected}
     if len(modules) != 1:
         raise ConfigError(
-            f"the parameters hold several modules ({', '.join(sorted(m or '<top>' for m in modules))}); "
-            "pass prefix='<module path>.' to choose one"
+            f"the parameters hold several modules ({', '.join(sorted(m or '<top>' for m in modules))})"
+            + (hint or "; pass prefix='<module path>.' to choose one")
         )
     (module,) = modules
     strip = len(module) + 1 if module else 0
-    return {key[strip:]: as_numpy(value, key) for key, value in flat.items()}
+    return {key[strip:]: as_numpy(value, key) for key, value in selected.items()}
+
+
+def _submodule(module: Any, prefix: str | None) -> Any:
+    """The child of an mlx.nn module at ``prefix`` ("encoder.layers.0."), or None if not found."""
+    for part in (prefix or "").split(".")[:-1] if prefix else []:
+        if isinstance(module, Mapping) and part in module:
+            module = module[part]
+        elif isinstance(module, (list, tuple)) and part.isdigit() and int(part) < len(module):
+            module = module[int(part)]
+        else:
+            return None
+    return module
+
+
+def _module_settings(source: Any, kind: str | None, nonlinearity: str | None, prefix: str | None):
+    """(parameters, kind, nonlinearity) from a parameter tree or an ``mlx.nn.Module`` (duck-typed:
+    MLX is not imported). A recurrent module (the whole source, or the one at ``prefix``) says its
+    own kind and nonlinearity; given arguments must agree with them."""
+    if not callable(getattr(source, "parameters", None)):
+        return source, kind, nonlinearity
+    module = _submodule(source, prefix)
+    own_kind = type(module).__name__.lower() if module is not None else None
+    if own_kind in _MLX_NAMES:
+        kind = agree("kind", None if kind is None else str(kind).lower(), own_kind)
+        if own_kind == "rnn":
+            nonlinearity = agree("nonlinearity", activation_name(nonlinearity), activation_name(module.nonlinearity))
+    return source.parameters(), kind, nonlinearity
 
 
 def from_mlx_nn(
     parameters: Any,
     kind: str | None = None,
     *,
-    nonlinearity: str = "tanh",
+    nonlinearity: str | None = None,
     prefix: str | None = None,
     backend: Any = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> Recurrent:
-    """Build an mlxrnn layer from an ``mlx.nn.RNN`` / ``GRU`` / ``LSTM`` parameter tree.
+    """Build an mlxrnn layer from an ``mlx.nn.RNN`` / ``GRU`` / ``LSTM`` or its parameter tree.
 
     Args:
-        parameters: ``module.parameters()`` (nested), ``tree_flatten(module.parameters())`` (pairs)
-            or a dict of them; values are anything ``np.asarray`` takes (MLX arrays do).
+        parameters: the module itself (or a model holding one: select it with ``prefix``),
+            ``module.parameters()`` (nested), ``tree_flatten(module.parameters())`` (pairs) or a
+            dict of them; values are anything ``np.asarray`` takes (MLX arrays do).
             RNN: Wxh (H, D), Whh (H, H), bias (H,); GRU: Wx (3H, D) [r, z, n], Wh (3H, H), b (3H,),
             bhn (H,); LSTM: Wx (4H, D) [i, f, g, o], Wh (4H, H), bias (4H,). Biases may be absent.
-        kind: "rnn", "gru" or "lstm"; inferred from the names and shapes when None.
+        kind: "rnn", "gru" or "lstm"; when None, a module's class says it, else the names and
+            shapes (Wh has G·H rows: 3 for a GRU, 4 for an LSTM).
         nonlinearity: the RNN's ``nonlinearity``: "tanh" (``None`` in mlx.nn) or "relu" (``nn.relu``).
-        prefix: selects one module in a model's parameters (``"encoder.rnn."``).
+            Weights cannot tell the two apart: None takes a module's own, and is tanh for a
+            parameter tree.
+        prefix: selects one module in a model's parameters (``"encoder.rnn."``); a model's
+            parameters given without it fail naming the prefixes that hold a recurrent module.
+        backend, dtype: where the layer computes; ``dtype`` None is the backend object's own
+            dtype (float32 for a backend name), and one that contradicts a backend object is
+            refused.
     Returns:
         a single-layer unidirectional mlxrnn layer (GRU: ``variant="reset_after"``).
     """
+    dtype = resolve_dtype(backend, dtype)
+    parameters, kind, nonlinearity = _module_settings(parameters, kind, nonlinearity, prefix)
     params = _mlx_params(parameters, prefix)
     if kind is None:
         if "Wxh" in params:
             kind = "rnn"
-        elif "Wx" in params and "Wh" in params:
-            kind = "gru" if params["Wx"].shape[0] == 3 * params["Wh"].shape[-1] else "lstm"
+        elif "Wx" in params and "Wh" in params and params["Wh"].ndim == 2:
+            kind = kind_from_gates(params["Wh"].shape[0], params["Wh"].shape[1], f"'Wh' {params['Wh'].shape}")
         else:
             raise CheckpointError(f"cannot tell the mlx.nn layer from parameters {sorted(params)}; pass kind=")
     kind = str(kind).lower()
