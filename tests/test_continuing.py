@@ -4,8 +4,10 @@ with a grown vocabulary; ``--config`` reads settings from a file, typed flags ov
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -25,6 +27,14 @@ from mlxrnn.lm.run import LanguageModelRun, train_language_model
 from mlxrnn.lm.tokenizers import make_tokenizer
 from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.sequence_model import SequenceModel
+
+try:  # TOML: the standard library from Python 3.11, tomli before it
+    import tomllib  # noqa: F401
+
+    HAS_TOML = True
+except ImportError:
+    HAS_TOML = importlib.util.find_spec("tomli") is not None
+needs_toml = pytest.mark.skipif(not HAS_TOML, reason="reading TOML needs Python 3.11+ or tomli")
 
 SMALL = dict(layers=1, hidden=16, embed=8, seq_len=16, batch_size=4, eval_every=2, log_every=1, dropout=0.0)
 SMALL_FLAGS = [
@@ -286,6 +296,7 @@ def test_a_runs_options_json_reads_back_as_its_options(source_run):
     assert asdict(TrainOptions(**read_options_file(Path(source_run, "options.json")))) == saved
 
 
+@needs_toml
 def test_config_files_json_and_toml_with_dashes_and_cell_options(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('hidden = 64\nval-frac = 0.2\nlr = 1\nclip = 0\ncell = "gru"\nvariant = "reset_after"\n')
@@ -325,7 +336,7 @@ def test_config_files_json_and_toml_with_dashes_and_cell_options(tmp_path):
         ('{"hidden": null}', ".json", ConfigError, r"`hidden` must be an integer, got None"),
         ("[1, 2]", ".json", ConfigError, r"must hold a table of settings"),
         ('{"hidden": 3', ".json", ConfigError, r"is not valid JSON"),
-        ("hidden = ", ".toml", ConfigError, r"is not valid TOML"),
+        pytest.param("hidden = ", ".toml", ConfigError, r"is not valid TOML", marks=needs_toml),
         ("hidden = 3", ".cfg", ConfigError, r"needs the .toml suffix"),
         (b"\xff\xfe", ".json", DataError, r"cannot read the settings file"),
     ],
@@ -431,3 +442,13 @@ def test_every_setting_is_resumable_or_refused_on_purpose():
         "patience",
         "backend",
     }
+
+
+def test_toml_without_a_toml_reader_says_to_use_json(tmp_path, monkeypatch):
+    """Python 3.10 without tomli: a clear one-line error, not an ImportError."""
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # `import tomllib` now raises ImportError
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    path = tmp_path / "settings.toml"
+    path.write_text("hidden = 8\n")
+    with pytest.raises(ConfigError, match=r"reading TOML needs Python 3.11\+ \(or pip install tomli\)"):
+        read_options_file(path)
