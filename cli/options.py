@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import Field
 from typing import Any
 
@@ -89,13 +89,82 @@ def train_options(command: Callable) -> Callable:
     return command
 
 
-def options_from_flags(values: dict[str, Any]) -> TrainOptions:
-    """TrainOptions from click's values of :func:`train_options`' parameters (which it consumes)."""
+def options_from_flags(
+    values: dict[str, Any],
+    typed: Collection[str] | None = None,
+    config: Mapping[str, Any] | None = None,
+    *,
+    continuing: bool = False,
+) -> TrainOptions:
+    """TrainOptions from click's values of :func:`train_options`' parameters (which it consumes).
+
+    ``typed``: the parameters given on the command line (None: every one); a parameter not typed
+    takes its value from ``config`` (a ``--config`` file's settings), if there, else its
+    default. ``continuing`` (``--resume``, ``--init-from``): the cell options are only those
+    typed or in ``config``, since the run being continued knows its cell and the rest.
+    """
+    typed = set(values) if typed is None else set(typed)
+    config = dict(config or {})
+    config_cell = dict(config.pop("cell_options", None) or {})
     cell_values = {name: values.pop(name) for name in CELL_FLAGS}
-    # Each cell takes the flags its constructor names; the others keep their defaults unused.
-    cell_options = {name: cell_values[name] for name in cell_option_names(values["cell"]) if name in cell_values}
-    settings = {spec.name: values.pop(spec.name) for spec in option_fields() if spec.metadata["flag"]}
-    return TrainOptions(**settings, cell_options=cell_options)
+    settings = {}
+    for spec in option_fields():
+        if spec.metadata["flag"]:
+            value = values.pop(spec.name)
+            settings[spec.name] = value if spec.name in typed or spec.name not in config else config[spec.name]
+    typed_cell = {name: value for name, value in cell_values.items() if name in typed}
+    if continuing:
+        return TrainOptions(**settings, cell_options={**config_cell, **typed_cell})
+    # Each cell takes the options its constructor names (typed, else from the file, else the flags'
+    # defaults); the others are unused, so `--cell gru` over an LSTM's options.json just works.
+    chosen = {**cell_values, **config_cell, **typed_cell}
+    names = cell_option_names(settings["cell"])
+    return TrainOptions(**settings, cell_options={name: chosen[name] for name in names if name in chosen})
+
+
+def given_settings(typed: Collection[str], config: Mapping[str, Any] | None = None) -> set[str]:
+    """The TrainOptions fields the user set: the flags typed (any cell flag sets ``cell_options``)
+    and the keys of the ``--config`` file."""
+    fields = {spec.name for spec in option_fields()}
+    given = {name for name in typed if name in fields} | set(config or {})
+    if any(name in CELL_FLAGS for name in typed):
+        given.add("cell_options")
+    return given
+
+
+def typed_parameters(context: click.Context) -> set[str]:
+    """The parameters of the running command given on the command line (or by the environment),
+    as opposed to left at their defaults: click's ParameterSource tells them apart."""
+    defaults = (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None)
+    return {param.name for param in context.command.params if context.get_parameter_source(param.name) not in defaults}
+
+
+def resume_rule() -> str:
+    """The ``--resume`` help: which flags a resumed run applies, generated from the declarations."""
+    applied = [
+        flag_name(spec.name)
+        for spec in option_fields()
+        if spec.metadata["resumable"] and spec.metadata["flag"] and not spec.metadata["argument"]
+    ]
+    return (
+        "Continue the run in --out from its last checkpoint. Flags you leave out keep the run's values. "
+        f"Given, these apply from the next step and are logged: {', '.join(applied)} and CORPUS (its text must "
+        "be the same); a new --epochs/--steps/--minutes replaces the whole saved budget; --lr also resets a "
+        "decayed rate, and a new --schedule starts at the current rate. Any other flag that differs from the "
+        "run's (a model or data setting such as --hidden or --seq-len) is refused."
+    )
+
+
+def init_from_rule() -> str:
+    """The ``--init-from`` help: which flags come from the source run, generated from the declarations."""
+    kept = [flag_name(spec.name) for spec in option_fields() if spec.metadata["architecture"] and spec.metadata["flag"]]
+    return (
+        "Start a new run from the weights of RUN (its best checkpoint), e.g. on another CORPUS. The model flags "
+        f"({', '.join(kept)} and the cell's own) come from RUN and may not differ; tokens of CORPUS that RUN's "
+        "vocabulary lacks get fresh embedding and output rows (--min-count filters them, --max-vocab caps the "
+        "total: RUN's size keeps its vocabulary, new tokens then read as <UNK>). Other settings are this run's "
+        "own; add --config RUN/options.json to reuse RUN's."
+    )
 
 
 def flags_of(command: click.Command | None) -> dict[str, str]:

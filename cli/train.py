@@ -8,12 +8,21 @@ from pathlib import Path
 
 import click
 
-from mlxrnn.errors import Interrupted
+from mlxrnn.errors import Interrupted, spell_fields
+from mlxrnn.lm.option_files import read_options_file
 from mlxrnn.lm.run import train_language_model
 from mlxrnn.training.distributed import init_distributed, launched
 
 from .common import EXIT_INTERRUPTED, check_backend, echo_json, fail, handle_errors
-from .options import options_from_flags, train_options
+from .options import (
+    flags_of,
+    given_settings,
+    init_from_rule,
+    options_from_flags,
+    resume_rule,
+    train_options,
+    typed_parameters,
+)
 from .progress import ProgressBar
 
 
@@ -45,7 +54,24 @@ def default_run_dir(level: str, cell: str) -> str:
     default=None,
     help="Run directory (default: runs/LEVEL-CELL-TIMESTAMP).",
 )
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True, help=resume_rule())
+@click.option(
+    "--init-from",
+    "init_from",
+    type=click.Path(path_type=str),
+    default=None,
+    metavar="RUN",
+    help=init_from_rule(),
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=str, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Read settings from FILE: a run's options.json, or JSON (TOML on Python 3.11+) with settings by name "
+    "(hidden = 256, val_frac = 0.05, peephole = true). Flags typed on the command line override it.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing run in --out.")
 @click.option(
     "--sample-length",
@@ -57,7 +83,7 @@ def default_run_dir(level: str, cell: str) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @handle_errors
-def train(distributed, run_dir, resume, force, sample_length, quiet, as_json, **settings):
+def train(distributed, run_dir, resume, init_from, config_file, force, sample_length, quiet, as_json, **settings):
     """Train a language model on CORPUS (default: the bundled tiny-shakespeare).
 
     Checkpoints (best and last), options and a JSON-lines metrics log go to the run
@@ -67,19 +93,27 @@ def train(distributed, run_dir, resume, force, sample_length, quiet, as_json, **
     Examples:
       mlxrnn train --minutes 2 --out runs/shakespeare
       mlxrnn train my_text.txt --level word --cell gru --hidden 256 --epochs 5
-      mlxrnn train --resume --out runs/shakespeare --minutes 10
+      mlxrnn train --resume --out runs/shakespeare --minutes 10 --lr 1e-3
+      mlxrnn train other.txt --init-from runs/shakespeare --out runs/other --steps 500
+      mlxrnn train --config runs/shakespeare/options.json --hidden 256 --out runs/smaller
     """
-    corpus = settings["corpus"]
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; pick one")
+    if resume and init_from:
+        raise click.UsageError("--resume continues a run and --init-from starts a new one; pick one")
     if resume and run_dir is None:
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
     if sample_length < 0:
         raise click.UsageError(f"--sample-length must be >= 0 (0: no sample), got {sample_length}")
+    typed = typed_parameters(click.get_current_context())
+    config = read_options_file(config_file) if config_file else {}
+    continuing = resume or init_from is not None
+    options = options_from_flags(settings, typed, config, continuing=continuing)
+    given = given_settings(typed, config)
+    corpus = options.corpus  # typed, or from --config
     if force and corpus and run_dir and _inside(Path(corpus), Path(run_dir)):
         raise click.UsageError(f"CORPUS {corpus} is inside --out {run_dir}, which --force would empty; move it")
-    check_backend(settings["backend"])
-    options = options_from_flags(settings)
+    check_backend(options.backend)
     if not resume:  # resuming takes the saved options; bad flags fail before anything is printed
         options.validate()
     run_dir = run_dir or default_run_dir(options.level, options.cell)
@@ -87,7 +121,8 @@ def train(distributed, run_dir, resume, force, sample_length, quiet, as_json, **
     main = dist is None or dist.is_main  # data-parallel: rank 0 alone prints
     quiet = quiet or not main
     bar = ProgressBar(enabled=not quiet)
-    log = (lambda message: click.echo(message, err=True)) if not quiet else None
+    flags = flags_of(click.get_current_context().command)  # messages name settings as the flags they are
+    log = (lambda message: click.echo(spell_fields(message, flags), err=True)) if not quiet else None
     if not quiet:
         click.echo(f"run directory: {run_dir}", err=True)
         if dist is not None:
@@ -99,7 +134,15 @@ def train(distributed, run_dir, resume, force, sample_length, quiet, as_json, **
             )
     try:
         summary = train_language_model(
-            options, run_dir, resume=resume, force=force, progress=bar, log=log, distributed=dist
+            options,
+            run_dir,
+            resume=resume,
+            force=force,
+            progress=bar,
+            log=log,
+            distributed=dist,
+            init_from=init_from,
+            given=given,
         )
     except Interrupted as stop:
         bar.close()

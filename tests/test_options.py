@@ -23,7 +23,7 @@ from mlxrnn.nn.cells import CELLS, cell_option_names
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the train command's own parameters: how to run, not what to train (not stored in options.json)
-COMMAND_ONLY = {"distributed", "run_dir", "resume", "force", "sample_length", "quiet", "as_json"}
+COMMAND_ONLY = {"distributed", "run_dir", "resume", "init_from", "config_file", "force", "sample_length", "quiet", "as_json"}
 #: options.json keys of runs written before this vocabulary existed: they must keep resuming
 SAVED_BEFORE = {
     "corpus", "encoding", "encoding_errors", "level", "lowercase", "max_vocab", "min_count", "cell", "cell_options",

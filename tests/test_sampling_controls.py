@@ -161,9 +161,25 @@ def test_sample_draws_from_the_closed_form_distribution(monkeypatch, backend, ca
     options = SAMPLE_CASES[case]
     lm = _language_model(backend)
     seen = []
-    original = sampling_module.draw_tokens
-    monkeypatch.setattr(sampling_module, "draw_tokens",
-                        lambda probs, rng, greedy=False: seen.append(np.array(probs)) or original(probs, rng, greedy))
+    if backend == "mlx":  # MLX draws on the device: record the filtered distribution there (eagerly)
+        import mlx.core as mx
+
+        import mlxrnn.lm.mlx_sampling as device_sampling
+
+        filter_logits, init = device_sampling.filter_logits, device_sampling.TokenSampler.__init__
+
+        def recording_filter(logits, options, banned):
+            z = filter_logits(logits, options, banned)
+            seen.append(np.array(mx.softmax(z.astype(mx.float32), axis=-1)))
+            return z
+
+        monkeypatch.setattr(device_sampling, "filter_logits", recording_filter)
+        monkeypatch.setattr(device_sampling.TokenSampler, "__init__",
+                            lambda self, model, opts, banned=(), compiled=True: init(self, model, opts, banned, False))
+    else:
+        original = sampling_module.draw_tokens
+        monkeypatch.setattr(sampling_module, "draw_tokens",
+                            lambda probs, rng, greedy=False: seen.append(np.array(probs)) or original(probs, rng, greedy))
     result = sample(lm, length=10, num_samples=3, prime="th", options=options, seed=4)
     assert len(seen) == 10
     vocab = lm.vocab

@@ -9,7 +9,10 @@ model settings) the name it has in the model's config. From that one declaration
 * :meth:`TrainOptions.model_settings` passes it to the model under its config name
   (``hidden`` → ``hidden_size``);
 * the CLI generates its flag (``--val-frac``) with the same default, type, choices and help;
-* checkpoints store it under the field name (``options.json`` and the checkpoints' meta).
+* checkpoints store it under the field name (``options.json`` and the checkpoints' meta);
+* a resumed run applies a changed ``resumable`` setting and refuses any other change
+  (:meth:`TrainOptions.resumed_with`); a run started from another's weights takes its
+  ``architecture`` settings (:meth:`TrainOptions.initialized_from`).
 
 Adding an option is one more ``name: type = setting(...)`` line here (plus the code that uses it).
 Help texts name other settings in backquotes (`embed`), as error messages do.
@@ -19,17 +22,18 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 import math
 import numbers
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from mlxrnn.backend import BACKEND_NAMES
 from mlxrnn.errors import ConfigError
 from mlxrnn.lm.tokenizers import LEVELS
-from mlxrnn.nn.cells import CELLS
+from mlxrnn.nn.cells import CELLS, cell_class, cell_option_names
 from mlxrnn.nn.optim import OPTIMIZERS
 from mlxrnn.nn.schedules import SCHEDULES
 
@@ -45,6 +49,7 @@ def setting(
     check: Check | None = None,
     model: str | None = None,
     resumable: bool = False,
+    architecture: bool = False,
     flag: bool = True,
     argument: bool = False,
 ) -> Any:
@@ -56,7 +61,11 @@ def setting(
         choices: the allowed values (or a function returning them, for registries that grow).
         check: validates a non-None value (see :data:`Check`).
         model: the name of this setting in the model config, if it is one.
-        resumable: whether a resumed run may change it (the stopping criteria and the backend).
+        resumable: whether a resumed run may change it: how the weights are updated from the next
+            step on (learning rate and its schedule, clipping, early stopping), how often the run
+            evaluates and logs, its budget and its backend. The others fix the model or its data.
+        architecture: whether it shapes the weights or what their rows mean (cell, sizes, tokens):
+            a run started from another's weights (``init_from``) takes these from that run.
         flag: False when the CLI builds the value from other flags (the cell options).
         argument: the CLI takes it as a positional argument instead of a flag.
     """
@@ -66,6 +75,7 @@ def setting(
         "check": check,
         "model": model,
         "resumable": resumable,
+        "architecture": architecture,
         "flag": flag,
         "argument": argument,
     }
@@ -103,40 +113,53 @@ class TrainOptions:
     """Every setting of a training run (stored in its checkpoints). Defaults: the recommended
     character model (2 × 512 LSTM, embedding 128, batch 32, 128 steps, Adam 2e-3, clip 5)."""
 
-    corpus: str | None = setting(None, "", argument=True)  #: a UTF-8 text; None: the bundled tiny-shakespeare
+    #: a UTF-8 text; None: the bundled tiny-shakespeare. A resumed run may find it at a new path,
+    #: but its text must be the one the run started on (checked by its sha256).
+    corpus: str | None = setting(None, "", argument=True, resumable=True)
     level: str = setting(
-        "char", "Tokens are characters or words (word models add <EOS> at each line end).", choices=LEVELS
+        "char",
+        "Tokens are characters or words (word models add <EOS> at each line end).",
+        choices=LEVELS,
+        architecture=True,
     )
-    lowercase: bool = setting(False, "Word models: lowercase the text first.")
+    lowercase: bool = setting(False, "Word models: lowercase the text first.", architecture=True)
     max_vocab: int | None = setting(
         None,
         "Word models: keep only the most frequent tokens (specials included); the rest become <UNK>.",
         check=within(lambda v: v >= 4, "must be at least 4 (the 3 special tokens and one word)"),
     )
     min_count: int = setting(1, "Drop tokens seen fewer times (→ <UNK>).", check=at_least(1))
-    cell: str = setting("lstm", "Recurrent cell.", choices=lambda: tuple(CELLS), model="cell")
+    cell: str = setting("lstm", "Recurrent cell.", choices=lambda: tuple(CELLS), model="cell", architecture=True)
     cell_options: dict = setting({}, "The cell's own options (activation, variant, peephole).", model="cell_options",
-                                 flag=False)
-    layers: int = setting(2, "Stacked recurrent layers.", check=at_least(1), model="num_layers")
-    hidden: int = setting(512, "Hidden units per layer.", check=at_least(1), model="hidden_size")
-    embed: int = setting(128, "Embedding size (0: one-hot inputs).", check=at_least(0), model="embed_size")
+                                 flag=False, architecture=True)
+    layers: int = setting(2, "Stacked recurrent layers.", check=at_least(1), model="num_layers",
+                          architecture=True)
+    hidden: int = setting(512, "Hidden units per layer.", check=at_least(1), model="hidden_size",
+                          architecture=True)
+    embed: int = setting(128, "Embedding size (0: one-hot inputs).", check=at_least(0), model="embed_size",
+                         architecture=True)
     dropout: float = setting(
         0.2, "Dropout between layers.", check=within(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"), model="dropout"
     )
-    tie: bool = setting(False, "Tie input and output embeddings (needs `embed` = `hidden`).", model="tie_weights")
+    tie: bool = setting(False, "Tie input and output embeddings (needs `embed` = `hidden`).", model="tie_weights",
+                        architecture=True)
     seq_len: int = setting(128, "Steps of truncated BPTT per window.", check=at_least(1))
     batch_size: int = setting(32, "Parallel streams per step.", check=at_least(1))
     lr: float = setting(
-        2e-3, "Learning rate.", check=within(lambda v: math.isfinite(v) and v > 0, "must be a positive number")
+        2e-3,
+        "Learning rate.",
+        check=within(lambda v: math.isfinite(v) and v > 0, "must be a positive number"),
+        resumable=True,
     )
     optimizer: str = setting("adam", "", choices=lambda: tuple(OPTIMIZERS))
     weight_decay: float = setting(
-        0.0, "", check=within(lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0")
+        0.0, "", check=within(lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"), resumable=True
     )
     clip: float | None = setting(
         5.0,
         "Clip the global gradient norm (0: off).",
         check=within(lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0 (or 0 to disable)"),
+        resumable=True,
     )
     epochs: float | None = setting(
         None,
@@ -156,17 +179,22 @@ class TrainOptions:
         "Last fraction of the text kept for validation.",
         check=within(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"),
     )
-    eval_every: int = setting(200, "Validate (and checkpoint) every N steps.", check=at_least(1))
-    log_every: int = setting(10, "Write a training record to metrics.jsonl every N steps.", check=at_least(1))
+    eval_every: int = setting(200, "Validate (and checkpoint) every N steps.", check=at_least(1), resumable=True)
+    log_every: int = setting(
+        10, "Write a training record to metrics.jsonl every N steps.", check=at_least(1), resumable=True
+    )
     schedule: str = setting(
         "plateau",
         "Learning-rate schedule: decay on validation plateau, cosine, or constant.",
         choices=lambda: tuple(SCHEDULES),
+        resumable=True,
     )
     lr_decay: float = setting(
-        0.5, "Plateau decay factor.", check=within(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]")
+        0.5, "Plateau decay factor.", check=within(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), resumable=True
     )
-    patience: int | None = setting(None, "Early stopping: evaluations without improvement.", check=at_least(1))
+    patience: int | None = setting(
+        None, "Early stopping: evaluations without improvement.", check=at_least(1), resumable=True
+    )
     backend: str = setting("auto", "", choices=BACKEND_NAMES, resumable=True)
     compile: bool = setting(
         True, "MLX: train through the compiled step (--no-compile: the eager one, for debugging).", resumable=True
@@ -202,10 +230,54 @@ class TrainOptions:
         """The settings the model config takes, under its names (``hidden`` → ``hidden_size``)."""
         return {spec.metadata["model"]: getattr(self, spec.name) for spec in fields(self) if spec.metadata["model"]}
 
-    def resumed_with(self, new: TrainOptions) -> TrainOptions:
-        """These (saved) options with the settings a resumed run may change taken from ``new``."""
-        changes = {spec.name: getattr(new, spec.name) for spec in fields(self) if spec.metadata["resumable"]}
-        return TrainOptions(**{**asdict(self), **changes})
+    def resumed_with(self, new: TrainOptions, given: Collection[str] | None = None) -> TrainOptions:
+        """These (saved) options continued with the settings of ``new`` named in ``given``.
+
+        The rule: a given ``resumable`` setting replaces the saved one (the caller applies and
+        logs it); a given setting that is not resumable must equal the saved one, else a
+        ConfigError names every such change; settings not given keep their saved values. The
+        budget (`epochs`, `steps`, `minutes`) is replaced as a whole when any of it is given.
+        ``cell_options`` in ``new`` may name just the cell options given; they are compared with
+        the saved ones. ``given`` None: the settings of ``new`` that differ from their defaults.
+        """
+        given = given_settings(new) if given is None else set(given)
+        updates = {spec.name: getattr(new, spec.name) for spec in fields(self) if spec.name in given}
+        updates.pop("cell_options", None)
+        if given & set(BUDGET):  # "--steps 500" means "train to step 500", not "and the old time limit"
+            updates.update({name: getattr(new, name) for name in BUDGET})
+        if "cell_options" in given:
+            cell = updates.get("cell", self.cell)
+            updates["cell_options"] = merged_cell_options(cell, self.cell_options, new.cell_options)
+            if full_cell_options(cell, updates["cell_options"]) == full_cell_options(cell, self.cell_options):
+                del updates["cell_options"]  # the same cell, spelled with or without its defaults
+        updates = {name: value for name, value in updates.items() if value != getattr(self, name)}
+        refused = [name for name in updates if not _spec(name).metadata["resumable"]]
+        if refused:
+            raise ConfigError(
+                f"a resumed run keeps its model and data, but {_describe(self, updates, refused)} would change; "
+                "leave those out to continue the run as it was, or start a new run from its weights with `init_from`"
+            )
+        return TrainOptions(**{**asdict(self), **updates})
+
+    def initialized_from(self, architecture: dict[str, Any], given: Collection[str] | None = None) -> TrainOptions:
+        """These options (of a new run) with the ``architecture`` settings of the run whose weights
+        it starts from. A given architecture setting that differs from the source's is refused
+        (ConfigError naming each); ``given`` as in :meth:`resumed_with`."""
+        given = given_settings(self) if given is None else set(given)
+        mine = {name: getattr(self, name) for name in architecture if name in given and name != "cell_options"}
+        if "cell_options" in given:
+            cell = mine.get("cell", architecture["cell"])
+            merged = merged_cell_options(cell, architecture["cell_options"], self.cell_options)
+            if full_cell_options(cell, merged) != full_cell_options(cell, architecture["cell_options"]):
+                mine["cell_options"] = merged
+        refused = [name for name, value in mine.items() if value != architecture[name]]
+        if refused:
+            source = TrainOptions(**{**asdict(self), **architecture})
+            raise ConfigError(
+                f"a run started from another's weights keeps its architecture, but {_describe(source, mine, refused)} "
+                "would change it; leave those out (`init_from` takes them from the source run)"
+            )
+        return TrainOptions(**{**asdict(self), **architecture})
 
     @classmethod
     def with_settings(cls, options: TrainOptions | None, settings: dict[str, Any]) -> TrainOptions:
@@ -230,6 +302,57 @@ class TrainOptions:
                 "resume the run with the mlxrnn version that started it"
             )
         return cls(**saved)
+
+
+#: the stopping criteria: given together, replaced together
+BUDGET = ("epochs", "steps", "minutes")
+
+
+def given_settings(options: TrainOptions) -> set[str]:
+    """The settings of ``options`` that differ from their defaults: what a caller that passes
+    whole options (rather than naming the ones it sets) is taken to have given."""
+    return {spec.name for spec in fields(options) if getattr(options, spec.name) != option_default(spec)}
+
+
+def option_changes(before: TrainOptions, after: TrainOptions) -> dict[str, list]:
+    """``{name: [before, after]}`` for every setting that differs (JSON-ready, for logs)."""
+    return {
+        spec.name: [getattr(before, spec.name), getattr(after, spec.name)]
+        for spec in fields(before)
+        if getattr(before, spec.name) != getattr(after, spec.name)
+    }
+
+
+def merged_cell_options(cell: str, base: dict, given: dict) -> dict:
+    """``base`` cell options updated by the ``given`` ones, which must be options of ``cell``."""
+    valid = cell_option_names(cell)
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        names = ", ".join(f"`{name}`" for name in unknown)
+        raise ConfigError(f"{names} is not an option of the {cell} cell (it takes {', '.join(valid) or 'none'})")
+    return {**(base or {}), **given}
+
+
+def full_cell_options(cell: str, options: dict | None) -> dict:
+    """Every option of ``cell``: its constructor's defaults updated by ``options``."""
+    parameters = inspect.signature(cell_class(cell).__init__).parameters
+    return {name: parameters[name].default for name in cell_option_names(cell)} | dict(options or {})
+
+
+def _describe(before: TrainOptions, updates: dict[str, Any], names: list[str]) -> str:
+    """"`hidden` 256 → 512, `peephole` False → True": the changes of ``names``, cell options one by one."""
+    parts = []
+    for name in names:
+        if name == "cell_options":
+            old = full_cell_options(before.cell, before.cell_options) if before.cell in CELLS else {}
+            parts += [f"`{k}` {old.get(k)!r} → {v!r}" for k, v in updates[name].items() if old.get(k) != v]
+        else:
+            parts.append(f"`{name}` {getattr(before, name)!r} → {updates[name]!r}")
+    return ", ".join(parts)
+
+
+def _spec(name: str) -> Field:
+    return next(spec for spec in fields(TrainOptions) if spec.name == name)
 
 
 def option_problem(spec: Field, value: Any) -> str | None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,9 @@ from mlxrnn.io.checkpoint import load_checkpoint, save_run_checkpoint
 from mlxrnn.io.run_directory import OPTIONS_FILE, RunDirectory
 from mlxrnn.lm.carried_state import carried_state_tensors, split_carried_state
 from mlxrnn.lm.evaluation import evaluate_windows, perplexity
+from mlxrnn.lm.init_from import load_source, load_weights_of, source_architecture
 from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
-from mlxrnn.lm.options import TrainOptions
+from mlxrnn.lm.options import TrainOptions, option_changes
 from mlxrnn.lm.run_data import build_vocabulary, load_corpus, make_batchers
 from mlxrnn.lm.run_state import Progress, RunState, RunSummary, legacy_schedule_state
 from mlxrnn.nn.optim import make_optimizer
@@ -70,19 +71,27 @@ class LanguageModelRun:
         log: Callable[[str], None] | None = None,
         distributed: DataParallel | None = None,
         metrics: Callable[[dict], None] | None = None,
+        init_from: str | Path | None = None,
+        given: Collection[str] | None = None,
     ):
+        """``given``: the settings of ``options`` the caller set (None: those not at their default);
+        ``resume`` applies given resumable ones and refuses other changes (:meth:`TrainOptions.
+        resumed_with`); ``init_from`` starts from a run's weights (:mod:`mlxrnn.lm.init_from`)."""
         self.dist = distributed or DataParallel()  # data-parallel: rank 0 alone prints and writes
         self.directory = RunDirectory(run_dir)
         self.run_dir = self.directory.path
         self.progress = progress if progress and self.dist.is_main else (lambda p: None)
         self.log = log if log and self.dist.is_main else (lambda message: None)
         self.on_metrics = metrics if metrics and self.dist.is_main else None
+        self.how_started: dict[str, Any] = {}  #: how this session began, for the "start" record
+        if resume and init_from is not None:
+            raise ConfigError("`resume` continues a run and `init_from` starts a new one; pass one of them")
         if resume:
             self.directory.check_resumable()
-            self._restore(options)
+            self._restore(options, given)
         else:
             replaced = self.directory.claim(force) if self.dist.is_main else ()
-            self._start(options.validate(), replaced)
+            self._start(options.validate(), replaced, init_from, given)
 
     def _build(self, options: TrainOptions, text: str, vocab, tokenizer) -> None:
         self.options = options
@@ -104,16 +113,29 @@ class LanguageModelRun:
             compile=bool(options.compile),
         )
 
-    def _start(self, options: TrainOptions, replaced: tuple[str, ...]) -> None:
+    def _start(self, options: TrainOptions, replaced: tuple[str, ...], init_from=None, given=None) -> None:
+        source = None
+        if init_from is not None:  # the source's architecture, vocabulary and weights
+            source, source_step = load_source(init_from, self.run_dir)
+            options = options.initialized_from(source_architecture(source), given).validate()
         text, self.corpus_sha = load_corpus(options)
-        tokenizer, vocab, _ = build_vocabulary(options, text)
+        tokenizer, vocab, _ = build_vocabulary(options, text, base=source.vocab if source else None)
         self._build(options, text, vocab, tokenizer)
+        if source is not None:
+            added = load_weights_of(source, self.lm)
+            self.how_started["init_from"] = {"run": str(init_from), "step": source_step, "new_tokens": added}
+            self.log(
+                f"starting from the weights of {init_from}" + (f" (step {source_step})" if source_step else "")
+                + f"; vocabulary: its {len(source.vocab)} tokens + {added} new from this corpus (fresh rows)"
+            )
         self.state = RunState()
         if self.dist.is_main:  # the corpus and the model are usable: only now is an old run replaced
             self.directory.replace(replaced)
-            self.directory.write_json(OPTIONS_FILE, {"options": asdict(options), "vocab_size": len(vocab)})
+            self.directory.write_json(
+                OPTIONS_FILE, {"options": asdict(options), "vocab_size": len(vocab), **self.how_started}
+            )
 
-    def _restore(self, new_options: TrainOptions) -> None:
+    def _restore(self, new_options: TrainOptions, given: Collection[str] | None) -> None:
         checkpoint = load_checkpoint(self.run_dir, tag="last")
         meta = checkpoint.meta
         saved = meta.get("training")
@@ -124,13 +146,15 @@ class LanguageModelRun:
                 f"{self.run_dir} was trained by {saved.get('world_size', 1)} process(es), this is {self.dist.size}; "
                 f"resume it with as many (mlx.launch -n {saved.get('world_size', 1)} ... --distributed)"
             )
-        # Only the stopping criteria (and the backend) may change when resuming.
-        options = TrainOptions.from_saved(saved["options"]).resumed_with(new_options).validate()
+        # Given resumable settings apply from the next step; changing any other is refused.
+        saved_options = TrainOptions.from_saved(saved["options"])
+        options = saved_options.resumed_with(new_options, given).validate()
+        changes = option_changes(saved_options, options)
         text, self.corpus_sha = load_corpus(options)
         if self.corpus_sha != saved["corpus_sha256"]:
             raise DataError(
-                f"the corpus {options.corpus or 'tiny-shakespeare'} changed since this run started; "
-                "resume with the original text or start a new run"
+                f"the corpus {options.corpus or 'tiny-shakespeare'} is not the text this run started on; resume with "
+                "the original text, or start a new run from this one's weights with `init_from`"
             )
         fresh = language_model_from_meta(meta, backend=options.backend)
         self._build(options, text, fresh.vocab, fresh.tokenizer)
@@ -138,11 +162,21 @@ class LanguageModelRun:
         xp = self.lm.xp
         optimizer_tensors, carry = split_carried_state(xp, checkpoint.optimizer_tensors)
         self.optimizer.load_state_dict(xp, saved["optimizer"], optimizer_tensors)
-        self.schedule.load_state_dict(saved.get("schedule") or legacy_schedule_state(saved["state"]))
+        schedule_state = saved.get("schedule") or legacy_schedule_state(saved["state"])
+        if "schedule" in changes:  # the new schedule takes over at the current rate, keeping the best loss
+            schedule_state = {**schedule_state, "name": options.schedule, "base_lr": self.optimizer.lr}
+        self.schedule.load_state_dict(schedule_state)
+        if "lr" in changes:  # a new rate replaces the (decayed) current one and the schedule's base
+            self.optimizer.lr = self.schedule.base_lr = options.lr
         self.trainer.rng.bit_generator.state = saved["rng"]
         self.state = RunState.from_dict(saved["state"])
         self.state.carry = self.dist.shard_state(carry)  # the checkpoint holds every process's rows
-        self.log(f"resuming {self.run_dir} at step {self.state.step} (epoch {self.state.epoch})")
+        self.how_started.update(resumed=True, changed=changes)
+        applied = ", ".join(f"`{name}` {old!r} → {new!r}" for name, (old, new) in changes.items())
+        self.log(
+            f"resuming {self.run_dir} at step {self.state.step} (epoch {self.state.epoch})"
+            + (f" with {applied}" if applied else "")
+        )
 
     # --- persistence -------------------------------------------------------------------------
     def _metrics(self, record: dict) -> None:
@@ -234,6 +268,7 @@ class LanguageModelRun:
                 "backend": self.lm.xp.name,
                 "compiled": self.trainer.compiled,
                 "processes": self.dist.size,
+                **self.how_started,  # resumed (and what changed) or init_from
             }
         )
         with deferred_signals() as received:
@@ -375,6 +410,8 @@ def train_language_model(
     metrics: Callable[[dict], None] | None = None,
     log: Callable[[str], None] | None = None,
     distributed: DataParallel | None = None,
+    init_from: str | Path | None = None,
+    given: Collection[str] | None = None,
     **settings: Any,
 ) -> RunSummary:
     """Train (or with ``resume=True`` continue) a language model in ``run_dir``: ``mlxrnn train``.
@@ -395,6 +432,9 @@ def train_language_model(
             keys); "diverged"; "interrupted".
         log: called with a line of text for notable events (resuming, learning-rate decays).
         distributed: a :class:`~mlxrnn.training.distributed.DataParallel` for multi-process runs.
+        init_from: start a new run from this run's best weights (``--init-from``).
+        given: the settings the caller set on purpose (a resumed run applies or refuses exactly
+            these); None: the ones not at their default.
     Returns:
         the :class:`RunSummary` (``to_dict()`` is ``mlxrnn train --json``); the trained model is
         ``mlxrnn.load(summary.run_dir)``.
@@ -406,5 +446,6 @@ def train_language_model(
     if run_dir is None:
         raise ConfigError("`run_dir` is required: the directory the run writes its checkpoints and metrics to")
     run = LanguageModelRun(TrainOptions.with_settings(options, settings), run_dir, resume=resume, force=force,
-                           progress=progress, log=log, distributed=distributed, metrics=metrics)
+                           progress=progress, log=log, distributed=distributed, metrics=metrics,
+                           init_from=init_from, given=given)
     return run.train()

@@ -28,16 +28,20 @@ def load_corpus(options: TrainOptions) -> tuple[str, str]:
     return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def build_vocabulary(options: TrainOptions, text: str):
+def build_vocabulary(options: TrainOptions, text: str, base: Vocabulary | None = None):
     """(tokenizer, vocabulary, tokens). Word vocabularies count only the training split, so a
     word seen only in validation is <UNK> there, as it would be in new text (no leak into the
-    validation loss). Character vocabularies use the whole text, as char-rnn does."""
+    validation loss). Character vocabularies use the whole text, as char-rnn does. With
+    ``base`` (the vocabulary of a run whose weights this one starts from), the counted tokens
+    it lacks are appended to it (:meth:`Vocabulary.extended`) instead."""
     tokenizer = make_tokenizer(options.level, **({"lowercase": options.lowercase} if options.level == "word" else {}))
     tokens = tokenizer.tokenize(text)
     counted = tokens
     if options.level == "word":
         train_positions, _, _ = split_by_fraction(np.arange(len(tokens)), options.val_frac)
         counted = tokens[: len(train_positions)]
+    if base is not None:
+        return tokenizer, base.extended(counted, max_size=options.max_vocab, min_count=options.min_count), tokens
     vocab = Vocabulary.build(counted, max_size=options.max_vocab, min_count=options.min_count, level=options.level)
     return tokenizer, vocab, tokens
 

@@ -88,6 +88,27 @@ class Vocabulary:
             kept = kept[: max_size - len(SPECIAL_TOKENS)]
         return cls(list(SPECIAL_TOKENS) + kept, level=level)
 
+    def extended(self, tokens: Iterable[str], max_size: int | None = None, min_count: int = 1) -> Vocabulary:
+        """This vocabulary with the tokens of ``tokens`` it lacks appended (ids of the old tokens
+        do not change), most frequent first (ties by first occurrence), those seen at least
+        ``min_count`` times, up to ``max_size`` tokens in all (the old ones always stay).
+
+        A model trained on this vocabulary can start from one trained on the old: rows
+        ``0..len(self)-1`` keep their meaning (see :mod:`mlxrnn.lm.init_from`).
+        """
+        if max_size is not None and (not is_integer(max_size) or max_size < 4):
+            raise ConfigError(f"max vocabulary size must be an integer >= 4, got {max_size!r}")
+        if not is_integer(min_count) or min_count < 1:
+            raise ConfigError(f"min_count must be an integer >= 1, got {min_count!r}")
+        counts: dict[str, int] = {}
+        for tok in tokens:
+            if tok not in self._index:
+                counts[tok] = counts.get(tok, 0) + 1
+        new = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: -counts[t])  # stable
+        if max_size is not None:
+            new = new[: max(0, max_size - len(self))]
+        return Vocabulary(self._tokens + tuple(new), level=self.level)
+
     # -- lookups --------------------------------------------------------------------------
 
     def __len__(self) -> int:
