@@ -10,7 +10,9 @@ softmax cross-entropy), each timed per implementation, cell and size:
   the carried state. Tokens/s = tokens drawn / seconds.
 
 Implementations: ``numpy`` and ``mlx`` are mlxrnn's own backends (MLX with the hand-written
-BPTT); ``mlx-autodiff`` takes MLX training gradients from ``mx.value_and_grad`` of the forward
+BPTT); ``numpy`` runs the point-wise kernels ``auto`` picks (numba's when the ``fast`` extra is
+installed), ``numpy-nojit`` forces the plain NumPy ones (what an install without numba runs);
+``mlx-autodiff`` takes MLX training gradients from ``mx.value_and_grad`` of the forward
 instead, and the ``-compiled`` variants wrap the gradient computation in ``mx.compile``. Peers,
 used only when installed: ``torch`` (``torch.nn.LSTM/GRU/RNN``, ``clip_grad_norm_``,
 ``torch.optim.Adam``, default thread count) and ``mlx.nn`` (``mlx.nn.LSTM/GRU/RNN`` with
@@ -54,7 +56,7 @@ from mlxrnn.nn.cells import make_cell
 CELLS = tuple(CELL_REGISTRY)
 TASKS = ("train", "forward", "sample")
 #: mlxrnn's own implementations (``--backends``) and the peers ``--peers`` adds.
-OWN_IMPLS = ("numpy", "mlx", "mlx-compiled", "mlx-autodiff", "mlx-autodiff-compiled")
+OWN_IMPLS = ("numpy", "numpy-nojit", "mlx", "mlx-compiled", "mlx-autodiff", "mlx-autodiff-compiled")
 PEER_IMPLS = ("torch", "mlx.nn", "mlx.nn-compiled")
 IMPLS = OWN_IMPLS + PEER_IMPLS
 #: the cell options that make mlxrnn compute what the peers compute
@@ -193,7 +195,7 @@ class MlxrnnWorkload(Workload):
     validation reads ids and targets as NumPy, so the Trainer cannot compile across batches.
     """
 
-    def __init__(self, backend: str, cell: str, shape: Shape, seed: int = 0,
+    def __init__(self, backend: Any, cell: str, shape: Shape, seed: int = 0,
                  gradients: str = "bptt", compiled: bool = False):
         from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
         from mlxrnn.nn.optim import Adam
@@ -393,6 +395,10 @@ class MLXNNWorkload(Workload):
 def make_workload(impl: str, cell: str, shape: Shape, seed: int = 0) -> Workload:
     if impl == "numpy":
         return MlxrnnWorkload("numpy", cell, shape, seed)
+    if impl == "numpy-nojit":
+        from mlxrnn.backend.numpy_backend import NumpyBackend
+
+        return MlxrnnWorkload(NumpyBackend("float32", kernels="numpy"), cell, shape, seed)
     if impl.startswith("mlx-"):
         return MlxrnnWorkload("mlx", cell, shape, seed, gradients="autodiff" if "autodiff" in impl else "bptt",
                               compiled=impl.endswith("compiled"))
@@ -455,7 +461,7 @@ def sgemm_gflops(size: int = 1024, repeats: int = 10) -> float:
 
 def available(impl: str) -> tuple[bool, str]:
     """Whether ``impl`` can run here, and if not, why (checked without importing frameworks)."""
-    if impl == "numpy":
+    if impl in ("numpy", "numpy-nojit"):
         return True, ""
     if impl == "torch":
         return (importlib.util.find_spec("torch") is not None), "PyTorch is not installed (pip install torch)"
@@ -508,7 +514,7 @@ def machine_info() -> dict:
         "cpu": _cpu_model(), "cores": os.cpu_count(), "platform": f"{platform.system()} {platform.machine()}",
         "python": platform.python_version(),
     }
-    for dist in ("mlxrnn", "numpy", "mlx", "torch"):
+    for dist in ("mlxrnn", "numpy", "mlx", "torch", "numba"):
         try:
             info[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -519,7 +525,14 @@ def machine_info() -> dict:
     except Exception:  # older NumPy: no dict mode
         info["numpy_blas"] = None
     info["thread_env"] = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                     "MLXRNN_MALLOC") if k in os.environ}
+                                                     "MLXRNN_MALLOC", "MLXRNN_KERNELS") if k in os.environ}
+    try:  # which point-wise kernels the ``numpy`` rows ran, and why
+        from mlxrnn.backend.kernels import kernel_choice
+
+        choice = kernel_choice("float32")
+        info["numpy_kernels"] = f"{choice.name} ({choice.reason})"
+    except MLXRNNError as error:
+        info["numpy_kernels"] = f"unusable ({error})"
     info["load_average_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return info
 
@@ -714,10 +727,12 @@ def format_table(report: dict, markdown: bool = False) -> str:
 def format_summary(report: dict) -> str:
     """Machine line, yardstick and notes, printed under the table."""
     m = report["machine"]
-    versions = ", ".join(f"{k} {m[k]}" for k in ("mlxrnn", "numpy", "mlx", "torch") if m.get(k))
+    versions = ", ".join(f"{k} {m[k]}" for k in ("mlxrnn", "numpy", "mlx", "torch", "numba") if m.get(k))
     lines = [f"{m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}; {versions}",
              f"NumPy float32 1024² matmul (the peak yardstick): {report['sgemm_1024_gflops']:.0f} GFLOP/s; "
              f"repeats {report['settings']['repeats']}, warm-up {report['settings']['warmup']}"]
+    if m.get("numpy_kernels"):
+        lines.append(f"point-wise kernels of the numpy rows: {m['numpy_kernels']}")
     background = [r["background_cpu"] for r in report["results"] if "background_cpu" in r]
     if background and max(background) > 0.1:
         lines.append(f"warning: other processes used up to {max(background):.0%} of the CPUs during the runs "
