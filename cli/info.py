@@ -1,4 +1,5 @@
-"""``mlxrnn info``: versions, usable backends, the device MLX computes on, and which backend ``auto`` picks and why."""
+"""``mlxrnn info``: versions, usable backends, the device MLX computes on, which backend ``auto``
+picks and why, and which point-wise kernels the NumPy backend's time loop runs (numba or plain NumPy)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 
 import mlxrnn
 from mlxrnn.backend import auto_choice, mlx_installed
+from mlxrnn.backend.kernels import kernel_choice, numba_installed
+from mlxrnn.errors import MLXRNNError
 
 from .common import echo_json, handle_errors
 
@@ -42,14 +45,30 @@ def collect_info() -> dict:
     choice = auto_choice()
     info["auto"] = choice.name
     info["auto_reason"] = choice.reason
+    info["numba"] = _version("numba") if numba_installed() else None
+    info["env_MLXRNN_KERNELS"] = os.environ.get("MLXRNN_KERNELS")
+    try:
+        kernels = kernel_choice("float32")
+        info["numpy_kernels"], info["numpy_kernels_reason"] = kernels.name, kernels.reason
+    except MLXRNNError as error:  # e.g. MLXRNN_KERNELS=numba without numba: report it, do not fail
+        info["numpy_kernels"], info["numpy_kernels_reason"] = None, str(error)
     return info
+
+
+def _version(dist: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @handle_errors
 def info(as_json: bool) -> None:
-    """Show versions, the usable backends, and which one `auto` picks and why.
+    """Show versions, the usable backends, which one `auto` picks and why, and the NumPy kernels.
 
     \b
     Example:
@@ -67,6 +86,9 @@ def info(as_json: bool) -> None:
         click.echo(f"mlx device: {data['mlx_device']}")
     click.echo(f"usable backends: {', '.join(data['backends'])}")
     click.echo(f"auto picks: {data['auto']} ({data['auto_reason']})")
+    click.echo(f"numba  {data['numba'] or 'not installed (pip install mlxrnn[fast])'}")
+    kernels = data["numpy_kernels"] or "unusable"
+    click.echo(f"numpy backend kernels (float32): {kernels} ({data['numpy_kernels_reason']})")
     if data["env_MLXRNN_BACKEND"]:
         click.echo(f"MLXRNN_BACKEND={data['env_MLXRNN_BACKEND']} overrides auto", err=False)
     sys.stdout.flush()

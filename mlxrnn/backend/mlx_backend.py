@@ -13,6 +13,8 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from .pointwise import PlainKernels
+
 
 def _has_gpu() -> bool:
     """True when MLX can run on a GPU here (Metal on Apple silicon, or CUDA)."""
@@ -55,6 +57,8 @@ class MLXBackend:
         # 2e-8 and 6e-7 measured against NumPy), while its tanh is exact; in float64 we build
         # sigmoid from tanh, as the NumPy backend does.
         self.sigmoid = mx.sigmoid if dtype == "float32" else (lambda a: 0.5 * (1.0 + mx.tanh(0.5 * a)))
+        #: the cells' point-wise kernels: the plain reference, which MLX's graph compiler may fuse
+        self.kernels = PlainKernels(self)
 
     def __repr__(self) -> str:
         return f"MLXBackend(dtype={self.dtype_name}, device={mx.default_device()})"

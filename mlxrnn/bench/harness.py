@@ -9,9 +9,11 @@ per implementation, cell and size:
 * ``sample``: batch 1, one token at a time, each drawn from softmax(logits) and fed back with
   the carried state. Tokens/s = tokens drawn / seconds.
 
-Implementations: mlxrnn's own (``numpy``, ``mlx`` eager, ``mlx-compiled`` — the default on
-MLX —, ``mlx-autodiff(-compiled)``; :mod:`mlxrnn.bench.workloads`) and the peers ``torch``,
-``mlx.nn`` and ``mlx.nn-compiled`` (:mod:`mlxrnn.bench.peers`), used only when installed.
+Implementations: mlxrnn's own (``numpy`` with the point-wise kernels ``auto`` picks — numba's
+when the ``fast`` extra is installed —, ``numpy-nojit`` with the plain NumPy ones, ``mlx``
+eager, ``mlx-compiled`` — the default on MLX —, ``mlx-autodiff(-compiled)``;
+:mod:`mlxrnn.bench.workloads`) and the peers ``torch``, ``mlx.nn`` and ``mlx.nn-compiled``
+(:mod:`mlxrnn.bench.peers`), used only when installed.
 MLX implementations also report the graph nodes (primitives) one training step evaluates.
 The peers have no minGRU or minLSTM: their rows for those cells are skipped with a note.
 
@@ -51,7 +53,7 @@ from mlxrnn.bench.workloads import MlxrnnWorkload, Workload
 from mlxrnn.errors import ConfigError, MLXRNNError
 
 #: mlxrnn's own implementations (``--backends``) and the peers ``--peers`` adds.
-OWN_IMPLS = ("numpy", "mlx", "mlx-compiled", "mlx-autodiff", "mlx-autodiff-compiled")
+OWN_IMPLS = ("numpy", "numpy-nojit", "mlx", "mlx-compiled", "mlx-autodiff", "mlx-autodiff-compiled")
 PEER_IMPLS = ("torch", "mlx.nn", "mlx.nn-compiled")
 #: the cells the peers ship; their rows for any other cell (minGRU, minLSTM) are skipped with a note
 PEER_CELLS = ("lstm", "gru", "rnn")
@@ -65,6 +67,10 @@ class BenchmarkError(MLXRNNError):
 def make_workload(impl: str, cell: str, shape: Shape, seed: int = 0) -> Workload:
     if impl == "numpy":
         return MlxrnnWorkload("numpy", cell, shape, seed)
+    if impl == "numpy-nojit":  # the plain NumPy point-wise kernels: what an install without numba runs
+        from mlxrnn.backend.numpy_backend import NumpyBackend
+
+        return MlxrnnWorkload(NumpyBackend("float32", kernels="numpy"), cell, shape, seed)
     if impl.startswith("mlx-"):
         return MlxrnnWorkload("mlx", cell, shape, seed, gradients="autodiff" if "autodiff" in impl else "bptt",
                               compiled=impl.endswith("compiled"))
@@ -131,7 +137,7 @@ def sgemm_gflops(size: int = 1024, repeats: int = 10) -> float:
 
 def available(impl: str) -> tuple[bool, str]:
     """Whether ``impl`` can run here, and if not, why (checked without importing frameworks)."""
-    if impl == "numpy":
+    if impl in ("numpy", "numpy-nojit"):
         return True, ""
     if impl == "torch":
         return (importlib.util.find_spec("torch") is not None), "PyTorch is not installed (pip install torch)"
@@ -184,7 +190,7 @@ def machine_info() -> dict:
         "cpu": _cpu_model(), "cores": os.cpu_count(), "platform": f"{platform.system()} {platform.machine()}",
         "python": platform.python_version(),
     }
-    for dist in ("mlxrnn", "numpy", "mlx", "torch"):
+    for dist in ("mlxrnn", "numpy", "mlx", "torch", "numba"):
         try:
             info[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -195,7 +201,14 @@ def machine_info() -> dict:
     except Exception:  # older NumPy: no dict mode
         info["numpy_blas"] = None
     info["thread_env"] = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                     "MLXRNN_MALLOC") if k in os.environ}
+                                                     "MLXRNN_MALLOC", "MLXRNN_KERNELS") if k in os.environ}
+    try:  # which point-wise kernels the ``numpy`` rows ran, and why
+        from mlxrnn.backend.kernels import kernel_choice
+
+        choice = kernel_choice("float32")
+        info["numpy_kernels"] = f"{choice.name} ({choice.reason})"
+    except MLXRNNError as error:
+        info["numpy_kernels"] = f"unusable ({error})"
     info["load_average_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     info["mlx_device"] = mlx_device()
     return info

@@ -50,8 +50,10 @@ def format_table(report: dict, markdown: bool = False) -> str:
 def format_summary(report: dict) -> str:
     """Machine line, yardstick and notes, printed under the table."""
     m = report["machine"]
-    versions = ", ".join(f"{k} {m[k]}" for k in ("mlxrnn", "numpy", "mlx", "torch") if m.get(k))
+    versions = ", ".join(f"{k} {m[k]}" for k in ("mlxrnn", "numpy", "mlx", "torch", "numba") if m.get(k))
     lines = [f"{m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}; {versions}"]
+    if m.get("numpy_kernels"):
+        lines.append(f"point-wise kernels of the numpy rows: {m['numpy_kernels']}")
     if m.get("mlx_device"):
         lines.append(f"MLX device: {m['mlx_device']}")
     lines.append(f"NumPy float32 1024² matmul (the peak yardstick): {report['sgemm_1024_gflops']:.0f} GFLOP/s; "

@@ -94,7 +94,7 @@ class MlxrnnWorkload(Workload):
     in ``mx.compile`` (which captures the fixed benchmark batch: fine for timing only).
     """
 
-    def __init__(self, backend: str, cell: str, shape: Shape, seed: int = 0,
+    def __init__(self, backend: Any, cell: str, shape: Shape, seed: int = 0,
                  gradients: str = "bptt", compiled: bool = False):
         from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
         from mlxrnn.nn.optim import Adam

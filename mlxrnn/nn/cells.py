@@ -116,15 +116,15 @@ class RNNCell(Cell):
 
     def step(self, xp, params: Params, x_proj, state: tuple) -> tuple[tuple, Cache]:
         (h_prev,) = state
-        pre = x_proj + xp.matmul(h_prev, params["W_h"])
-        h = xp.tanh(pre) if self.activation == "tanh" else xp.maximum(pre, 0.0)
+        rec = xp.matmul(h_prev, params["W_h"])
+        h = xp.kernels.tanh_forward(rec, x_proj) if self.activation == "tanh" else xp.maximum(x_proj + rec, 0.0)
         return (h,), {"h_prev": h_prev, "h": h}
 
     def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
         (d_h,) = d_state
         h = cache["h"]
         if self.activation == "tanh":
-            d_pre = d_h * (1.0 - h * h)  # tanh' = 1 − tanh²
+            d_pre = xp.kernels.tanh_backward(d_h, h)  # tanh' = 1 − tanh²
         else:
             d_pre = d_h * (h > 0)  # ReLU' = 1 where the output is positive (0 at the kink)
         d_h_prev = xp.matmul(d_pre, xp.permute_dims(params["W_h"], (1, 0)))
@@ -187,13 +187,10 @@ class GRUCell(Cell):
             reset_h = r * h_prev
             cand = xp.tanh(x_proj[:, 2 * H :] + xp.matmul(reset_h, W_h[:, 2 * H :]))
             cache = {"h_prev": h_prev, "update_reset": update_reset, "cand": cand, "reset_h": reset_h}
-        else:  # reset_after
-            rec = xp.matmul(h_prev, W_h)
-            update_reset = xp.sigmoid(x_proj[:, : 2 * H] + rec[:, : 2 * H])  # [u, r]
-            u, r = update_reset[:, :H], update_reset[:, H:]
-            rec_cand = rec[:, 2 * H :] + params["b_hn"]
-            cand = xp.tanh(x_proj[:, 2 * H :] + r * rec_cand)
-            cache = {"h_prev": h_prev, "update_reset": update_reset, "cand": cand, "rec_cand": rec_cand}
+        else:  # reset_after: all the step's element-wise work is one fused kernel
+            h, update_reset, cand, rec_cand = xp.kernels.gru_forward(
+                xp.matmul(h_prev, W_h), x_proj, params["b_hn"], h_prev)
+            return (h,), {"h_prev": h_prev, "update_reset": update_reset, "cand": cand, "rec_cand": rec_cand}
         # h = u ∗ c̃ + (1 − u) ∗ h_prev, written as h_prev + u ∗ (c̃ − h_prev): two passes, not four.
         cache["cand_minus_h"] = cand - h_prev
         h = h_prev + u * cache["cand_minus_h"]
@@ -209,6 +206,11 @@ class GRUCell(Cell):
         (d_h,) = d_state
         H = self.hidden_size
         W_h = params["W_h"]
+        if self.variant == "reset_after":
+            d_x_proj, d_recurrent, d_h_prev = xp.kernels.gru_backward(
+                d_h, cache["update_reset"], cache["cand"], cache["rec_cand"], cache["h_prev"])
+            d_h_prev = d_h_prev + xp.matmul(d_recurrent, xp.permute_dims(W_h, (1, 0)))
+            return d_x_proj, d_recurrent, (d_h_prev,)
         cand = cache["cand"]
         u = cache["u"] if self.variant == "simple" else cache["update_reset"][:, :H]
         d_h_u = d_h * u
@@ -219,26 +221,18 @@ class GRUCell(Cell):
             d_x_proj = xp.concat([d_u_pre, d_cand_pre], axis=1)
             d_h_prev = d_h_prev + xp.matmul(d_x_proj, xp.permute_dims(W_h, (1, 0)))
             return d_x_proj, d_x_proj, (d_h_prev,)
+        # full
         update_reset = cache["update_reset"]
         u_r_slope = update_reset * (1.0 - update_reset)  # σ' for [u, r] in one pass
         d_u_pre = d_h * cache["cand_minus_h"] * u_r_slope[:, :H]
         r = update_reset[:, H:]
-        if self.variant == "full":
-            d_reset_h = xp.matmul(d_cand_pre, xp.permute_dims(W_h[:, 2 * H :], (1, 0)))
-            d_r_pre = d_reset_h * cache["h_prev"] * u_r_slope[:, H:]
-            d_gates = xp.concat([d_u_pre, d_r_pre], axis=1)
-            d_h_prev = (
-                d_h_prev + d_reset_h * r + xp.matmul(d_gates, xp.permute_dims(W_h[:, : 2 * H], (1, 0)))
-            )
-            d_x_proj = xp.concat([d_gates, d_cand_pre], axis=1)
-            # The candidate block's recurrent input is r ∗ h_prev; recurrent_grads knows that.
-            return d_x_proj, d_x_proj, (d_h_prev,)
-        # reset_after
-        d_r_pre = d_cand_pre * cache["rec_cand"] * u_r_slope[:, H:]
-        d_x_proj = xp.concat([d_u_pre, d_r_pre, d_cand_pre], axis=1)
-        d_recurrent = xp.concat([d_u_pre, d_r_pre, d_cand_pre * r], axis=1)
-        d_h_prev = d_h_prev + xp.matmul(d_recurrent, xp.permute_dims(W_h, (1, 0)))
-        return d_x_proj, d_recurrent, (d_h_prev,)
+        d_reset_h = xp.matmul(d_cand_pre, xp.permute_dims(W_h[:, 2 * H :], (1, 0)))
+        d_r_pre = d_reset_h * cache["h_prev"] * u_r_slope[:, H:]
+        d_gates = xp.concat([d_u_pre, d_r_pre], axis=1)
+        d_h_prev = d_h_prev + d_reset_h * r + xp.matmul(d_gates, xp.permute_dims(W_h[:, : 2 * H], (1, 0)))
+        d_x_proj = xp.concat([d_gates, d_cand_pre], axis=1)
+        # The candidate block's recurrent input is r ∗ h_prev; recurrent_grads knows that.
+        return d_x_proj, d_x_proj, (d_h_prev,)
 
     def recurrent_grads(self, xp, params: Params, stacked: Cache, d_recurrent: Any) -> Params:
         H = self.hidden_size
@@ -295,17 +289,18 @@ class LSTMCell(Cell):
 
     def step(self, xp, params: Params, x_proj, state: tuple) -> tuple[tuple, Cache]:
         h_prev, c_prev = state
+        if not self.peephole:  # all the step's element-wise work is one fused kernel
+            h, c, gates, tanh_c = xp.kernels.lstm_forward(xp.matmul(h_prev, params["W_h"]), x_proj, c_prev)
+            return (h, c), {"h_prev": h_prev, "c_prev": c_prev, "gates": gates, "tanh_c": tanh_c}
+        # Peepholes: Γ_u and Γ_f also see c⟨t−1⟩, and Γ_o sees c⟨t⟩, so it waits for the new cell.
         H = self.hidden_size
         pre = x_proj + xp.matmul(h_prev, params["W_h"])
-        if self.peephole:
-            peep_u, peep_f = params["p_u"] * c_prev, params["p_f"] * c_prev
-            update_forget = xp.concat([xp.sigmoid(pre[:, :H] + peep_u), xp.sigmoid(pre[:, H : 2 * H] + peep_f)], axis=1)
-        else:
-            update_forget = xp.sigmoid(pre[:, : 2 * H])  # [Γ_u, Γ_f] in one pass
+        peep_u, peep_f = params["p_u"] * c_prev, params["p_f"] * c_prev
+        update_forget = xp.concat([xp.sigmoid(pre[:, :H] + peep_u), xp.sigmoid(pre[:, H : 2 * H] + peep_f)], axis=1)
         u, f = update_forget[:, :H], update_forget[:, H:]
         cand = xp.tanh(pre[:, 2 * H : 3 * H])
         c = f * c_prev + u * cand
-        o = xp.sigmoid(pre[:, 3 * H :] + params["p_o"] * c if self.peephole else pre[:, 3 * H :])
+        o = xp.sigmoid(pre[:, 3 * H :] + params["p_o"] * c)
         tanh_c = xp.tanh(c)
         h = o * tanh_c
         cache = {"h_prev": h_prev, "c_prev": c_prev, "update_forget": update_forget, "cand": cand, "o": o, "c": c,
@@ -313,23 +308,26 @@ class LSTMCell(Cell):
         return (h, c), cache
 
     def sigmoid_gates(self, cache: Cache) -> dict[str, Any]:
-        update_forget, H = cache["update_forget"], self.hidden_size
+        H = self.hidden_size
+        if "gates" in cache:  # the fused kernels' cache: [Γ_u, Γ_f, c̃, Γ_o] side by side (B, 4H)
+            gates = cache["gates"]
+            return {"u": gates[:, :H], "f": gates[:, H : 2 * H], "o": gates[:, 3 * H :]}
+        update_forget = cache["update_forget"]
         return {"u": update_forget[:, :H], "f": update_forget[:, H:], "o": cache["o"]}
 
     def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
         d_h, d_c = d_state
+        if not self.peephole:
+            d_pre, d_c_prev = xp.kernels.lstm_backward(d_h, d_c, cache["gates"], cache["tanh_c"], cache["c_prev"])
+            return d_pre, d_pre, (xp.matmul(d_pre, xp.permute_dims(params["W_h"], (1, 0))), d_c_prev)
         H = self.hidden_size
         update_forget, cand, o, tanh_c = (cache[k] for k in ("update_forget", "cand", "o", "tanh_c"))
         d_o_pre = d_h * tanh_c * o * (1.0 - o)
-        d_c = d_c + d_h * o * (1.0 - tanh_c * tanh_c)
-        if self.peephole:
-            d_c = d_c + d_o_pre * params["p_o"]
+        d_c = d_c + d_h * o * (1.0 - tanh_c * tanh_c) + d_o_pre * params["p_o"]
         # dL/d[Γ_u, Γ_f] = d_c ∗ [c̃, c⟨t−1⟩], times σ' of both gates in one pass
         d_uf_pre = xp.concat([d_c * cand, d_c * cache["c_prev"]], axis=1) * update_forget * (1.0 - update_forget)
         d_cand_pre = d_c * update_forget[:, :H] * (1.0 - cand * cand)
-        d_c_prev = d_c * update_forget[:, H:]
-        if self.peephole:
-            d_c_prev = d_c_prev + d_uf_pre[:, :H] * params["p_u"] + d_uf_pre[:, H:] * params["p_f"]
+        d_c_prev = d_c * update_forget[:, H:] + d_uf_pre[:, :H] * params["p_u"] + d_uf_pre[:, H:] * params["p_f"]
         d_pre = xp.concat([d_uf_pre, d_cand_pre, d_o_pre], axis=1)
         d_h_prev = xp.matmul(d_pre, xp.permute_dims(params["W_h"], (1, 0)))
         return d_pre, d_pre, (d_h_prev, d_c_prev)

@@ -315,7 +315,9 @@ class Recurrent(Module):
                 state = tuple(
                     part[index] if part is not None else xp.zeros((B, self.hidden_size)) for part in initial_parts
                 )
-                out, state, dir_cache = self._run_direction(layer, direction, layer_input, state, step_mask)
+                out, state, dir_cache = self._run_direction(
+                    layer, direction, layer_input, state, step_mask,
+                    batch_major=layer == self.num_layers - 1 and self.num_directions == 1)
                 cache.directions[(layer, direction)] = dir_cache
                 outputs.append(out)
                 for k in range(self.state_size):
@@ -374,14 +376,16 @@ class Recurrent(Module):
             raise _shape_error("mask", f"(batch, time) = {(B, T)}", mask_np.shape)
         return self.xp.from_numpy(mask_np.T[:, :, None].astype(np.float64))  # (T, B, 1)
 
-    def _run_direction(self, layer: int, direction: int, inputs: Any, state: tuple, mask: Any):
+    def _run_direction(self, layer: int, direction: int, inputs: Any, state: tuple, mask: Any,
+                       batch_major: bool = False):
         xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]
         params = self._direction_params(layer, direction)
         if isinstance(inputs, TokenInputs):  # layer 0 folds the lookup: project the table, gather rows
             T, B = int(inputs.ids.shape[0]), int(inputs.ids.shape[1])
             inputs_2d = TokenInputs(inputs.table, xp.reshape(inputs.ids, (T * B,)), True)
             table_proj = xp.matmul(inputs.table, params["W_x"]) + params["b"]  # (V, G·H)
-            projected = xp.take(table_proj, inputs_2d.ids, axis=0)
+            take = getattr(xp, "take_batch_fastest", None)  # NumPy: gathers straight into the loop's layout
+            projected = take(table_proj, inputs.ids) if take is not None else xp.take(table_proj, inputs.ids, axis=0)
         else:
             T, B = int(inputs.shape[0]), int(inputs.shape[1])
             inputs_2d = xp.reshape(inputs, (T * B, -1))
@@ -389,7 +393,8 @@ class Recurrent(Module):
             # backend: its batch-fastest result is cheaper to lay out per step below; a
             # whole-sequence cell's element-wise passes want it row-major, as xp gives it).
             matmul = xp.matmul if hasattr(cell, "sequence_forward") else loop_xp.matmul
-            projected = matmul(inputs_2d, params["W_x"]) + params["b"]
+            projected = matmul(inputs_2d, params["W_x"])
+            projected += params["b"]  # in place: the product is ours
         if hasattr(cell, "sequence_forward"):  # the cell runs all T steps itself (e.g. a linear scan)
             projected = xp.reshape(projected, (T, B, cell.gate_width))
             out, state, whole = cell.sequence_forward(xp, params, projected, state, mask, reverse=direction == 1)
@@ -408,6 +413,9 @@ class Recurrent(Module):
                 state = tuple(m * new + (1.0 - m) * old for new, old in zip(new_state, state))
                 outputs[t] = m * new_state[0]
             dir_cache.steps.append(step_cache)
+        stack = getattr(xp, "stack_batch_major", None) if batch_major else None
+        if stack is not None:  # the stack's public output: (B, T, H) in memory, no relayout later
+            return stack(outputs), state, dir_cache
         return xp.reshape(xp.concat(outputs, axis=0), (T, B, self.hidden_size)), state, dir_cache
 
     # --- one step at a time (sampling) ----------------------------------------------------
