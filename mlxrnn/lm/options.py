@@ -27,7 +27,7 @@ from typing import Any
 
 from mlxrnn.backend import BACKEND_NAMES
 from mlxrnn.errors import ConfigError
-from mlxrnn.lm.tokenizers import LEVELS
+from mlxrnn.lm.tokenizers import DEFAULT_KIND, DEFAULT_UNK_TOKEN, LEVELS, TOKENIZERS
 from mlxrnn.nn.cells import CELLS
 from mlxrnn.nn.optim import OPTIMIZERS
 from mlxrnn.nn.schedules import SCHEDULES
@@ -46,6 +46,7 @@ def setting(
     resumable: bool = False,
     flag: bool = True,
     argument: bool = False,
+    legacy: Any = MISSING,
 ) -> Any:
     """Declare one option (a dataclass field with its metadata).
 
@@ -58,6 +59,8 @@ def setting(
         resumable: whether a resumed run may change it (the stopping criteria and the backend).
         flag: False when the CLI builds the value from other flags (the cell options).
         argument: the CLI takes it as a positional argument instead of a flag.
+        legacy: the value that reproduces what runs saved before this option existed did
+            (:meth:`TrainOptions.from_saved` fills it in for them); default: ``default``.
     """
     metadata = {
         "help": help,
@@ -67,6 +70,7 @@ def setting(
         "resumable": resumable,
         "flag": flag,
         "argument": argument,
+        "legacy": legacy,
     }
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
@@ -97,14 +101,36 @@ def _budget(value: float) -> bool:
     return 0 < value <= 1e9  # also rejects NaN and inf
 
 
+_probability = within(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
+
+
+def _unk_token_ok(value: Any) -> bool:
+    return isinstance(value, str) and not any(c.isspace() for c in value)
+
+
 @dataclass
 class TrainOptions:
     """Every setting of a training run (stored in its checkpoints). Defaults: the recommended
     character model (2 × 512 LSTM, embedding 128, batch 32, 128 steps, Adam 2e-3, clip 5)."""
 
     corpus: str | None = setting(None, "", argument=True)  #: a UTF-8 text; None: the bundled tiny-shakespeare
-    level: str = setting(
-        "char", "Tokens are characters or words (word models add <EOS> at each line end).", choices=LEVELS
+    level: str | None = setting(
+        None,
+        "Tokens are characters or words (word models add <EOS> at each line end); default: the level of "
+        "`tokenizer`, else char.",
+        choices=LEVELS,
+    )
+    tokenizer: str | None = setting(
+        None,
+        "How text becomes tokens: whitespace (pre-tokenized corpora), words (a regex split of raw text) or chars; "
+        "default: words for `level` word, chars otherwise. Perplexity is per token of this tokenizer.",
+        choices=tuple(TOKENIZERS),
+    )
+    unk_token: str = setting(
+        DEFAULT_UNK_TOKEN,
+        "Word models: this literal in the text is the unknown word <UNK> ('' for none).",
+        check=lambda v: None if _unk_token_ok(v) else f"must be one word without spaces or '', got {v!r}",
+        legacy="",
     )
     lowercase: bool = setting(False, "Word models: lowercase the text first.")
     max_vocab: int | None = setting(
@@ -120,7 +146,24 @@ class TrainOptions:
     hidden: int = setting(512, "Hidden units per layer.", check=at_least(1), model="hidden_size")
     embed: int = setting(128, "Embedding size (0: one-hot inputs).", check=at_least(0), model="embed_size")
     dropout: float = setting(
-        0.2, "Dropout between layers.", check=within(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"), model="dropout"
+        0.2,
+        "Dropout on the embedding output, between layers and before the output layer (`embed_dropout` and "
+        "`output_dropout` set the two ends apart).",
+        check=_probability,
+        model="dropout",
+    )
+    embed_dropout: float | None = setting(
+        None, "Dropout on the embedding output (default: `dropout`).", check=_probability, model="embed_dropout",
+        legacy=0.0,
+    )
+    output_dropout: float | None = setting(
+        None, "Dropout before the output layer (default: `dropout`).", check=_probability, model="output_dropout",
+        legacy=0.0,
+    )
+    locked_dropout: bool = setting(
+        False,
+        "Variational (locked) dropout: one mask per sequence and window, shared by all its time steps.",
+        model="locked_dropout",
     )
     tie: bool = setting(False, "Tie input and output embeddings (needs `embed` = `hidden`).", model="tie_weights")
     seq_len: int = setting(128, "Steps of truncated BPTT per window.", check=at_least(1))
@@ -152,8 +195,12 @@ class TrainOptions:
     )
     val_frac: float = setting(
         0.1,
-        "Last fraction of the text kept for validation.",
+        "Last fraction of the text kept for validation (unless `valid` names a file).",
         check=within(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"),
+    )
+    valid: str | None = setting(None, "Validation text file, used instead of the last `val_frac` of CORPUS.")
+    test: str | None = setting(
+        None, "Test text file, evaluated with the best checkpoint when training ends (summary and metrics)."
     )
     eval_every: int = setting(200, "Validate (and checkpoint) every N steps.", check=at_least(1))
     log_every: int = setting(10, "Write a training record to metrics.jsonl every N steps.", check=at_least(1))
@@ -164,6 +211,26 @@ class TrainOptions:
     )
     lr_decay: float = setting(
         0.5, "Plateau decay factor.", check=within(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]")
+    )
+    decay_patience: int = setting(
+        2, "Plateau: decay after this many evaluations in a row without improvement.", check=at_least(1), legacy=1
+    )
+    min_lr: float | None = setting(
+        None,
+        "The floor: no schedule sets the learning rate below it (default: `lr` / 100; 0: none).",
+        check=within(lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
+        legacy=0.0,
+    )
+    at_min_lr: str = setting(
+        "stop",
+        "Plateau: when validation stalls `decay_patience` more evaluations at `min_lr`, stop the run or continue.",
+        choices=("stop", "continue"),
+        legacy="continue",
+    )
+    warmup: float = setting(
+        0.0,
+        "Cosine: fraction of the run over which the learning rate first rises linearly from `min_lr` to `lr`.",
+        check=within(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     )
     patience: int | None = setting(None, "Early stopping: evaluations without improvement.", check=at_least(1))
     backend: str = setting("auto", "", choices=BACKEND_NAMES, resumable=True)
@@ -176,6 +243,17 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.clip == 0:  # 0 means "no clipping", as on the command line
             self.clip = None
+        # Settings that default to others are resolved here, so options.json holds what was used.
+        if self.level is None:
+            self.level = TOKENIZERS.get(self.tokenizer, "char")
+        if self.tokenizer is None:
+            self.tokenizer = DEFAULT_KIND.get(self.level, "chars")
+        if self.embed_dropout is None:
+            self.embed_dropout = self.dropout
+        if self.output_dropout is None:
+            self.output_dropout = self.dropout
+        if self.min_lr is None and isinstance(self.lr, numbers.Real) and not isinstance(self.lr, bool):
+            self.min_lr = self.lr / 100
 
     def validate(self) -> TrainOptions:
         """Check every setting against its declaration; raise ConfigError naming the field."""
@@ -186,6 +264,13 @@ class TrainOptions:
             message = option_problem(spec, value)
             if message is not None:
                 raise ConfigError(message, field=spec.name)
+        if TOKENIZERS[self.tokenizer] != self.level:
+            raise ConfigError(
+                f"`tokenizer` {self.tokenizer} makes {TOKENIZERS[self.tokenizer]}-level tokens, not {self.level}; "
+                f"drop `level` or choose `level` {TOKENIZERS[self.tokenizer]}"
+            )
+        if self.min_lr is not None and self.min_lr > self.lr:
+            raise ConfigError(f"`min_lr` ({self.min_lr:g}) must not exceed `lr` ({self.lr:g})")
         return self
 
     def stopping(self) -> dict:
@@ -213,7 +298,13 @@ class TrainOptions:
                 f"the saved options name settings this mlxrnn does not know ({', '.join(unknown)}); "
                 "resume the run with the mlxrnn version that started it"
             )
-        return cls(**saved)
+        # A run saved before an option existed did what the option's legacy value does.
+        missing = {
+            spec.name: spec.metadata["legacy"]
+            for spec in fields(cls)
+            if spec.name not in saved and spec.metadata["legacy"] is not MISSING
+        }
+        return cls(**saved, **missing)
 
 
 def option_problem(spec: Field, value: Any) -> str | None:

@@ -89,11 +89,15 @@ class RunSummary:
     tokens_per_second: float
     stopped_because: str
     level: str
+    test_loss: float | None = None  #: the `test` file's loss under the best checkpoint, if one was given
+    tokenizer: str | None = None  #: the tokenizer kind: losses and perplexities are per its tokens
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        if self.level == "char" and self.best_val_loss is not None:
-            data["best_val_bpc"] = self.best_val_loss / math.log(2)
-        if self.best_val_loss is not None:
-            data["best_val_perplexity"] = perplexity(self.best_val_loss)
+        for name, loss in (("best_val", self.best_val_loss), ("test", self.test_loss)):
+            if loss is None:
+                continue
+            data[f"{name}_perplexity"] = perplexity(loss)
+            if self.level == "char":
+                data[f"{name}_bpc"] = loss / math.log(2)
         return data

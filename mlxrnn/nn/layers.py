@@ -41,6 +41,7 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.nn.cells import Cell, cell_class, make_cell
+from mlxrnn.nn.dropout import dropout_mask
 from mlxrnn.nn.module import Module, check_positive_int, check_probability
 
 DIRECTION_NAMES = ("fwd", "bwd")
@@ -112,7 +113,7 @@ class RecurrentCache:
     time_steps: int
     mask: Any  # (T, B, 1) or None
     directions: dict  # (layer, direction) -> _DirectionCache
-    dropout_masks: dict  # layer -> (T, B, H_out) scaled keep-mask
+    dropout_masks: dict  # layer -> (T, B, H_out) scaled keep-mask ((1, B, H_out) when locked)
     tokens: TokenInputs | None = None  # when the inputs were TokenInputs: backend ids (B, T) and the table
     folded: bool = False  # whether layer 0 folded the table lookup
 
@@ -130,6 +131,8 @@ class Recurrent(Module):
         bidirectional: also run each layer from t = T−1 down to 0.
         merge: how the two directions' outputs combine: "concat" (2H features) or "sum" (H).
         dropout: inverted dropout on the outputs of every layer but the last, training only.
+        locked_dropout: draw one dropout mask per sequence, shared by all time steps (variational
+            dropout, :mod:`mlxrnn.nn.dropout`), instead of one per step.
         seed: seeds the NumPy generator all parameters are drawn from (identical on every backend).
         backend, dtype: see :func:`mlxrnn.get_backend`.
         cell: the registered cell name (the aliases fix it); ``cell_options`` go to its class.
@@ -153,6 +156,7 @@ class Recurrent(Module):
         dtype: str = "float32",
         *,
         cell: str | None = None,
+        locked_dropout: bool = False,
         **cell_options: Any,
     ):
         super().__init__(backend, dtype)
@@ -169,6 +173,7 @@ class Recurrent(Module):
             raise ConfigError(f"merge must be 'concat' or 'sum', got {merge!r}")
         self.merge = merge
         self.dropout = check_probability("dropout", dropout)
+        self.locked_dropout = bool(locked_dropout)
         self.cell_options = dict(cell_options)
         self.num_directions = 2 if self.bidirectional else 1
         self.output_size = self.hidden_size * (2 if self.bidirectional and merge == "concat" else 1)
@@ -199,6 +204,7 @@ class Recurrent(Module):
             "bidirectional": self.bidirectional,
             "merge": self.merge,
             "dropout": self.dropout,
+            "locked_dropout": self.locked_dropout,
             **self.cell_options,
         }
 
@@ -300,8 +306,8 @@ class Recurrent(Module):
             )
             if training and self.dropout > 0 and layer < self.num_layers - 1:
                 generator = rng if rng is not None else self._dropout_rng
-                keep = generator.random(size=(T, B, self.output_size)) >= self.dropout
-                drop_mask = _relayout(xp, xp.from_numpy(keep / (1.0 - self.dropout)), "batch_fastest")
+                mask = dropout_mask(generator, self.dropout, T, B, self.output_size, self.locked_dropout)
+                drop_mask = _relayout(xp, xp.from_numpy(mask), "batch_fastest")  # (T or 1, B, H_out)
                 cache.dropout_masks[layer] = drop_mask
                 merged = merged * drop_mask
             layer_input = merged
