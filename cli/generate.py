@@ -152,8 +152,8 @@ def score_command(run, sentences, sentence_file, per_token, encoding, encoding_e
     total = sum(len(s.tokens) for s in ranked)
     unknown = sum(s.num_unknown for s in ranked)
     click.echo(
-        f"out of vocabulary: {unknown} of {total} {lm.tokenizer.kind} tokens ({unknown / max(total, 1):.1%}), "
-        "scored as <UNK>"
+        f"out of vocabulary: {unknown} of {total} tokens ({unknown / max(total, 1):.1%}, {lm.tokenizer.kind} "
+        "tokenizer), scored as <UNK>"
     )
 
 
@@ -196,7 +196,7 @@ def eval_command(run, file, encoding, encoding_errors, tag, backend, as_json):
         echo_json(data)
         return
     line = (
-        f"{data['num_tokens']:,} {result.tokenizer} tokens: loss {data['loss']:.4f} nats/token, "
+        f"{data['num_tokens']:,} tokens ({result.tokenizer} tokenizer): loss {data['loss']:.4f} nats/token, "
         f"perplexity {data['perplexity']:.3f} per token"
     )
     if "bits_per_char" in data:

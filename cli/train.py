@@ -28,12 +28,12 @@ def _inside(path: Path, directory: Path) -> bool:
 
 
 def _loss_text(loss: float | None, summary) -> str:
-    """"1.2345 (1.781 bits/char)" or "4.5678 (perplexity 96.3 per whitespace token)"."""
+    """"1.2345 (1.781 bits/char)" or "4.5678 (perplexity 96.3 per token, whitespace tokenizer)"."""
     if loss is None:
         return "n/a"
     if summary.level == "char":
         return f"{loss:.4f} ({loss / 0.6931471805599453:.3f} bits/char)"
-    return f"{loss:.4f} (perplexity {perplexity(loss):.2f} per {summary.tokenizer or 'word'} token)"
+    return f"{loss:.4f} (perplexity {perplexity(loss):.2f} per token, {summary.tokenizer or 'words'} tokenizer)"
 
 
 def default_run_dir(level: str, cell: str) -> str:

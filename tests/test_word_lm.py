@@ -224,7 +224,7 @@ def test_eval_reports_the_tokenizer_and_the_oov_rate(corpus_files, word_run):
     assert data["tokenizer"] == "whitespace" and data["level"] == "word"
     assert data["num_oov"] == 2 and data["oov_rate"] == pytest.approx(2 / data["num_tokens"])  # zebra crossing
     text = _cli("eval", run, corpus_files["test"], "--backend", "numpy").stdout
-    assert "whitespace tokens" in text and "perplexity" in text and "out of vocabulary: 2 tokens" in text
+    assert "tokens (whitespace tokenizer)" in text and "perplexity" in text and "out of vocabulary: 2 tokens" in text
 
 
 def test_score_marks_unk_words_and_reads_a_file_or_stdin(tmp_path, word_run):
@@ -237,7 +237,7 @@ def test_score_marks_unk_words_and_reads_a_file_or_stdin(tmp_path, word_run):
     per_token = _cli("score", run, "the zebra", "--per-token", "--backend", "numpy")
     assert per_token.exit_code == 0, per_token.output
     assert "'zebra'  <UNK>: not in the vocabulary" in per_token.stdout and "1 of 3 tokens scored as <UNK>" in per_token.stdout
-    assert "out of vocabulary: 1 of 3 whitespace tokens (33.3%)" in per_token.stdout
+    assert "out of vocabulary: 1 of 3 tokens (33.3%, whitespace tokenizer)" in per_token.stdout
     sentences = tmp_path / "sentences.txt"
     sentences.write_text("the king\n\nthe crown is on the table\n", encoding="utf-8")
     from_file = json.loads(_cli("score", run, "-f", sentences, "--json", "--backend", "numpy").stdout)
