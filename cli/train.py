@@ -86,8 +86,9 @@ def train(distributed, run_dir, resume, force, sample_length, quiet, as_json, **
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
     if sample_length < 0:
         raise click.UsageError(f"--sample-length must be >= 0 (0: no sample), got {sample_length}")
-    if force and corpus and run_dir and _inside(Path(corpus), Path(run_dir)):
-        raise click.UsageError(f"CORPUS {corpus} is inside --out {run_dir}, which --force would empty; move it")
+    for label, path in (("CORPUS", corpus), ("--valid", settings["valid"]), ("--test", settings["test"])):
+        if force and path and run_dir and _inside(Path(path), Path(run_dir)):
+            raise click.UsageError(f"{label} {path} is inside --out {run_dir}, which --force would empty; move it")
     check_backend(settings["backend"])
     options = options_from_flags(settings)
     if not resume:  # resuming takes the saved options; bad flags fail before anything is printed

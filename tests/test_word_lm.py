@@ -273,3 +273,14 @@ def test_sample_continues_past_eos_for_the_sentences_asked(word_run):
     result = _cli("sample", run, "--sentences", "2", "--seed", "1", "--length", "300", "--backend", "numpy")
     assert result.exit_code == 0 and result.stdout.strip().count("\n") == 1  # two lines
     assert "--sentences must be an integer >= 1" in _cli("sample", run, "--sentences", "0").output
+
+
+def test_force_never_empties_a_run_directory_holding_the_valid_or_test_file(tmp_path, corpus_files):
+    run = tmp_path / "run"
+    run.mkdir()
+    inside = run / "valid.txt"
+    inside.write_text(Path(corpus_files["valid"]).read_text(), encoding="utf-8")
+    for flag in ("--valid", "--test"):
+        result = _cli("train", corpus_files["train"], flag, inside, "--out", run, "--force", "--steps", "1")
+        assert result.exit_code == 2 and f"{flag} {inside} is inside --out" in result.output
+    assert inside.read_text(encoding="utf-8") == Path(corpus_files["valid"]).read_text()
