@@ -42,7 +42,7 @@ from mlxrnn.lm.evaluation import evaluate_windows, perplexity, unknown_rate
 from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
 from mlxrnn.lm.options import TrainOptions
 from mlxrnn.lm.run_data import build_vocabulary, evaluation_batcher, load_corpus, load_split_files, make_batchers
-from mlxrnn.lm.run_state import Progress, RunState, RunSummary, legacy_schedule_state
+from mlxrnn.lm.run_state import Progress, RunState, RunSummary, legacy_schedule_state, schedule_log_line
 from mlxrnn.nn.optim import make_optimizer
 from mlxrnn.nn.schedules import make_schedule
 from mlxrnn.training.distributed import DataParallel
@@ -201,7 +201,9 @@ class LanguageModelRun:
         stop = False
         if scheduled:
             stalled = self.schedule.after_evaluation(self.optimizer, val_loss)
-            self._log_schedule()
+            line = schedule_log_line(self.schedule, self.optimizer.lr, self.options)
+            if line:
+                self.log(line)
             patience = self.options.patience
             stop = stalled and patience is not None and self.schedule.bad_evals >= patience
             stop = stop or getattr(self.schedule, "exhausted", False)
@@ -219,24 +221,6 @@ class LanguageModelRun:
         self.save(("last", "best") if improved else ("last",))
         return val_loss, stop
 
-    def _log_schedule(self) -> None:
-        """One line when the schedule changed the rate or gave up (messages name fields)."""
-        action, lr = getattr(self.schedule, "last_action", None), self.optimizer.lr
-        stalls = f"{self.schedule.bad_evals} evaluation{'s' if self.schedule.bad_evals > 1 else ''}"
-        if action == "decayed":
-            self.log(f"validation loss did not improve in {stalls}: learning rate → {lr:.3g}")
-        elif action == "floor":
-            then = "the run stops" if self.options.at_min_lr == "stop" else "training continues at it"
-            self.log(
-                f"validation loss did not improve in {stalls}: learning rate → {lr:.3g}, its floor `min_lr`; "
-                f"{then} if validation stalls {self.options.decay_patience} more evaluation(s)"
-            )
-        elif action == "exhausted":
-            self.log(
-                f"validation loss did not improve in {self.options.decay_patience} evaluation(s) at the learning-rate "
-                f"floor `min_lr` ({lr:.3g}): stopping (`at_min_lr` continue would keep training at it)"
-            )
-
     def _stop_reason(self) -> str:
         if getattr(self.schedule, "exhausted", False):
             return f"learning rate at its floor `min_lr` ({self.optimizer.lr:.3g}) and validation stalled"
@@ -248,15 +232,16 @@ class LanguageModelRun:
         if test is None:
             return None
         self.dist.barrier()  # rank 0 has written the best checkpoint
-        best = load_checkpoint(self.run_dir, tag="best")
-        self.lm.model.load_parameters(best.weights)
+        best, last = load_checkpoint(self.run_dir, tag="best"), self.lm.model.parameters()
         tokens = self.lm.tokenizer.tokenize(test[0])
         ids = self.lm.vocab.encode(tokens)
         what = f"the `test` file has {len(ids)} tokens"
         batches = self.dist.shard_batcher(
             evaluation_batcher(ids, self.options, self.dist, what, "use a longer `test` file", name="test file")
         )
+        self.lm.model.load_parameters(best.weights)
         result = evaluate_windows(self.lm, batches, self.dist)
+        self.lm.model.load_parameters(last)  # the run's model stays the last one, as without a test file
         record = {
             "event": "test",
             "step": self.state.step,
