@@ -195,7 +195,9 @@ class WordTokenizer(_WordLevel):
                 parts.append("\n")
                 prev = None
                 continue
-            if prev is not None and tok not in _NO_SPACE_BEFORE and prev not in _NO_SPACE_AFTER:
+            # A closing apostrophe right after a clitic would turn it into a quotation ('0' → ', 0, ').
+            attach = tok in _NO_SPACE_BEFORE and not (tok == "'" and len(prev or "") > 1 and prev[0] == "'")
+            if prev is not None and not attach and prev not in _NO_SPACE_AFTER:
                 parts.append(" ")
             parts.append(self._surface(tok))
             prev = tok
