@@ -131,6 +131,8 @@ def test_a_run_with_every_dropout_resumes_bit_for_bit(tmp_path):
 
 
 def test_dropout_options_set_every_place_or_each_end_apart():
+    default = TrainOptions().model_settings()  # the character model's setting: between layers only
+    assert (default["dropout"], default["embed_dropout"], default["output_dropout"]) == (0.2, 0.0, 0.0)
     both = TrainOptions(dropout=0.5).model_settings()
     assert (both["dropout"], both["embed_dropout"], both["output_dropout"]) == (0.5, 0.5, 0.5)
     apart = TrainOptions(dropout=0.5, embed_dropout=0.1, output_dropout=0.0).model_settings()
