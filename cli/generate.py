@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from mlxrnn.errors import ConfigError
+from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.lm.corpus import read_text
 from mlxrnn.lm.evaluation import evaluate_text
 from mlxrnn.lm.model import load_language_model
-from mlxrnn.lm.sampling import sample, score
+from mlxrnn.lm.sampling import encode_prime, sample, score
 from mlxrnn.models.decoding import SamplingOptions
 
 from .common import check_backend, echo_json, handle_errors
@@ -38,12 +40,20 @@ backend_option = click.option(
 @click.option("--greedy", is_flag=True, help="Always take the most likely token.")
 @click.option("--allow-unk", is_flag=True, help="Allow <UNK> in samples and unknown tokens in --prime.")
 @click.option("--seed", type=int, default=None, help="Make the sample reproducible.")
+@click.option(
+    "--sentences",
+    type=int,
+    default=None,
+    help="Word models: go on past <EOS> and stop after this many sentences (default 1); character models: "
+    "stop after this many lines. --length still bounds the tokens.",
+)
 @checkpoint_option
 @backend_option
 @click.option("--json", "as_json", is_flag=True, help="Print the samples as JSON.")
 @handle_errors
 def sample_command(
-    run, length, num_samples, prime, temperature, top_k, top_p, greedy, allow_unk, seed, tag, backend, as_json
+    run, length, num_samples, prime, temperature, top_k, top_p, greedy, allow_unk, seed, sentences, tag, backend,
+    as_json,
 ):
     """Generate text from a trained model (RUN is a run directory or a checkpoint).
 
@@ -51,15 +61,20 @@ def sample_command(
     Examples:
       mlxrnn sample runs/shakespeare --prime "ROMEO:" --temperature 0.8 --seed 1
       mlxrnn sample runs/shakespeare -n 3 --length 200 --top-p 0.9
+      mlxrnn sample runs/words --sentences 5 --length 300
     """
     check_backend(backend)
     # Bad flags are reported before the checkpoint is loaded (and before --prime is echoed).
     options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, allow_unk=allow_unk)
     options.validate()
-    for flag, value, minimum in (("--length", length, 1), ("--num-samples", num_samples, 1), ("--seed", seed, 0)):
+    for flag, value, minimum in (
+        ("--length", length, 1), ("--num-samples", num_samples, 1), ("--seed", seed, 0), ("--sentences", sentences, 1)
+    ):
         if value is not None and value < minimum:
             raise ConfigError(f"{flag} must be an integer >= {minimum}, got {value}")
     lm, _ = load_language_model(run, backend=backend, tag=tag)
+    if not allow_unk:
+        encode_prime(lm, prime)  # an unknown prime is refused before anything is printed
     stream = num_samples == 1 and not as_json
     if stream:  # streamed word tokens carry their space after them: the prime needs one before them
         click.echo(prime + (" " if lm.level == "word" and prime and not prime[-1].isspace() else ""), nl=False)
@@ -72,6 +87,7 @@ def sample_command(
         seed=seed,
         on_token=(lambda i, text: click.echo(text, nl=False)) if stream else None,
         allow_unknown_prime=allow_unk,
+        sentences=sentences,
     )
     if stream:
         click.echo()
@@ -84,31 +100,73 @@ def sample_command(
 
 @click.command("score")
 @click.argument("run", type=click.Path(path_type=str))
-@click.argument("sentences", nargs=-1, required=True)
-@click.option("--per-token", is_flag=True, help="Also show every token's log-probability.")
+@click.argument("sentences", nargs=-1, metavar="SENTENCES...")
+@click.option(
+    "--file",
+    "-f",
+    "sentence_file",
+    type=click.Path(path_type=str, allow_dash=True),
+    default=None,
+    help="Also score the lines of this file, one sentence per line ('-': standard input).",
+)
+@click.option("--per-token", is_flag=True, help="Also show every token's log-probability (<UNK> marked).")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of --file.")
+@encoding_errors_option
 @checkpoint_option
 @backend_option
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @handle_errors
-def score_command(run, sentences, per_token, tag, backend, as_json):
-    """Score SENTENCES by the chain rule and rank them, most probable first.
+def score_command(run, sentences, sentence_file, per_token, encoding, encoding_errors, tag, backend, as_json):
+    """Score SENTENCES (and/or the lines of --file) by the chain rule and rank them, most
+    probable first. Words outside the vocabulary are scored as <UNK>: the out-of-vocabulary
+    rate is reported, and --per-token marks them.
 
     \b
-    Example (the notes' speech-recognition choice):
+    Examples (the notes' speech-recognition choice):
       mlxrnn score runs/words "the apple and pear salad" "the apple and pair salad"
+      mlxrnn score runs/words --file candidates.txt --per-token
+      echo "the apple and pear salad" | mlxrnn score runs/words -f -
     """
     check_backend(backend)
+    texts = list(sentences)
+    if sentence_file is not None:  # a bad file fails before the model is loaded
+        texts += read_sentences(sentence_file, encoding, encoding_errors)
+    if not texts:
+        context = click.get_current_context()
+        argument = next(param for param in context.command.params if param.name == "sentences")
+        raise click.MissingParameter(ctx=context, param=argument)
     lm, _ = load_language_model(run, backend=backend, tag=tag)
-    ranked = sorted(score(lm, list(sentences)), key=lambda s: s.log_prob, reverse=True)
+    ranked = sorted(score(lm, texts), key=lambda s: s.log_prob, reverse=True)
     if as_json:
         echo_json([s.to_dict() for s in ranked])
         return
     for rank, s in enumerate(ranked, start=1):
+        unknown = f"  [{s.num_unknown} of {len(s.tokens)} tokens scored as <UNK>]" if s.num_unknown else ""
         click.echo(f"{rank}. log p = {s.log_prob:9.3f}  ({s.mean_log_prob:.3f}/token, perplexity {s.perplexity:.2f})  "
-                   f"{s.text!r}")
+                   f"{s.text!r}{unknown}")
         if per_token:
-            for token, lp in zip(s.tokens, s.log_probs):
-                click.echo(f"     {lp:8.3f}  {token!r}")
+            for token, lp, oov in zip(s.tokens, s.log_probs, s.unknown):
+                mark = "  <UNK>: not in the vocabulary" if oov else ""
+                click.echo(f"     {lp:8.3f}  {token!r}{mark}")
+    total = sum(len(s.tokens) for s in ranked)
+    unknown = sum(s.num_unknown for s in ranked)
+    click.echo(
+        f"out of vocabulary: {unknown} of {total} tokens ({unknown / max(total, 1):.1%}, {lm.tokenizer.kind} "
+        "tokenizer), scored as <UNK>"
+    )
+
+
+def read_sentences(path: str, encoding: str, errors: str) -> list[str]:
+    """The non-blank lines of ``path`` ('-': standard input), one sentence each."""
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        text = read_text(path, encoding=encoding, errors=errors)
+    lines = [line.strip() for line in text.replace("\r\n", "\n").split("\n")]
+    sentences = [line for line in lines if line]
+    if not sentences:
+        raise DataError(f"{'standard input' if path == '-' else path} has no sentences (one per line)")
+    return sentences
 
 
 @click.command("eval")
@@ -121,7 +179,8 @@ def score_command(run, sentences, per_token, tag, backend, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def eval_command(run, file, encoding, encoding_errors, tag, backend, as_json):
-    """Perplexity (and bits per character) of a whole FILE under the model.
+    """Perplexity (and bits per character) of a whole FILE under the model, per token of the
+    model's tokenizer (word models count each <EOS>), with the out-of-vocabulary rate.
 
     \b
     Example:
@@ -135,7 +194,14 @@ def eval_command(run, file, encoding, encoding_errors, tag, backend, as_json):
     if as_json:
         echo_json(data)
         return
-    line = f"{data['num_tokens']:,} tokens: loss {data['loss']:.4f} nats/token, perplexity {data['perplexity']:.3f}"
+    line = (
+        f"{data['num_tokens']:,} tokens ({result.tokenizer} tokenizer): loss {data['loss']:.4f} nats/token, "
+        f"perplexity {data['perplexity']:.3f} per token"
+    )
     if "bits_per_char" in data:
         line += f", {data['bits_per_char']:.4f} bits/char"
     click.echo(line)
+    click.echo(
+        f"out of vocabulary: {result.num_unknown:,} tokens ({result.oov_rate:.2%}), scored as <UNK> "
+        "(which is easier to predict than the words themselves)"
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mlxrnn.errors import Interrupted, spell_fields
+from mlxrnn.lm.evaluation import perplexity
 from mlxrnn.lm.option_files import read_options_file
 from mlxrnn.lm.run import train_language_model
 from mlxrnn.training.distributed import init_distributed, launched
@@ -33,6 +34,15 @@ def _inside(path: Path, directory: Path) -> bool:
     except (OSError, RuntimeError):
         return False
     return path == directory or directory in path.parents
+
+
+def _loss_text(loss: float | None, summary) -> str:
+    """"1.2345 (1.781 bits/char)" or "4.5678 (perplexity 96.3 per token, whitespace tokenizer)"."""
+    if loss is None:
+        return "n/a"
+    if summary.level == "char":
+        return f"{loss:.4f} ({loss / 0.6931471805599453:.3f} bits/char)"
+    return f"{loss:.4f} (perplexity {perplexity(loss):.2f} per token, {summary.tokenizer or 'words'} tokenizer)"
 
 
 def default_run_dir(level: str, cell: str) -> str:
@@ -110,9 +120,9 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
     continuing = resume or init_from is not None
     options = options_from_flags(settings, typed, config, continuing=continuing)
     given = given_settings(typed, config)
-    corpus = options.corpus  # typed, or from --config
-    if force and corpus and run_dir and _inside(Path(corpus), Path(run_dir)):
-        raise click.UsageError(f"CORPUS {corpus} is inside --out {run_dir}, which --force would empty; move it")
+    for label, path in (("CORPUS", options.corpus), ("--valid", options.valid), ("--test", options.test)):
+        if force and path and run_dir and _inside(Path(path), Path(run_dir)):
+            raise click.UsageError(f"{label} {path} is inside --out {run_dir}, which --force would empty; move it")
     check_backend(options.backend)
     if not resume:  # resuming takes the saved options; bad flags fail before anything is printed
         options.validate()
@@ -121,7 +131,8 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
     main = dist is None or dist.is_main  # data-parallel: rank 0 alone prints
     quiet = quiet or not main
     bar = ProgressBar(enabled=not quiet)
-    flags = flags_of(click.get_current_context().command)  # messages name settings as the flags they are
+    flags = flags_of(click.get_current_context().command)
+    # The run's log lines name settings by field (`min_lr`), as its errors do: show them as flags.
     log = (lambda message: click.echo(spell_fields(message, flags), err=True)) if not quiet else None
     if not quiet:
         click.echo(f"run directory: {run_dir}", err=True)
@@ -164,12 +175,13 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
     if as_json:
         echo_json(summary.to_dict())
     else:
-        best = summary.best_val_loss
-        extra = f" ({best / 0.6931471805599453:.3f} bits/char)" if summary.level == "char" and best is not None else ""
         click.echo(
-            f"{summary.stopped_because} after {summary.steps} steps, {summary.elapsed_seconds / 60:.1f} min, "
-            f"{summary.tokens_per_second:,.0f} tok/s; best validation loss {best:.4f}{extra}"
+            f"{spell_fields(summary.stopped_because, flags)} after {summary.steps} steps, "
+            f"{summary.elapsed_seconds / 60:.1f} min, {summary.tokens_per_second:,.0f} tok/s; "
+            f"best validation loss {_loss_text(summary.best_val_loss, summary)}"
         )
+        if summary.test_loss is not None:
+            click.echo(f"test loss (best checkpoint) {_loss_text(summary.test_loss, summary)}")
         click.echo(f"checkpoints in {summary.run_dir} (sample: mlxrnn sample {summary.run_dir})")
     if sample_length and not as_json:
         from mlxrnn.lm.model import load_language_model

@@ -442,6 +442,10 @@ def test_every_setting_is_resumable_or_refused_on_purpose():
         "patience",
         "backend",
         "compile",  # MLX: compiled or eager step, the same numbers
+        "decay_patience",  # the word-model schedule settings, optimisation like lr_decay
+        "min_lr",
+        "at_min_lr",
+        "warmup",
     }
 
 

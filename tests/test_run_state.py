@@ -133,8 +133,8 @@ def test_a_run_written_by_the_previous_format_resumes_as_it_would_have_continued
     monkeypatch.chdir(tmp_path / "fixture")  # the run names its corpus by a relative path
     saved = load_checkpoint("run").meta["training"]
     assert "schedule" not in saved and "sched_best" in saved["state"]  # really the older layout
-    options = TrainOptions(**saved["options"])
-    summary = train_language_model(TrainOptions(**{**saved["options"], "steps": 6}), "run", resume=True)
+    options = TrainOptions.from_saved(saved["options"])  # what the run used, options added since at their legacy values
+    summary = train_language_model(TrainOptions.from_saved({**saved["options"], "steps": 6}), "run", resume=True)
     assert summary.steps == 6 and options.schedule == "plateau"
     expected = json.loads((FIXTURE / "uninterrupted.json").read_text())["records"]
     got = [r for r in _train_records(Path("run")) if r["step"] != 3]  # step 3: the stopped run's final evaluation

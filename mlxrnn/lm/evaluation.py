@@ -6,6 +6,11 @@ whole file). Windows are read in order and the recurrent state is carried from o
 next, as in training, so the model sees each token with all of its past:
 
     loss = −(1/N) Σ_t log p(y_t | y_<t)        perplexity = exp(loss)        bits = loss / ln 2
+
+N counts the tokens of the model's tokenizer (for word models every word, punctuation mark and
+<EOS>), so a perplexity is per token of that tokenizer; :class:`Evaluation` says which. Words
+the vocabulary does not know are scored as <UNK>, which is easier to predict than the words
+themselves: the out-of-vocabulary rate says how much of the text that is.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 709.0 else math.inf
 
 
+def unknown_rate(tokens: list[str], vocab: Any) -> tuple[int, float]:
+    """(count, fraction) of ``tokens`` outside ``vocab``: words scored as <UNK> that the text
+    spelled out. A literal unknown-word marker (already <UNK> in the tokens) is not counted."""
+    unknown = sum(1 for token in tokens if token not in vocab)
+    return unknown, unknown / max(len(tokens), 1)
+
+
 @dataclass
 class Evaluation:
     """What ``mlxrnn eval`` reports; each attribute has the name of its key in ``--json``."""
@@ -34,6 +46,8 @@ class Evaluation:
     loss: float  #: mean negative log-likelihood per token (nats)
     num_tokens: int
     level: str
+    tokenizer: str | None = None  #: the kind of token the loss is per ("chars", "words", "whitespace")
+    num_unknown: int | None = None  #: tokens outside the vocabulary (scored as <UNK>), when known
 
     @property
     def perplexity(self) -> float:
@@ -48,6 +62,16 @@ class Evaluation:
         """:attr:`bits_per_token` of a character model (a token is a character); None for words."""
         return self.bits_per_token if self.level == "char" else None
 
+    @property
+    def num_oov(self) -> int | None:
+        """Tokens scored as <UNK> (outside the vocabulary), when known: ``--json``'s name."""
+        return self.num_unknown
+
+    @property
+    def oov_rate(self) -> float | None:
+        """The fraction of tokens outside the vocabulary, when known."""
+        return None if self.num_unknown is None else self.num_unknown / max(self.num_tokens, 1)
+
     def to_dict(self) -> dict:
         """The JSON of ``mlxrnn eval --json``: loss, perplexity, num_tokens, bits_per_token, and
         bits_per_char for character models."""
@@ -55,6 +79,11 @@ class Evaluation:
                 "bits_per_token": self.bits_per_token}
         if self.level == "char":
             data["bits_per_char"] = self.bits_per_char
+        data["level"] = self.level
+        if self.tokenizer is not None:
+            data["tokenizer"] = self.tokenizer
+        if self.num_unknown is not None:
+            data["num_oov"], data["oov_rate"] = self.num_unknown, self.oov_rate
         return data
 
 
@@ -82,7 +111,7 @@ def evaluate_windows(
         total, count = dist.sum_values(total, count)
     if count == 0:
         raise DataError("nothing to evaluate: there are no tokens")
-    return Evaluation(total / count, int(count), lm.level)
+    return Evaluation(total / count, int(count), lm.level, lm.tokenizer.kind)
 
 
 def _stream_windows(lm: LanguageModel, ids: np.ndarray, window: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -115,5 +144,9 @@ def evaluate_ids(
 
 
 def evaluate_text(lm: LanguageModel, text: str, **kwargs: Any) -> Evaluation:
-    """:func:`evaluate_ids` of ``text`` encoded with the model's tokenizer and vocabulary."""
-    return evaluate_ids(lm, lm.encode(text), **kwargs)
+    """:func:`evaluate_ids` of ``text`` encoded with the model's tokenizer and vocabulary, with
+    its out-of-vocabulary count."""
+    tokens = lm.tokenizer.tokenize(text)
+    result = evaluate_ids(lm, lm.vocab.encode(tokens), **kwargs)
+    result.num_unknown = unknown_rate(tokens, lm.vocab)[0]
+    return result

@@ -25,6 +25,7 @@ import numpy as np
 
 from mlxrnn.errors import CheckpointError, ConfigError
 from mlxrnn.lm.model import LanguageModel, load_language_model
+from mlxrnn.lm.tokenizers import DEFAULT_UNK_TOKEN
 
 __all__ = ["load_source", "load_weights_of", "source_architecture", "transplant_weights"]
 
@@ -49,9 +50,13 @@ def load_source(path: str | Path, run_dir: str | Path) -> tuple[LanguageModel, i
 def source_architecture(lm: LanguageModel) -> dict[str, Any]:
     """The ``architecture`` settings of :class:`TrainOptions` that made ``lm``, read from its
     model config and tokenizer (so any language-model checkpoint can be a source)."""
-    config = lm.model.config
+    config, described = lm.model.config, lm.tokenizer.to_dict()
+    word = lm.level == "word"
     return {
         "level": lm.level,
+        "tokenizer": described.get("kind", "words" if word else "chars"),
+        # a character model has no unknown-word literal: its setting stays the default
+        "unk_token": (described.get("unk_token") or "") if word else DEFAULT_UNK_TOKEN,
         "lowercase": bool(lm.tokenizer.to_dict().get("lowercase", False)),
         "cell": config.cell,
         "cell_options": dict(config.cell_options or {}),

@@ -24,7 +24,7 @@ from mlxrnn.backend import get_backend
 from mlxrnn.errors import CheckpointError, MLXRNNError
 from mlxrnn.io.checkpoint import Checkpoint, check_weights, load_checkpoint, save_checkpoint
 from mlxrnn.io.model_files import register_loader
-from mlxrnn.lm.tokenizers import make_tokenizer
+from mlxrnn.lm.tokenizers import AnyTokenizer, tokenizer_from_dict
 from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
@@ -42,8 +42,15 @@ def language_model_config(
     tie_weights: bool = False,
     cell_options: dict | None = None,
     seed: int = 0,
+    embed_dropout: float = 0.0,
+    output_dropout: float = 0.0,
+    locked_dropout: bool = False,
 ) -> SequenceModelConfig:
-    """The SequenceModel config of a language model; ``embed_size=0`` feeds one-hot vectors."""
+    """The SequenceModel config of a language model; ``embed_size=0`` feeds one-hot vectors.
+
+    ``dropout`` acts between stacked layers, ``embed_dropout`` on the embedding (or one-hot)
+    output, ``output_dropout`` before the output layer; ``locked_dropout`` shares each mask
+    across the time steps of a sequence."""
     return SequenceModelConfig(
         input_kind="embedding" if embed_size else "one_hot",
         input_size=vocab_size,
@@ -52,6 +59,9 @@ def language_model_config(
         hidden_size=hidden_size,
         num_layers=num_layers,
         dropout=dropout,
+        locked_dropout=locked_dropout,
+        embed_dropout=embed_dropout,
+        output_dropout=output_dropout,
         output_size=vocab_size,
         output="sequence",
         loss="cross_entropy",
@@ -72,7 +82,7 @@ class LanguageModel:
 
     model: SequenceModel
     vocab: Vocabulary
-    tokenizer: Any  # CharTokenizer | WordTokenizer
+    tokenizer: AnyTokenizer
 
     def __repr__(self) -> str:
         spec = self.model.config.recurrent
@@ -252,7 +262,7 @@ def language_model_from_meta(
     try:
         config = SequenceModelConfig.from_dict(meta["model_config"])
         vocab = Vocabulary.from_dict(meta["vocab"])
-        tokenizer = make_tokenizer(**meta["tokenizer"])
+        tokenizer = tokenizer_from_dict(meta["tokenizer"])
     except CheckpointError:
         raise
     except Exception as error:  # any malformed field is a damaged checkpoint, reported in one line

@@ -32,7 +32,7 @@ from typing import Any
 
 from mlxrnn.backend import BACKEND_NAMES
 from mlxrnn.errors import ConfigError
-from mlxrnn.lm.tokenizers import LEVELS
+from mlxrnn.lm.tokenizers import DEFAULT_KIND, DEFAULT_UNK_TOKEN, LEVELS, TOKENIZERS
 from mlxrnn.nn.cells import CELLS, cell_class, cell_option_names
 from mlxrnn.nn.optim import OPTIMIZERS
 from mlxrnn.nn.schedules import SCHEDULES
@@ -52,6 +52,7 @@ def setting(
     architecture: bool = False,
     flag: bool = True,
     argument: bool = False,
+    legacy: Any = MISSING,
 ) -> Any:
     """Declare one option (a dataclass field with its metadata).
 
@@ -68,6 +69,8 @@ def setting(
             a run started from another's weights (``init_from``) takes these from that run.
         flag: False when the CLI builds the value from other flags (the cell options).
         argument: the CLI takes it as a positional argument instead of a flag.
+        legacy: the value that reproduces what runs saved before this option existed did
+            (:meth:`TrainOptions.from_saved` fills it in for them); default: ``default``.
     """
     metadata = {
         "help": help,
@@ -78,6 +81,7 @@ def setting(
         "architecture": architecture,
         "flag": flag,
         "argument": argument,
+        "legacy": legacy,
     }
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
@@ -108,6 +112,15 @@ def _budget(value: float) -> bool:
     return 0 < value <= 1e9  # also rejects NaN and inf
 
 
+_probability = within(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
+#: dropout between layers when `dropout` is not given (and none at the two ends)
+DEFAULT_DROPOUT = 0.2
+
+
+def _unk_token_ok(value: Any) -> bool:
+    return isinstance(value, str) and not any(c.isspace() for c in value)
+
+
 @dataclass
 class TrainOptions:
     """Every setting of a training run (stored in its checkpoints). Defaults: the recommended
@@ -116,10 +129,25 @@ class TrainOptions:
     #: a UTF-8 text; None: the bundled tiny-shakespeare. A resumed run may find it at a new path,
     #: but its text must be the one the run started on (checked by its sha256).
     corpus: str | None = setting(None, "", argument=True, resumable=True)
-    level: str = setting(
-        "char",
-        "Tokens are characters or words (word models add <EOS> at each line end).",
+    level: str | None = setting(
+        None,
+        "Tokens are characters or words (word models add <EOS> at each line end); default: the level of "
+        "`tokenizer`, else char.",
         choices=LEVELS,
+        architecture=True,
+    )
+    tokenizer: str | None = setting(
+        None,
+        "How text becomes tokens: whitespace (pre-tokenized corpora), words (a regex split of raw text) or chars; "
+        "default: words for `level` word, chars otherwise. Perplexity is per token of this tokenizer.",
+        choices=tuple(TOKENIZERS),
+        architecture=True,
+    )
+    unk_token: str = setting(
+        DEFAULT_UNK_TOKEN,
+        "Word models: this literal in the text is the unknown word <UNK> ('' for none).",
+        check=lambda v: None if _unk_token_ok(v) else f"must be one word without spaces or '', got {v!r}",
+        legacy="",
         architecture=True,
     )
     lowercase: bool = setting(False, "Word models: lowercase the text first.", architecture=True)
@@ -138,8 +166,25 @@ class TrainOptions:
                           architecture=True)
     embed: int = setting(128, "Embedding size (0: one-hot inputs).", check=at_least(0), model="embed_size",
                          architecture=True)
-    dropout: float = setting(
-        0.2, "Dropout between layers.", check=within(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"), model="dropout"
+    dropout: float | None = setting(
+        None,
+        "Dropout on the embedding output, between layers and before the output layer (`embed_dropout` and "
+        "`output_dropout` set the two ends apart); default: 0.2 between layers only.",
+        check=_probability,
+        model="dropout",
+    )
+    embed_dropout: float | None = setting(
+        None, "Dropout on the embedding output (default: `dropout` if given, else 0).", check=_probability,
+        model="embed_dropout", legacy=0.0,
+    )
+    output_dropout: float | None = setting(
+        None, "Dropout before the output layer (default: `dropout` if given, else 0).", check=_probability,
+        model="output_dropout", legacy=0.0,
+    )
+    locked_dropout: bool = setting(
+        False,
+        "Variational (locked) dropout: one mask per sequence and window, shared by all its time steps.",
+        model="locked_dropout",
     )
     tie: bool = setting(False, "Tie input and output embeddings (needs `embed` = `hidden`).", model="tie_weights",
                         architecture=True)
@@ -176,8 +221,12 @@ class TrainOptions:
     )
     val_frac: float = setting(
         0.1,
-        "Last fraction of the text kept for validation.",
+        "Last fraction of the text kept for validation (unless `valid` names a file).",
         check=within(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"),
+    )
+    valid: str | None = setting(None, "Validation text file, used instead of the last `val_frac` of CORPUS.")
+    test: str | None = setting(
+        None, "Test text file, evaluated with the best checkpoint when training ends (summary and metrics)."
     )
     eval_every: int = setting(200, "Validate (and checkpoint) every N steps.", check=at_least(1), resumable=True)
     log_every: int = setting(
@@ -195,6 +244,30 @@ class TrainOptions:
     patience: int | None = setting(
         None, "Early stopping: evaluations without improvement.", check=at_least(1), resumable=True
     )
+    decay_patience: int = setting(
+        2, "Plateau: decay after this many evaluations in a row without improvement.", check=at_least(1), legacy=1,
+        resumable=True,
+    )
+    min_lr: float | None = setting(
+        None,
+        "The floor: no schedule sets the learning rate below it (default: `lr` / 100; 0: none).",
+        check=within(lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
+        legacy=0.0,
+        resumable=True,
+    )
+    at_min_lr: str = setting(
+        "stop",
+        "Plateau: when validation stalls `decay_patience` more evaluations at `min_lr`, stop the run or continue.",
+        choices=("stop", "continue"),
+        legacy="continue",
+        resumable=True,
+    )
+    warmup: float = setting(
+        0.0,
+        "Cosine: fraction of the run over which the learning rate first rises linearly from `min_lr` to `lr`.",
+        check=within(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
+        resumable=True,
+    )
     backend: str = setting("auto", "", choices=BACKEND_NAMES, resumable=True)
     compile: bool = setting(
         True, "MLX: train through the compiled step (--no-compile: the eager one, for debugging).", resumable=True
@@ -208,6 +281,22 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.clip == 0:  # 0 means "no clipping", as on the command line
             self.clip = None
+        # Settings that default to others are resolved here, so options.json holds what was used.
+        if self.level is None:
+            self.level = TOKENIZERS.get(self.tokenizer, "char")
+        if self.tokenizer is None:
+            self.tokenizer = DEFAULT_KIND.get(self.level, "chars")
+        # No `dropout` given: the character model's 0.2 between layers only (what it measured best
+        # in short runs: dropout at the two ends slowed its first minutes); given, it is everywhere.
+        ends = 0.0 if self.dropout is None else self.dropout
+        if self.dropout is None:
+            self.dropout = DEFAULT_DROPOUT
+        if self.embed_dropout is None:
+            self.embed_dropout = ends
+        if self.output_dropout is None:
+            self.output_dropout = ends
+        if self.min_lr is None and isinstance(self.lr, numbers.Real) and not isinstance(self.lr, bool):
+            self.min_lr = self.lr / 100
 
     def validate(self) -> TrainOptions:
         """Check every setting against its declaration; raise ConfigError naming the field."""
@@ -218,6 +307,13 @@ class TrainOptions:
             message = option_problem(spec, value)
             if message is not None:
                 raise ConfigError(message, field=spec.name)
+        if TOKENIZERS[self.tokenizer] != self.level:
+            raise ConfigError(
+                f"`tokenizer` {self.tokenizer} makes {TOKENIZERS[self.tokenizer]}-level tokens, not {self.level}; "
+                f"drop `level` or choose `level` {TOKENIZERS[self.tokenizer]}"
+            )
+        if self.min_lr is not None and self.min_lr > self.lr:
+            raise ConfigError(f"`min_lr` ({self.min_lr:g}) must not exceed `lr` ({self.lr:g})")
         return self
 
     def stopping(self) -> dict:
@@ -301,17 +397,33 @@ class TrainOptions:
                 f"the saved options name settings this mlxrnn does not know ({', '.join(unknown)}); "
                 "resume the run with the mlxrnn version that started it"
             )
-        return cls(**saved)
+        # A run saved before an option existed did what the option's legacy value does.
+        missing = {
+            spec.name: spec.metadata["legacy"]
+            for spec in fields(cls)
+            if spec.name not in saved and spec.metadata["legacy"] is not MISSING
+        }
+        return cls(**saved, **missing)
 
 
 #: the stopping criteria: given together, replaced together
 BUDGET = ("epochs", "steps", "minutes")
 
 
+#: settings whose default is resolved from the others in ``TrainOptions.__post_init__``
+DERIVED = ("level", "tokenizer", "dropout", "embed_dropout", "output_dropout", "min_lr")
+
+
 def given_settings(options: TrainOptions) -> set[str]:
     """The settings of ``options`` that differ from their defaults: what a caller that passes
-    whole options (rather than naming the ones it sets) is taken to have given."""
-    return {spec.name for spec in fields(options) if getattr(options, spec.name) != option_default(spec)}
+    whole options (rather than naming the ones it sets) is taken to have given. A derived
+    setting counts as given when it differs from what its default resolves to beside the others
+    (``min_lr`` = ``lr`` / 100 is not given; 0.2 between layers alone is the default dropout)."""
+    plain = {spec.name: getattr(options, spec.name) for spec in fields(options) if spec.name not in DERIVED}
+    resolved = TrainOptions(**plain)  # the derived settings as their defaults resolve beside these
+    given = {spec.name for spec in fields(options)
+             if spec.name not in DERIVED and getattr(options, spec.name) != option_default(spec)}
+    return given | {name for name in DERIVED if getattr(options, name) != getattr(resolved, name)}
 
 
 def option_changes(before: TrainOptions, after: TrainOptions) -> dict[str, list]:

@@ -38,12 +38,12 @@ from mlxrnn.errors import ConfigError, DataError, Interrupted, TrainingDiverged
 from mlxrnn.io.checkpoint import load_checkpoint, save_run_checkpoint
 from mlxrnn.io.run_directory import OPTIONS_FILE, RunDirectory
 from mlxrnn.lm.carried_state import carried_state_tensors, split_carried_state
-from mlxrnn.lm.evaluation import evaluate_windows, perplexity
+from mlxrnn.lm.evaluation import evaluate_windows, perplexity, unknown_rate
 from mlxrnn.lm.init_from import load_source, load_weights_of, source_architecture
 from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
 from mlxrnn.lm.options import TrainOptions, option_changes
-from mlxrnn.lm.run_data import build_vocabulary, load_corpus, make_batchers
-from mlxrnn.lm.run_state import Progress, RunState, RunSummary, legacy_schedule_state
+from mlxrnn.lm.run_data import build_vocabulary, evaluation_batcher, load_corpus, load_split_files, make_batchers
+from mlxrnn.lm.run_state import Progress, RunState, RunSummary, legacy_schedule_state, schedule_log_line
 from mlxrnn.nn.optim import make_optimizer
 from mlxrnn.nn.schedules import make_schedule
 from mlxrnn.training.distributed import DataParallel
@@ -100,10 +100,15 @@ class LanguageModelRun:
 
         self.lm = LanguageModel(SequenceModel(config, backend=options.backend), vocab, tokenizer)
         self.ids = vocab.encode(tokenizer.tokenize(text))
-        self.train_batches, self.val_batches = make_batchers(options, self.ids, self.dist)
+        valid = self.split_files.get("valid")
+        val_ids = vocab.encode(tokenizer.tokenize(valid[0])) if valid else None
+        self.train_batches, self.val_batches = make_batchers(options, self.ids, self.dist, val_ids=val_ids)
         extra = {"weight_decay": options.weight_decay} if options.weight_decay else {}
         self.optimizer = make_optimizer(options.optimizer, options.lr, **extra)
-        self.schedule = make_schedule(options.schedule, options.lr, decay=options.lr_decay)
+        self.schedule = make_schedule(
+            options.schedule, options.lr, decay=options.lr_decay, patience=options.decay_patience,
+            min_lr=options.min_lr, at_floor=options.at_min_lr, warmup=options.warmup,
+        )
         self.trainer = Trainer(
             self.lm.model,
             self.optimizer,
@@ -119,7 +124,10 @@ class LanguageModelRun:
             source, source_step = load_source(init_from, self.run_dir)
             options = options.initialized_from(source_architecture(source), given).validate()
         text, self.corpus_sha = load_corpus(options)
-        tokenizer, vocab, _ = build_vocabulary(options, text, base=source.vocab if source else None)
+        self.split_files = load_split_files(options)
+        valid = self.split_files.get("valid")
+        tokenizer, vocab, _ = build_vocabulary(options, text, valid[0] if valid else None,
+                                               base=source.vocab if source else None)
         self._build(options, text, vocab, tokenizer)
         if source is not None:
             added = load_weights_of(source, self.lm)
@@ -156,6 +164,13 @@ class LanguageModelRun:
                 f"the corpus {options.corpus or 'tiny-shakespeare'} is not the text this run started on; resume with "
                 "the original text, or start a new run from this one's weights with `init_from`"
             )
+        self.split_files = load_split_files(options)
+        for name, (_, sha) in self.split_files.items():
+            if sha != saved.get("split_files_sha256", {}).get(name):
+                raise DataError(
+                    f"the `{name}` file {getattr(options, name)} changed since this run started; "
+                    "resume with the original file or start a new run"
+                )
         fresh = language_model_from_meta(meta, backend=options.backend)
         self._build(options, text, fresh.vocab, fresh.tokenizer)
         self.lm.model.load_parameters(checkpoint.weights)
@@ -200,6 +215,7 @@ class LanguageModelRun:
             "rng": self.trainer.rng.bit_generator.state,
             "state": self.state.to_dict(),
             "corpus_sha256": self.corpus_sha,
+            "split_files_sha256": {name: sha for name, (_, sha) in self.split_files.items()},
             "world_size": self.dist.size,
         }
         meta["metrics"] = {"best_val_loss": self.state.best_val, "last_val_loss": self.state.last_val}
@@ -225,10 +241,12 @@ class LanguageModelRun:
         stop = False
         if scheduled:
             stalled = self.schedule.after_evaluation(self.optimizer, val_loss)
-            if stalled and self.options.schedule == "plateau":
-                self.log(f"validation loss did not improve: learning rate → {self.optimizer.lr:.3g}")
+            line = schedule_log_line(self.schedule, self.optimizer.lr, self.options)
+            if line:
+                self.log(line)
             patience = self.options.patience
             stop = stalled and patience is not None and self.schedule.bad_evals >= patience
+            stop = stop or getattr(self.schedule, "exhausted", False)
         record = {
             "event": "eval",
             "step": state.step,
@@ -243,6 +261,42 @@ class LanguageModelRun:
         self._metrics(record)
         self.save(("last", "best") if improved else ("last",))
         return val_loss, stop
+
+    def _stop_reason(self) -> str:
+        if getattr(self.schedule, "exhausted", False):
+            return f"learning rate at its floor `min_lr` ({self.optimizer.lr:.3g}) and validation stalled"
+        return f"early stopping: no improvement in {self.options.patience} evaluations"
+
+    def evaluate_test(self) -> dict | None:
+        """The `test` file's loss under the best checkpoint (read back from the run directory)."""
+        test = self.split_files.get("test")
+        if test is None:
+            return None
+        self.dist.barrier()  # rank 0 has written the best checkpoint
+        best, last = load_checkpoint(self.run_dir, tag="best"), self.lm.model.parameters()
+        tokens = self.lm.tokenizer.tokenize(test[0])
+        ids = self.lm.vocab.encode(tokens)
+        what = f"the `test` file has {len(ids)} tokens"
+        batches = self.dist.shard_batcher(
+            evaluation_batcher(ids, self.options, self.dist, what, "use a longer `test` file", name="test file")
+        )
+        self.lm.model.load_parameters(best.weights)
+        result = evaluate_windows(self.lm, batches, self.dist)
+        self.lm.model.load_parameters(last)  # the run's model stays the last one, as without a test file
+        record = {
+            "event": "test",
+            "step": self.state.step,
+            "checkpoint_step": best.meta.get("training", {}).get("state", {}).get("step"),
+            "test_loss": result.loss,
+            "test_perplexity": perplexity(result.loss),
+            "num_tokens": len(ids),
+            "oov_rate": unknown_rate(tokens, self.lm.vocab)[1],
+            "tokenizer": self.lm.tokenizer.kind,
+        }
+        if self.options.level == "char":
+            record["test_bpc"] = result.loss / math.log(2)
+        self._metrics(record)
+        return record
 
     # --- the loop ----------------------------------------------------------------------------
     def train(self) -> RunSummary:
@@ -317,13 +371,14 @@ class LanguageModelRun:
                         )
                     )
                     if early:
-                        reason = f"early stopping: no improvement in {options.patience} evaluations"
+                        reason = self._stop_reason()
                         break
             if state.step % options.eval_every != 0 or state.step == start_step:
                 self.evaluate(scheduled=False)  # saves; a signal meanwhile is acted on just below
             _, signals = self.dist.agree(time.perf_counter() - started, received)
             if signals:
                 self._finish_interrupted(signals[0], started, elapsed_before)
+            test = self.evaluate_test()
         elapsed = time.perf_counter() - started
         summary = RunSummary(
             str(self.run_dir),
@@ -335,6 +390,8 @@ class LanguageModelRun:
             tokens_run / max(elapsed, 1e-9),
             reason,
             options.level,
+            test_loss=None if test is None else test["test_loss"],
+            tokenizer=self.lm.tokenizer.kind,
         )
         self._metrics({"event": "end", **summary.to_dict()})
         return summary

@@ -1,7 +1,8 @@
 """The data of a training run: its corpus, vocabulary and training/validation batches.
 
 The corpus splits contiguously (the last ``val_frac`` of the tokens validates, nanoGPT style),
-and each split is read as parallel streams by an :class:`~mlxrnn.lm.batching.LMBatcher`.
+or separate `valid` (and `test`) files are read as corpora come; each part is read as parallel
+streams by an :class:`~mlxrnn.lm.batching.LMBatcher`.
 """
 
 from __future__ import annotations
@@ -24,41 +25,80 @@ from mlxrnn.training.distributed import DataParallel
 def load_corpus(options: TrainOptions) -> tuple[str, str]:
     """(text, sha256 of its bytes) of the configured corpus."""
     path = Path(options.corpus) if options.corpus else bundled_corpus_path()
+    return _load(path, options)
+
+
+def load_split_files(options: TrainOptions) -> dict[str, tuple[str, str]]:
+    """{"valid": (text, sha256), "test": ...} of the `valid` and `test` files that are given."""
+    files = {"valid": options.valid, "test": options.test}
+    return {name: _load(Path(path), options) for name, path in files.items() if path}
+
+
+def _load(path: Path, options: TrainOptions) -> tuple[str, str]:
     text = read_text(path, encoding=options.encoding, errors=options.encoding_errors)
     return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def build_vocabulary(options: TrainOptions, text: str, base: Vocabulary | None = None):
-    """(tokenizer, vocabulary, tokens). Word vocabularies count only the training split, so a
-    word seen only in validation is <UNK> there, as it would be in new text (no leak into the
-    validation loss). Character vocabularies use the whole text, as char-rnn does. With
-    ``base`` (the vocabulary of a run whose weights this one starts from), the counted tokens
-    it lacks are appended to it (:meth:`Vocabulary.extended`) instead."""
-    tokenizer = make_tokenizer(options.level, **({"lowercase": options.lowercase} if options.level == "word" else {}))
+def make_run_tokenizer(options: TrainOptions):
+    """The tokenizer ``options`` ask for (`tokenizer`, `lowercase`, `unk_token`)."""
+    if options.level == "char":
+        return make_tokenizer(options.level, kind=options.tokenizer)
+    return make_tokenizer(
+        options.level, kind=options.tokenizer, lowercase=options.lowercase, unk_token=options.unk_token or None
+    )
+
+
+def build_vocabulary(options: TrainOptions, text: str, valid_text: str | None = None, base: Vocabulary | None = None):
+    """(tokenizer, vocabulary, tokens of ``text``).
+
+    Word vocabularies count only the training tokens (all of ``text`` when a separate
+    ``valid_text`` is given, else the part before the validation split), so a word seen only
+    in validation is <UNK> there, as it would be in new text (no leak into the validation loss).
+    Character vocabularies also count the validation text, as char-rnn does (a character absent
+    from training would otherwise make validation fail). A test text is never counted. With
+    ``base`` (the vocabulary of a run whose weights this one starts from), the counted tokens it
+    lacks are appended to it (:meth:`Vocabulary.extended`) instead.
+    """
+    tokenizer = make_run_tokenizer(options)
     tokens = tokenizer.tokenize(text)
     counted = tokens
-    if options.level == "word":
+    if options.level == "word" and valid_text is None:
         train_positions, _, _ = split_by_fraction(np.arange(len(tokens)), options.val_frac)
         counted = tokens[: len(train_positions)]
+    elif options.level == "char" and valid_text is not None:
+        counted = tokens + tokenizer.tokenize(valid_text)
     if base is not None:
         return tokenizer, base.extended(counted, max_size=options.max_vocab, min_count=options.min_count), tokens
     vocab = Vocabulary.build(counted, max_size=options.max_vocab, min_count=options.min_count, level=options.level)
     return tokenizer, vocab, tokens
 
 
-def make_batchers(options: TrainOptions, ids: np.ndarray, dist: DataParallel | None = None) -> tuple[Any, Any]:
+def make_batchers(
+    options: TrainOptions, ids: np.ndarray, dist: DataParallel | None = None, val_ids: np.ndarray | None = None
+) -> tuple[Any, Any]:
     """(training, validation) batchers of the token stream ``ids`` (N,); with ``dist``, each
-    process's share of ``batch_size`` × processes streams."""
+    process's share of ``batch_size`` × processes streams. ``val_ids``: a separate validation
+    stream (`valid`), else the last `val_frac` of ``ids`` validates."""
     dist = dist or DataParallel()
-    train_ids, val_ids, _ = split_by_fraction(ids, options.val_frac)
+    if val_ids is None:
+        train_ids, val_ids, _ = split_by_fraction(ids, options.val_frac)
+        fix = f"raise `val_frac` (now {options.val_frac:g}) or use a longer corpus"
+        what = f"the validation split has {len(val_ids)} of the corpus's {len(ids)} tokens"
+    else:
+        train_ids, fix, what = ids, "use a longer `valid` file", f"the `valid` file has {len(val_ids)} tokens"
     streams = options.batch_size * dist.size  # data-parallel: ONE batcher of N·B streams, each process its B rows
     train = LMBatcher(train_ids, streams, options.seq_len, name="training split")
-    # Validation uses fewer streams when the split is short, so small corpora still evaluate.
-    val_streams = max(dist.size, min(streams, (len(val_ids) - 1) // options.seq_len or 1))
-    if len(val_ids) < val_streams + 1:
-        raise DataError(
-            f"the validation split has {len(val_ids)} of the corpus's {len(ids)} tokens, too few to evaluate "
-            f"(at least {val_streams + 1} needed); raise `val_frac` (now {options.val_frac:g}) or use a longer corpus"
-        )
-    val = LMBatcher(val_ids, val_streams, options.seq_len, name="validation split")
+    val = evaluation_batcher(val_ids, options, dist, what, fix, name="validation split")
     return dist.shard_batcher(train), dist.shard_batcher(val)
+
+
+def evaluation_batcher(
+    ids: np.ndarray, options: TrainOptions, dist: DataParallel, what: str, fix: str, name: str
+) -> LMBatcher:
+    """Parallel streams over a held-out text: as many as training uses, fewer when the text is
+    short (so small texts still evaluate), at least one per process."""
+    streams = options.batch_size * dist.size
+    count = max(dist.size, min(streams, (len(ids) - 1) // options.seq_len or 1))
+    if len(ids) < count + 1:
+        raise DataError(f"{what}, too few to evaluate (at least {count + 1} needed); {fix}")
+    return LMBatcher(ids, count, options.seq_len, name=name)

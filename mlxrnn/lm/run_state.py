@@ -57,6 +57,22 @@ class RunState:
         return cls(**{name: value for name, value in data.items() if name in known})
 
 
+def schedule_log_line(schedule: Any, lr: float, options: Any) -> str | None:
+    """The log line of a schedule that just changed the rate or gave up, else None (names fields)."""
+    action, stalls = getattr(schedule, "last_action", None), schedule.bad_evals
+    stalled = f"validation loss did not improve in {stalls} evaluation{'s' if stalls > 1 else ''}"
+    if action == "decayed":
+        return f"{stalled}: learning rate → {lr:.3g}"
+    if action == "floor":
+        then = "the run stops" if options.at_min_lr == "stop" else "training continues at it"
+        return (f"{stalled}: learning rate → {lr:.3g}, its floor `min_lr`; {then} if validation stalls "
+                f"{options.decay_patience} more evaluation(s)")
+    if action == "exhausted":
+        return (f"validation loss did not improve in {options.decay_patience} evaluation(s) at the learning-rate "
+                f"floor `min_lr` ({lr:.3g}): stopping (`at_min_lr` continue would keep training at it)")
+    return None
+
+
 def legacy_schedule_state(state: dict[str, Any]) -> dict[str, Any]:
     """The schedule's state from a run state saved before schedules kept their own."""
     return {new: state[old] for old, new in LEGACY_SCHEDULE_KEYS.items()}
@@ -91,6 +107,8 @@ class RunSummary:
     tokens_per_second: float
     stopped_because: str
     level: str
+    test_loss: float | None = None  #: the `test` file's loss under the best checkpoint, if one was given
+    tokenizer: str | None = None  #: the tokenizer kind: losses and perplexities are per its tokens
 
     @property
     def best_val_perplexity(self) -> float | None:
@@ -103,8 +121,10 @@ class RunSummary:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        if self.best_val_bpc is not None:
-            data["best_val_bpc"] = self.best_val_bpc
-        if self.best_val_perplexity is not None:
-            data["best_val_perplexity"] = self.best_val_perplexity
+        for name, loss in (("best_val", self.best_val_loss), ("test", self.test_loss)):
+            if loss is None:
+                continue
+            data[f"{name}_perplexity"] = perplexity(loss)
+            if self.level == "char":
+                data[f"{name}_bpc"] = loss / math.log(2)
         return data

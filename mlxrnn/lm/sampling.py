@@ -25,6 +25,7 @@ from mlxrnn.lm.evaluation import perplexity
 from mlxrnn.lm.model import LanguageModel
 from mlxrnn.lm.tokenizers import make_tokenizer
 from mlxrnn.models.decoding import MAX_BATCH_PROBABILITIES, SamplingOptions, draw_tokens, next_token_distribution
+from mlxrnn.nn.sequences import UNK
 
 
 def banned_ids(lm: LanguageModel, allow_unk: bool) -> list[int]:
@@ -79,9 +80,14 @@ def sample(
     stop_at_eos: bool = True,
     on_token: Callable[[int, str], None] | None = None,
     allow_unknown_prime: bool = False,
+    sentences: int | None = None,
 ) -> Samples:
     """Generate ``num_samples`` sequences of up to ``length`` tokens as one batch.
 
+    A word model's sample ends at its first <EOS> (``stop_at_eos``); with ``sentences`` = n it
+    goes on past each <EOS> (the model read its corpus as one stream, sentence after sentence)
+    and ends after the n-th. For a character model ``sentences`` counts lines ("\n"). Either
+    way ``length`` bounds the tokens drawn.
     ``on_token(sample_index, text)`` is called for every new token as it is drawn (streaming).
     ``seed`` makes the draws reproducible. On MLX the draws are made on the device from an MLX
     key (see :mod:`mlxrnn.lm.mlx_sampling`): reproducible too, but not NumPy's texts.
@@ -98,6 +104,8 @@ def sample(
         )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ConfigError(f"must be a non-negative integer, got {seed!r}", field="seed")
+    if sentences is not None and (isinstance(sentences, bool) or not isinstance(sentences, int) or sentences < 1):
+        raise ConfigError(f"must be a positive integer, got {sentences!r}", field="sentences")
     if not isinstance(prime, str):
         raise ConfigError(f"the prime must be a string, got {type(prime).__name__}")
     prime_ids = lm.vocab.encode(lm.tokenizer.tokenize(prime)) if allow_unknown_prime else encode_prime(lm, prime)
@@ -111,6 +119,11 @@ def sample(
         stream = _numpy_stream(lm, context, options, banned, np.random.default_rng(seed))
     generated: list[list[int]] = [[] for _ in range(num_samples)]
     finished = np.zeros(num_samples, dtype=bool)
+    if sentences is None and stop_at_eos and lm.level == "word":
+        sentences = 1
+    # The token that ends a sentence: <EOS> for word models, a newline for character models.
+    end_id = lm.vocab.eos_id if lm.level == "word" else lm.vocab.token_to_id("\n") if "\n" in lm.vocab else None
+    ended = np.zeros(num_samples, dtype=np.int64)
     for _, tokens in zip(range(length), stream):
         for i, token in enumerate(tokens):
             if finished[i]:
@@ -118,8 +131,9 @@ def sample(
             generated[i].append(int(token))
             if on_token is not None:
                 on_token(i, _token_text(lm, int(token)))
-            if stop_at_eos and lm.level == "word" and token == lm.vocab.eos_id:
-                finished[i] = True
+            if sentences is not None and token == end_id:
+                ended[i] += 1
+                finished[i] = ended[i] >= sentences
         if finished.all():
             break
     texts = [lm.decode(ids) for ids in generated]
@@ -148,8 +162,22 @@ def _token_text(lm: LanguageModel, token_id: int) -> str:
 @dataclass
 class SentenceScore:
     text: str
-    tokens: list[str]
+    tokens: list[str]  #: the text's tokens as its tokenizer made them
     log_probs: list[float]  #: natural-log p(token | previous tokens), one per token
+    unknown: list[bool] = field(default_factory=list)  #: per token: outside the vocabulary, scored as <UNK>
+
+    @property
+    def num_oov(self) -> int:
+        """Tokens scored as <UNK>: ``--json``'s name for :attr:`num_unknown`."""
+        return self.num_unknown
+
+    @property
+    def oov_rate(self) -> float:
+        return self.num_unknown / max(len(self.tokens), 1)
+
+    @property
+    def num_unknown(self) -> int:
+        return sum(self.unknown)
 
     # The properties carry the names of the CLI's JSON keys (see to_dict); ``total`` and ``mean``
     # are their older names.
@@ -180,12 +208,18 @@ class SentenceScore:
             "mean_log_prob": self.mean_log_prob,
             "perplexity": self.perplexity,
             "num_tokens": self.num_tokens,
-            "tokens": [{"token": t, "log_prob": lp} for t, lp in zip(self.tokens, self.log_probs)],
+            "num_oov": self.num_oov,
+            "oov_rate": self.oov_rate,
+            "tokens": [
+                {"token": t, "log_prob": lp, "unk": t == UNK or oov}
+                for t, lp, oov in zip(self.tokens, self.log_probs, self.unknown or [False] * len(self.tokens))
+            ],
         }
 
 
 def score(lm: LanguageModel, texts: Sequence[str]) -> list[SentenceScore]:
-    """log p(text) by the chain rule for each text; unknown words score as <UNK>.
+    """log p(text) by the chain rule for each text; unknown words score as <UNK> (and are
+    flagged in :attr:`SentenceScore.unknown`, since p(<UNK>) is not the word's probability).
 
     A word-level text ends with <EOS> (the tokenizer adds it), so its probability includes
     the probability of the sentence ending there, as in the notes.
@@ -203,5 +237,6 @@ def score(lm: LanguageModel, texts: Sequence[str]) -> list[SentenceScore]:
         inputs = np.concatenate([[lm.start_id], ids[:-1]]).astype(np.int32)[None, :]
         log_probs, _ = lm.log_probs(inputs)
         picked = log_probs[0, np.arange(len(ids)), ids]
-        results.append(SentenceScore(text, lm.vocab.decode(ids), [float(v) for v in picked]))
+        unknown = [token not in lm.vocab for token in tokens]
+        results.append(SentenceScore(text, list(tokens), [float(v) for v in picked], unknown))
     return results

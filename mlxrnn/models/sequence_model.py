@@ -32,9 +32,10 @@ from mlxrnn.models.spec import (
     with_recurrent_spec,
 )
 from mlxrnn.models.task import METRIC_SUMS, Sums, TaskModel
+from mlxrnn.nn.dropout import dropout_mask
 from mlxrnn.nn.layers import Linear, lengths_to_mask
 from mlxrnn.nn.losses import get_loss
-from mlxrnn.nn.module import Module, check_positive_int
+from mlxrnn.nn.module import Module, check_positive_int, check_probability
 
 OUTPUT_KINDS = ("sequence", "last")
 #: float32 weights, gradients and two optimizer moments (Adam): what training needs at least
@@ -67,6 +68,8 @@ class SequenceModelConfig:
     loss: str = "cross_entropy"
     tie_weights: bool = False  #: share the embedding with the output layer (needs embed = hidden)
     seed: int = 0
+    embed_dropout: float = 0.0  #: dropout on the stack's input (the embedding output), training only
+    output_dropout: float = 0.0  #: dropout on the features the head reads, training only
 
     def validate(self) -> SequenceModelConfig:
         if self.input_kind not in INPUT_KINDS:
@@ -78,6 +81,8 @@ class SequenceModelConfig:
         check_positive_int("seed", self.seed, minimum=0)
         if not isinstance(self.tie_weights, (bool, np.bool_)):
             raise ConfigError(f"tie_weights must be True or False, got {self.tie_weights!r}")
+        check_probability("embed_dropout", self.embed_dropout)
+        check_probability("output_dropout", self.output_dropout)
         self.recurrent.validate()
         self._check_size()
         if self.tie_weights:
@@ -137,6 +142,15 @@ class SequenceModel(TaskModel, Module):
 
     Build it from a :class:`SequenceModelConfig` or from the config's settings as keywords:
     ``SequenceModel(input_kind="dense", input_size=1, hidden_size=16, output="last", ...)``.
+
+    Dropout (training only, :mod:`mlxrnn.nn.dropout`): ``embed_dropout`` on the stack's input x,
+    ``recurrent.dropout`` between stacked layers, ``output_dropout`` on the features f the head
+    reads; each mask per step, or per sequence with ``recurrent.locked_dropout``:
+
+        x̃ = x ⊙ m_x      f̃ = f ⊙ m_f      logits = f̃ W + b      dL/df = (dL/dlogits Wᵀ) ⊙ m_f
+
+    An embedding is then looked up before the stack rather than folded into layer 0 (the mask
+    sits between the two); tied weights read f̃ like an untied head does.
     """
 
     checkpoint_kind = "sequence_model"
@@ -155,6 +169,15 @@ class SequenceModel(TaskModel, Module):
             del head.params["W"]  # the head uses embedding.weight transposed
         self.add_child("head", head)
         self.loss_fn = get_loss(c.loss)
+        self._dropout_rng = np.random.default_rng(c.seed + 3)  # when the caller passes no generator
+
+    def _dropout(self, rng: Any, p: float, batch: int, steps: int, features: int) -> Any:
+        """The scaled keep-mask of a batch-first activation: (B, T or 1, F) on the backend, or
+        (B, F) when ``steps`` is 0 (the final-state features of output "last")."""
+        mask = dropout_mask(rng if rng is not None else self._dropout_rng, p, max(steps, 1), batch, features,
+                            self.config.recurrent.locked_dropout)  # (T or 1, B, F): time-major, batch on axis 1
+        mask = mask[0] if steps == 0 else np.ascontiguousarray(mask.transpose(1, 0, 2))
+        return self.xp.from_numpy(mask)
 
     def extra_repr(self) -> str:
         c = self.config
@@ -168,19 +191,33 @@ class SequenceModel(TaskModel, Module):
     def forward(self, inputs: Any, initial_state: Any = None, lengths: Any = None, mask: Any = None,
                 training: bool = False, rng: np.random.Generator | None = None) -> tuple[Any, Any, dict]:
         """Returns (logits, final_state, cache). Logits are (B, T, O) or (B, O); see the class doc."""
-        xp = self.xp
-        x, encoded = self.embedding.forward(inputs)  # an embedding stays TokenInputs: the stack may fold it
+        xp, c = self.xp, self.config
+        embed_p = c.embed_dropout if training else 0.0
+        # Without input dropout an embedding stays TokenInputs: the stack may fold the lookup.
+        x, encoded = self.embedding.forward(inputs, as_tokens=not embed_p)
+        embed_mask = output_mask = None
+        if embed_p:
+            embed_mask = self._dropout(rng, embed_p, int(x.shape[0]), int(x.shape[1]), int(x.shape[2]))
+            x = x * embed_mask  # (B, T, D)
         hidden, final_state, rnn_cache = self.rnn.forward(
             x, initial_state=initial_state, lengths=lengths, mask=mask, training=training, rng=rng
         )
-        if self.config.output == "sequence":
-            features = hidden
+        if c.output == "sequence":
+            features = hidden  # (B, T, H_out)
         else:  # the top layer's final h, directions side by side: (B, D·H)
             features = top_final_hidden(xp, self.rnn, final_state)
-        logits = xp.matmul(features, self._head_weight())
+        if training and c.output_dropout:
+            steps = int(features.shape[1]) if c.output == "sequence" else 0
+            output_mask = self._dropout(rng, c.output_dropout, int(features.shape[0]), steps, int(features.shape[-1]))
+            features = features * output_mask
+        # One (B·T, F) × (F, O) product: NumPy runs a stacked (B, T, F) product as B small GEMMs,
+        # several times slower for a large vocabulary (the reshapes are free: features are row-major).
+        logits = xp.matmul(xp.reshape(features, (-1, features.shape[-1])), self._head_weight())
+        logits = xp.reshape(logits, (*features.shape[:-1], logits.shape[-1]))
         if "b" in self.head.params:
             logits = logits + self.head.params["b"]
-        cache = {"encoded": encoded, "rnn": rnn_cache, "features": features, "final_state": final_state}
+        cache = {"encoded": encoded, "rnn": rnn_cache, "features": features, "final_state": final_state,
+                 "embed_mask": embed_mask, "output_mask": output_mask}
         return logits, final_state, cache
 
     def _loss_weights(self, batch: Mapping[str, Any], time_steps: int) -> Any:
@@ -216,13 +253,17 @@ class SequenceModel(TaskModel, Module):
             grads["head.b"] = xp.sum(d2, axis=0)
         if not c.tie_weights:
             grads["head.W"] = d_weight
-        d_features = xp.matmul(d_logits, xp.permute_dims(self._head_weight(), (1, 0)))
+        d_features = xp.reshape(xp.matmul(d2, xp.permute_dims(self._head_weight(), (1, 0))), features.shape)
+        if cache.get("output_mask") is not None:
+            d_features = d_features * cache["output_mask"]
         if c.output == "sequence":
             d_hidden, d_final = d_features, None
         else:
             d_hidden, d_final = None, top_final_hidden_backward(xp, self.rnn, d_features, cache["final_state"])
         d_x, d_initial, rnn_grads = self.rnn.backward(d_hidden, d_final, cache["rnn"])
         grads.update({f"rnn.{name}": g for name, g in rnn_grads.items()})
+        if cache.get("embed_mask") is not None:
+            d_x = d_x * cache["embed_mask"]  # (B, T, D): the lookup was not folded
         embed_grads, d_inputs = self.embedding.backward(d_x, cache["encoded"])
         grads.update({f"embedding.{name}": g for name, g in embed_grads.items()})
         if c.tie_weights:

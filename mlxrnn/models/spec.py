@@ -43,7 +43,8 @@ class RecurrentSpec:
     ``cell`` is a registered cell name (:data:`mlxrnn.nn.cells.CELLS`) and ``cell_options`` its
     constructor options, e.g. ``{"peephole": True}`` for an LSTM. ``hidden_size`` is H per
     direction; a bidirectional stack's outputs are (B, T, 2H) with ``merge="concat"`` and
-    (B, T, H) with ``"sum"``; ``dropout`` applies between stacked layers in training.
+    (B, T, H) with ``"sum"``; ``dropout`` applies between stacked layers in training, one mask
+    per step, or one per sequence shared by its steps with ``locked_dropout``.
     Frozen: change one with :func:`dataclasses.replace` (or through the owning config).
     """
 
@@ -54,6 +55,7 @@ class RecurrentSpec:
     merge: str = "concat"
     dropout: float = 0.0
     cell_options: dict | None = None
+    locked_dropout: bool = False  #: one dropout mask per sequence, shared across time (variational)
 
     def validate(self) -> RecurrentSpec:
         cell_class(self.cell)  # a ConfigError naming the registered cells
@@ -64,6 +66,8 @@ class RecurrentSpec:
         if self.merge not in MERGES:
             raise ConfigError(f"merge must be 'concat' or 'sum', got {self.merge!r}")
         check_probability("dropout", self.dropout)
+        if not isinstance(self.locked_dropout, (bool, np.bool_)):
+            raise ConfigError(f"locked_dropout must be True or False, got {self.locked_dropout!r}")
         self.sample_cell()
         return self
 
@@ -108,7 +112,8 @@ class RecurrentSpec:
         """The layers: ``input_size`` features in, parameters drawn from ``seed``."""
         return make_recurrent(
             self.cell, input_size, self.hidden_size, num_layers=self.num_layers, bidirectional=self.bidirectional,
-            merge=self.merge, dropout=self.dropout, seed=seed, backend=backend, **(self.cell_options or {}),
+            merge=self.merge, dropout=self.dropout, locked_dropout=bool(self.locked_dropout), seed=seed,
+            backend=backend, **(self.cell_options or {}),
         )
 
     def to_dict(self) -> dict:

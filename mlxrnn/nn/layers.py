@@ -48,6 +48,7 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.nn.cells import Cell, cell_class, make_cell
+from mlxrnn.nn.dropout import dropout_mask
 from mlxrnn.nn.module import Module, check_positive_int, check_probability
 
 DIRECTION_NAMES = ("fwd", "bwd")
@@ -120,7 +121,7 @@ class RecurrentCache:
     time_steps: int
     mask: Any  # (T, B, 1) or None
     directions: dict  # (layer, direction) -> _DirectionCache
-    dropout_masks: dict  # layer -> (T, B, H_out) scaled keep-mask
+    dropout_masks: dict  # layer -> (T, B, H_out) scaled keep-mask ((1, B, H_out) when locked)
     tokens: TokenInputs | None = None  # when the inputs were TokenInputs: backend ids (B, T) and the table
     folded: bool = False  # whether layer 0 folded the table lookup
 
@@ -138,6 +139,8 @@ class Recurrent(Module):
         bidirectional: also run each layer from t = T−1 down to 0.
         merge: how the two directions' outputs combine: "concat" (2H features) or "sum" (H).
         dropout: inverted dropout on the outputs of every layer but the last, training only.
+        locked_dropout: draw one dropout mask per sequence, shared by all time steps (variational
+            dropout, :mod:`mlxrnn.nn.dropout`), instead of one per step.
         seed: seeds the NumPy generator all parameters are drawn from (identical on every backend).
         backend, dtype: see :func:`mlxrnn.get_backend`.
         cell: the registered cell name (the aliases fix it); ``cell_options`` go to its class.
@@ -162,6 +165,7 @@ class Recurrent(Module):
         dtype: str = "float32",
         *,
         cell: str | None = None,
+        locked_dropout: bool = False,
         **cell_options: Any,
     ):
         super().__init__(backend, dtype)
@@ -178,6 +182,7 @@ class Recurrent(Module):
             raise ConfigError(f"merge must be 'concat' or 'sum', got {merge!r}")
         self.merge = merge
         self.dropout = check_probability("dropout", dropout)
+        self.locked_dropout = bool(locked_dropout)
         self.cell_options = dict(cell_options)
         self.num_directions = 2 if self.bidirectional else 1
         self.output_size = self.hidden_size * (2 if self.bidirectional and merge == "concat" else 1)
@@ -226,6 +231,7 @@ class Recurrent(Module):
             "bidirectional": self.bidirectional,
             "merge": self.merge,
             "dropout": self.dropout,
+            "locked_dropout": self.locked_dropout,
             **self.cell_options,
         }
 
@@ -337,19 +343,20 @@ class Recurrent(Module):
         return outputs, final_state, cache
 
     def _dropout_mask(self, source: Any, shape: tuple[int, int, int]) -> Any:
-        """The scaled keep-mask (T, B, H_out) of one layer's outputs: 1/(1 − p) where kept, else 0.
+        """The scaled keep-mask (T, B, H_out) of one layer's outputs — (1, B, H_out), shared by every
+        step, for locked dropout: 1/(1 − p) where kept, else 0.
 
         ``source`` is a NumPy generator (keep where ``random() >= p``, drawn on the host so every
         backend sees the same masks), or an object with ``dropout_mask(xp, shape, p)`` that
         supplies the masks itself, e.g. ones drawn before a compiled step
         (:mod:`mlxrnn.training.compiled`), in the same order.
         """
-        xp = self.xp
+        xp, (T, B, features) = self.xp, shape
         supply = getattr(source, "dropout_mask", None)
         if supply is not None:
-            return supply(xp, shape, self.dropout)
-        keep = source.random(size=shape) >= self.dropout
-        return _relayout(xp, xp.from_numpy(keep / (1.0 - self.dropout)), "batch_fastest")
+            return supply(xp, (1, B, features) if self.locked_dropout else shape, self.dropout)
+        mask = dropout_mask(source, self.dropout, T, B, features, self.locked_dropout)  # (T or 1, B, H_out)
+        return _relayout(xp, xp.from_numpy(mask), "batch_fastest")
 
     def _check_tokens(self, tokens: TokenInputs) -> TokenInputs:
         table = tokens.table

@@ -9,10 +9,15 @@ A schedule sets ``optimizer.lr`` (a plain attribute) at two moments of a run:
   early stopping reads.
 
 Schedules:
-    plateau:  lr ← lr · decay whenever validation does not improve by more than ``min_delta``
-              (char-rnn; Zaremba et al.)
-    cosine:   lr(f) = ½ · lr₀ · (1 + cos(π f)),  f ∈ [0, 1] the fraction of the run done
+    plateau:  lr ← max(lr · decay, min_lr) after every ``patience`` evaluations in a row that did
+              not improve by more than ``min_delta`` (char-rnn; Zaremba et al.); stalled again
+              at the floor, it stops the run (or continues there)
+    cosine:   lr(f) = min_lr + ½ (lr₀ − min_lr)(1 + cos(π f)),  f ∈ [0, 1] the fraction of the run
+              done, after an optional linear warm-up
     none:     lr stays lr₀
+
+No schedule sets a rate below its floor ``min_lr``; ``min_lr`` = 0 (the classes' default) is no
+floor, which is how runs saved before the floor existed keep their schedule.
 
 :meth:`Schedule.state_dict` holds everything a schedule remembers (JSON scalars), so a resumed
 run continues exactly where it stopped.
@@ -70,35 +75,97 @@ class Schedule:
 
 
 class PlateauSchedule(Schedule):
-    """Multiply the learning rate by ``decay`` after every evaluation that did not improve."""
+    """Multiply the learning rate by ``decay`` after every ``patience`` evaluations in a row that
+    did not improve, never below ``min_lr`` (0: no floor).
+
+    Once the rate sits at the floor, the next ``patience`` evaluations without improvement set
+    :attr:`exhausted` when ``at_floor`` is "stop" (the run then stops: lower rates are not
+    allowed, and this one no longer helps), or are ignored with "continue". :attr:`last_action`
+    says what the latest evaluation did: None, "decayed", "floor" (decayed onto the floor) or
+    "exhausted". Both are derived from ``bad_evals`` and the optimizer's rate, so a resumed
+    run needs no extra state.
+    """
 
     name = "plateau"
 
-    def __init__(self, base_lr: float, decay: float = 0.5, min_delta: float = MIN_DELTA):
+    def __init__(self, base_lr: float, decay: float = 0.5, min_delta: float = MIN_DELTA, patience: int = 1,
+                 min_lr: float = 0.0, at_floor: str = "continue"):
         super().__init__(base_lr, min_delta)
         if not 0.0 < decay <= 1.0:
             raise ConfigError(f"plateau decay must be in (0, 1], got {decay!r}")
-        self.decay = float(decay)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(f"plateau patience must be an integer >= 1, got {patience!r}")
+        if at_floor not in AT_FLOOR:
+            raise ConfigError(f"at_floor must be one of {', '.join(AT_FLOOR)}, got {at_floor!r}")
+        self.decay, self.patience, self.at_floor = float(decay), patience, at_floor
+        self.min_lr = _check_floor(min_lr, self.base_lr)
+        self.exhausted = False  #: stalled at the floor with at_floor "stop": the run should end
+        self.last_action: str | None = None
+
+    def after_evaluation(self, optimizer: Any, loss: float) -> bool:
+        self.last_action = None
+        return super().after_evaluation(optimizer, loss)
 
     def on_plateau(self, optimizer: Any) -> None:
-        optimizer.lr *= self.decay
+        if self.bad_evals % self.patience:
+            return  # not yet `patience` evaluations since the last decay
+        if self.min_lr > 0 and optimizer.lr <= self.min_lr * (1 + 1e-9):
+            if self.at_floor == "stop":
+                self.exhausted, self.last_action = True, "exhausted"
+            return
+        lr = optimizer.lr * self.decay
+        if lr <= self.min_lr:
+            optimizer.lr, self.last_action = self.min_lr, "floor"
+        else:
+            optimizer.lr, self.last_action = lr, "decayed"
 
 
 class CosineSchedule(Schedule):
-    """lr(f) = ½ lr₀ (1 + cos(π f)): from lr₀ at the start to 0 at the end of the run."""
+    """Optional linear warm-up over the first ``warmup`` fraction w of the run, then half a cosine
+    from lr₀ down to the floor ``min_lr`` at the end of the run:
+
+        f < w:   lr(f) = m + (lr₀ − m) · f / w
+        f ≥ w:   lr(f) = m + ½ (lr₀ − m) (1 + cos(π (f − w) / (1 − w)))        m = min_lr
+    """
 
     name = "cosine"
 
+    def __init__(self, base_lr: float, min_delta: float = MIN_DELTA, min_lr: float = 0.0, warmup: float = 0.0):
+        super().__init__(base_lr, min_delta)
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
+            raise ConfigError(f"cosine warmup must be a fraction of the run in [0, 1), got {warmup!r}")
+        self.min_lr, self.warmup = _check_floor(min_lr, self.base_lr), float(warmup)
+
     def before_step(self, optimizer: Any, fraction_done: float) -> None:
-        optimizer.lr = 0.5 * self.base_lr * (1.0 + math.cos(math.pi * min(max(fraction_done, 0.0), 1.0)))
+        f, w, floor = min(max(fraction_done, 0.0), 1.0), self.warmup, self.min_lr
+        if f < w:
+            optimizer.lr = floor + (self.base_lr - floor) * f / w
+        else:
+            optimizer.lr = floor + 0.5 * (self.base_lr - floor) * (1.0 + math.cos(math.pi * (f - w) / (1.0 - w)))
 
 
+def _check_floor(min_lr: Any, base_lr: float) -> float:
+    if isinstance(min_lr, bool) or not isinstance(min_lr, (int, float)) or not 0.0 <= min_lr <= base_lr:
+        raise ConfigError(f"min_lr must be a number in [0, the learning rate {base_lr:g}], got {min_lr!r}")
+    return float(min_lr)
+
+
+#: what plateau does when validation stalls again at the floor
+AT_FLOOR = ("stop", "continue")
 SCHEDULES: dict[str, type[Schedule]] = {cls.name: cls for cls in (PlateauSchedule, CosineSchedule, Schedule)}
 
 
-def make_schedule(name: str, base_lr: float, decay: float = 0.5) -> Schedule:
-    """The schedule called ``name`` ("plateau", "cosine" or "none") starting at ``base_lr``;
-    ``decay`` is the plateau factor (the other schedules have none)."""
+def make_schedule(name: str, base_lr: float, decay: float = 0.5, patience: int = 1, min_lr: float = 0.0,
+                  at_floor: str = "continue", warmup: float = 0.0) -> Schedule:
+    """The schedule called ``name`` ("plateau", "cosine" or "none") starting at ``base_lr``.
+
+    ``decay``, ``patience`` and ``at_floor`` are plateau's, ``warmup`` is cosine's, ``min_lr``
+    bounds both; the defaults reproduce the schedules of runs saved before these settings existed.
+    """
     if name not in SCHEDULES:
         raise ConfigError(f"unknown schedule {name!r}: choose one of {', '.join(SCHEDULES)}")
-    return PlateauSchedule(base_lr, decay) if name == PlateauSchedule.name else SCHEDULES[name](base_lr)
+    if name == PlateauSchedule.name:
+        return PlateauSchedule(base_lr, decay, patience=patience, min_lr=min_lr, at_floor=at_floor)
+    if name == CosineSchedule.name:
+        return CosineSchedule(base_lr, min_lr=min_lr, warmup=warmup)
+    return Schedule(base_lr)

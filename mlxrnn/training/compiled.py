@@ -75,6 +75,10 @@ def can_compile(model: Any, grad_transform: Any = None) -> tuple[bool, str]:
         return False, f"the compiled step trains SequenceModel; {type(model).__name__} trains eagerly"
     if grad_transform is not None:
         return False, "a grad_transform (the data-parallel all-reduce) runs in the eager step"
+    config = model.config
+    if config.embed_dropout or config.output_dropout or model.rnn.locked_dropout:
+        return False, ("embedding/output and locked dropout draw their masks in the eager step; "
+                       "the compiled step supplies only per-step masks between layers")
     return True, ""
 
 
