@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
@@ -93,6 +94,18 @@ def within(condition: Callable[[float], bool], description: str) -> Check:
     return check
 
 
+def utf8_path(value: Any) -> str | None:
+    """A path that can be stored in a checkpoint (JSON is UTF-8) and printed."""
+    if not isinstance(value, str):
+        return f"must be a path, got {value!r}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a file name with bytes that are not UTF-8 (decoded with surrogateescape)
+        return (f"{os.fsencode(value)!r} is not valid UTF-8 and cannot be saved with the run; rename the file "
+                "(or link it under a UTF-8 name)")
+    return None
+
+
 def _budget(value: float) -> bool:
     return 0 < value <= 1e9  # also rejects NaN and inf
 
@@ -102,7 +115,8 @@ class TrainOptions:
     """Every setting of a training run (stored in its checkpoints). Defaults: the recommended
     character model (2 × 512 LSTM, embedding 128, batch 32, 128 steps, Adam 2e-3, clip 5)."""
 
-    corpus: str | None = setting(None, "", argument=True)  #: a UTF-8 text; None: the bundled tiny-shakespeare
+    #: a UTF-8 text (its path saved absolute); None: the bundled tiny-shakespeare
+    corpus: str | None = setting(None, "", argument=True, check=utf8_path)
     level: str = setting(
         "char", "Tokens are characters or words (word models add <EOS> at each line end).", choices=LEVELS
     )

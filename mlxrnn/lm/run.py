@@ -24,7 +24,9 @@ The pieces live beside this loop: options (:mod:`~mlxrnn.lm.options`), data
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -34,15 +36,23 @@ from typing import Any
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError, DataError, Interrupted, TrainingDiverged
-from mlxrnn.io.checkpoint import load_checkpoint, save_run_checkpoint
+from mlxrnn.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingDiverged, WriteError
+from mlxrnn.io.checkpoint import check_weights, load_checkpoint, save_run_checkpoint
 from mlxrnn.io.run_directory import OPTIONS_FILE, RunDirectory
 from mlxrnn.lm.carried_state import carried_state_tensors, split_carried_state
 from mlxrnn.lm.evaluation import evaluate_windows, perplexity
 from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
 from mlxrnn.lm.options import TrainOptions
+from mlxrnn.lm.resume import (
+    check_carried_state,
+    check_training_meta,
+    damaged,
+    restore_rng,
+    resume_corpus,
+    saved_options,
+)
 from mlxrnn.lm.run_data import build_vocabulary, load_corpus, make_batchers
-from mlxrnn.lm.run_state import Progress, RunState, RunSummary, legacy_schedule_state
+from mlxrnn.lm.run_state import LEGACY_SCHEDULE_KEYS, Progress, RunState, RunSummary, legacy_schedule_state
 from mlxrnn.nn.optim import make_optimizer
 from mlxrnn.nn.schedules import make_schedule
 from mlxrnn.training.distributed import DataParallel
@@ -75,12 +85,24 @@ class LanguageModelRun:
         self.run_dir = self.directory.path
         self.progress = progress if progress and self.dist.is_main else (lambda p: None)
         self.log = log if log and self.dist.is_main else (lambda message: None)
-        if resume:
-            self.directory.check_resumable()
-            self._restore(options)
-        else:
-            replaced = self.directory.claim(force) if self.dist.is_main else ()
-            self._start(options.validate(), replaced)
+        try:
+            if resume:
+                if self.dist.is_main:
+                    self.directory.check_resumable()  # and holds the directory's lock
+                self._restore(options)
+            else:
+                replaced = self.directory.claim(force) if self.dist.is_main else ()
+                self._start(options.validate(), replaced)
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    def close(self, failed: bool = False) -> None:
+        """Let other processes use the run directory; with ``failed``, first drop a forced
+        replacement that has no checkpoint yet (the old run then stays as it was)."""
+        if failed:
+            self.directory.abandon()
+        self.directory.release()
 
     def _build(self, options: TrainOptions, text: str, vocab, tokenizer) -> None:
         self.options = options
@@ -102,43 +124,54 @@ class LanguageModelRun:
         )
 
     def _start(self, options: TrainOptions, replaced: tuple[str, ...]) -> None:
+        if options.corpus is not None:  # saved absolute, so a resume works from any directory
+            options = dataclasses.replace(options, corpus=os.path.abspath(options.corpus))
         text, self.corpus_sha = load_corpus(options)
         tokenizer, vocab, _ = build_vocabulary(options, text)
         self._build(options, text, vocab, tokenizer)
         self.state = RunState()
-        if self.dist.is_main:  # the corpus and the model are usable: only now is an old run replaced
-            self.directory.replace(replaced)
+        if self.dist.is_main:  # the corpus and the model are usable: only now does the new run begin
+            self.directory.start(replaced)  # beside the old run, if it replaces one (see RunDirectory)
             self.directory.write_json(OPTIONS_FILE, {"options": asdict(options), "vocab_size": len(vocab)})
 
     def _restore(self, new_options: TrainOptions) -> None:
         checkpoint = load_checkpoint(self.run_dir, tag="last")
         meta = checkpoint.meta
-        saved = meta.get("training")
-        if not isinstance(saved, dict) or "options" not in saved:
-            raise DataError(f"{self.run_dir} was not written by `mlxrnn train`; cannot resume it")
-        if saved.get("world_size", 1) != self.dist.size:
+        saved = check_training_meta(meta, self.run_dir)  # every key and type, before anything is used
+        world = saved.get("world_size", 1)
+        if world != self.dist.size:
             raise ConfigError(
-                f"{self.run_dir} was trained by {saved.get('world_size', 1)} process(es), this is {self.dist.size}; "
-                f"resume it with as many (mlx.launch -n {saved.get('world_size', 1)} ... --distributed)"
+                f"{self.run_dir} was trained by {world} process(es), this is {self.dist.size}; "
+                f"resume it with as many (mlx.launch -n {world} ... --distributed)"
             )
-        # Only the stopping criteria (and the backend) may change when resuming.
-        options = TrainOptions.from_saved(saved["options"]).resumed_with(new_options).validate()
-        text, self.corpus_sha = load_corpus(options)
-        if self.corpus_sha != saved["corpus_sha256"]:
-            raise DataError(
-                f"the corpus {options.corpus or 'tiny-shakespeare'} changed since this run started; "
-                "resume with the original text or start a new run"
-            )
+        # Only the stopping criteria (and the backend) may change when resuming; CORPUS may move.
+        options = saved_options(saved, self.run_dir).resumed_with(new_options).validate()
+        options, text, self.corpus_sha = resume_corpus(options, new_options.corpus, saved["corpus_sha256"])
         fresh = language_model_from_meta(meta, backend=options.backend)
-        self._build(options, text, fresh.vocab, fresh.tokenizer)
-        self.lm.model.load_parameters(checkpoint.weights)
+        try:
+            self._build(options, text, fresh.vocab, fresh.tokenizer)
+        except ConfigError as error:  # the saved options do not fit the saved model
+            raise damaged(self.run_dir, f"its options do not build its model ({error})") from None
+        model = self.lm.model
+        check_weights(checkpoint.weights, model.parameter_shapes())
+        model.load_parameters(checkpoint.weights)
         xp = self.lm.xp
         optimizer_tensors, carry = split_carried_state(xp, checkpoint.optimizer_tensors)
-        self.optimizer.load_state_dict(xp, saved["optimizer"], optimizer_tensors)
+        self.optimizer.load_state_dict(xp, saved["optimizer"], optimizer_tensors, shapes=model.parameter_shapes())
+        if "schedule" not in saved and not set(LEGACY_SCHEDULE_KEYS) <= set(saved["state"]):
+            raise damaged(self.run_dir, "its training state lacks schedule")
         self.schedule.load_state_dict(saved.get("schedule") or legacy_schedule_state(saved["state"]))
-        self.trainer.rng.bit_generator.state = saved["rng"]
+        restore_rng(self.trainer.rng, saved["rng"], self.run_dir)
         self.state = RunState.from_dict(saved["state"])
+        if self.state.window >= len(self.train_batches):
+            raise damaged(self.run_dir, f"its position (window {self.state.window}) is past the end of an epoch")
+        rnn = model.rnn
+        rows = options.batch_size * self.dist.size
+        check_carried_state(carry, (rnn.num_layers * rnn.num_directions, rows, rnn.hidden_size), rnn.state_size,
+                            self.run_dir)
         self.state.carry = self.dist.shard_state(carry)  # the checkpoint holds every process's rows
+        if self.dist.is_main:
+            self.directory.trim_metrics(self.state.step)  # the steps after the checkpoint are done again
         self.log(f"resuming {self.run_dir} at step {self.state.step} (epoch {self.state.epoch})")
 
     # --- persistence -------------------------------------------------------------------------
@@ -164,14 +197,16 @@ class LanguageModelRun:
             "world_size": self.dist.size,
         }
         meta["metrics"] = {"best_val_loss": self.state.best_val, "last_val_loss": self.state.last_val}
-        return save_run_checkpoint(
-            self.run_dir,
+        target = save_run_checkpoint(
+            self.directory.writing,
             self.state.step,
             self.lm.model.numpy_parameters(),
             meta,
             optimizer_tensors=tensors,
             tags=tags,
         )
+        self.directory.commit()  # a forced run takes the old one's place at its first checkpoint
+        return self.run_dir / target.parent.name / target.name
 
     # --- evaluation --------------------------------------------------------------------------
     def evaluate(self, scheduled: bool) -> tuple[float, bool]:
@@ -206,6 +241,20 @@ class LanguageModelRun:
 
     # --- the loop ----------------------------------------------------------------------------
     def train(self) -> RunSummary:
+        """Train until a stopping criterion; a forced run that fails before its first checkpoint
+        leaves the run it was to replace as it was."""
+        try:
+            return self._train()
+        except BaseException as error:
+            replacing, sibling = self.directory.replacing, str(self.directory.writing)
+            self.close(failed=True)
+            if replacing and isinstance(error, (WriteError, CheckpointError, DataError)):
+                # the sibling the new run was built in is gone: name the directory the user knows
+                message = str(error).replace(sibling, str(self.run_dir))
+                raise type(error)(f"{message}; the run it was to replace in {self.run_dir} is unchanged") from None
+            raise
+
+    def _train(self) -> RunSummary:
         options, state = self.options, self.state
         stop = options.stopping()
         per_epoch = len(self.train_batches)
@@ -334,11 +383,12 @@ class LanguageModelRun:
         if not math.isfinite(loss) or loss > limit:
             what = "became " + str(loss) if not math.isfinite(loss) else f"rose to {loss:.3f} (over 3× the first loss)"
             self._metrics({"event": "diverged", "step": state.step + 1, "loss": loss if math.isfinite(loss) else None})
-            kept = (
-                f"the last good checkpoint is kept in {self.run_dir}"
-                if (self.run_dir / "last.json").exists()
-                else "no checkpoint had been saved yet"
-            )
+            if self.directory.replacing:
+                kept = f"no checkpoint had been saved yet, so the run it was to replace in {self.run_dir} is unchanged"
+            elif (self.run_dir / "last.json").exists():
+                kept = f"the last good checkpoint is kept in {self.run_dir}"
+            else:
+                kept = "no checkpoint had been saved yet"
             clip = f"a smaller `clip` (now {self.options.clip:g})" if self.options.clip else "`clip` 5"
             raise TrainingDiverged(
                 f"training stopped at step {state.step + 1}: the loss {what}; {kept}; "
@@ -360,4 +410,8 @@ class LanguageModelRun:
 
 def train_language_model(options: TrainOptions, run_dir: str | Path, **kwargs: Any) -> RunSummary:
     """Train (or with ``resume=True`` continue) a language model in ``run_dir``."""
-    return LanguageModelRun(options, run_dir, **kwargs).train()
+    run = LanguageModelRun(options, run_dir, **kwargs)
+    try:
+        return run.train()
+    finally:
+        run.close()
