@@ -19,6 +19,7 @@ from mlxrnn.bench.harness import (
     run_benchmarks,
     split_list,
 )
+from mlxrnn.io.files import check_writable, write_file_atomically
 
 from .common import echo_json, handle_errors
 
@@ -69,6 +70,8 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
       mlxrnn bench --backends mlx,mlx-compiled,mlx-autodiff --sizes 'B=8,T=16,E=32,H=64' --peers
       mlxrnn bench --cells lstm --tasks train --json -o lstm.json
     """
+    if output:
+        check_writable(output, "the report")  # before the benchmark, not after it has run for an hour
     impls = split_list(backends) if backends else _default_backends()
     notes = []
     if peers:
@@ -86,8 +89,7 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
     progress = None if quiet else (lambda line: click.echo(line, err=True))
     report = run_benchmarks(settings, progress=progress)
     if output:
-        with open(output, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
+        write_file_atomically(output, json.dumps(report, indent=2), what="the report")
     if as_json:
         echo_json(report)
         return

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from mlxrnn.errors import ConfigError
 from mlxrnn.lm.corpus import read_text
 from mlxrnn.lm.evaluation import evaluate_text
 from mlxrnn.lm.model import load_language_model
-from mlxrnn.lm.sampling import sample, score
+from mlxrnn.lm.sampling import encode_prime, sample, score
 from mlxrnn.models.decoding import SamplingOptions
 
 from .common import check_backend, echo_json, handle_errors
@@ -60,22 +62,22 @@ def sample_command(
         if value is not None and value < minimum:
             raise ConfigError(f"{flag} must be an integer >= {minimum}, got {value}")
     lm, _ = load_language_model(run, backend=backend, tag=tag)
-    stream = num_samples == 1 and not as_json
-    if stream:
-        click.echo(prime, nl=False)
-    result = sample(
-        lm,
-        length=length,
-        num_samples=num_samples,
-        prime=prime,
-        options=options,
-        seed=seed,
-        on_token=(lambda i, text: click.echo(text, nl=False)) if stream else None,
-        allow_unknown_prime=allow_unk,
-    )
-    if stream:
-        click.echo()
-    elif as_json:
+    settings = dict(length=length, num_samples=num_samples, prime=prime, options=options, seed=seed,
+                    allow_unknown_prime=allow_unk)
+    if num_samples == 1:  # printed as drawn and never held, so any --length runs in constant memory
+        if not allow_unk:
+            encode_prime(lm, prime)  # a --prime outside the vocabulary fails before anything is printed
+        if as_json:  # the document echo_json would print, written token by token
+            click.echo('{\n  "prime": ' + json.dumps(prime) + ',\n  "samples": [\n    "', nl=False)
+            sample(lm, **settings, on_token=lambda i, text: click.echo(json.dumps(text)[1:-1], nl=False), keep=False)
+            click.echo('"\n  ]\n}')
+        else:
+            click.echo(prime, nl=False)
+            sample(lm, **settings, on_token=lambda i, text: click.echo(text, nl=False), keep=False)
+            click.echo()
+        return
+    result = sample(lm, **settings)
+    if as_json:
         echo_json({"prime": prime, "samples": result.texts})
     else:
         for i, text in enumerate(result.texts):

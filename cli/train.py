@@ -82,7 +82,7 @@ def train(distributed, run_dir, resume, force, sample_length, quiet, as_json, **
     options = options_from_flags(settings)
     if not resume:  # resuming takes the saved options; bad flags fail before anything is printed
         options.validate()
-    run_dir = run_dir or default_run_dir(options.level, options.cell)
+    run_dir = run_dir if run_dir is not None else default_run_dir(options.level, options.cell)  # '' is refused
     dist = init_distributed() if distributed or launched() else None
     main = dist is None or dist.is_main  # data-parallel: rank 0 alone prints
     quiet = quiet or not main
@@ -104,7 +104,10 @@ def train(distributed, run_dir, resume, force, sample_length, quiet, as_json, **
     except Interrupted as stop:
         bar.close()
         if main:
-            click.echo(str(stop), err=True)
+            try:
+                click.echo(str(stop), err=True)
+            except OSError:  # after SIGHUP the terminal may be gone; the exit status still says what happened
+                pass
         sys.exit(128 + stop.signal_number)
     except KeyboardInterrupt:  # Ctrl-C while setting up, or a second one: stopped at once
         bar.close()
@@ -135,7 +138,8 @@ def train(distributed, run_dir, resume, force, sample_length, quiet, as_json, **
         try:
             lm, _ = load_language_model(summary.run_dir, backend=options.backend)
             click.echo("--- sample ---")
-            sample(lm, length=sample_length, seed=options.seed, on_token=lambda i, text: click.echo(text, nl=False))
+            sample(lm, length=sample_length, seed=options.seed, on_token=lambda i, text: click.echo(text, nl=False),
+                   keep=False)
         except KeyboardInterrupt:
             click.echo(err=True)
             fail(f"sample interrupted; the run is complete and saved in {summary.run_dir}", EXIT_INTERRUPTED)

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.backend import get_backend
-from mlxrnn.errors import CheckpointError, MLXRNNError
+from mlxrnn.errors import CheckpointError, MLXRNNError, ShapeError
 from mlxrnn.io.checkpoint import check_weights, load_checkpoint
 from mlxrnn.lm.tokenizers import make_tokenizer
 from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
+from mlxrnn.nn.layers import check_token_ids
 
 LM_KIND = "language_model"
 
@@ -109,8 +110,14 @@ class LanguageModel:
         table = model.rnn.project_inputs(inputs)  # (V, G·H)
         head_weight, head_bias = model._head_weight(), model.head.params.get("b")
 
+        vocab_size = model.config.input_size
+
         def step(tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-            ids = xp.from_numpy(np.asarray(tokens, dtype=np.int64))
+            # Checked like every other entry point: NumPy would raise IndexError past the table,
+            # MLX would read garbage, and both would wrap negative ids around.
+            ids = check_token_ids(xp, np.asarray(tokens), vocab_size)
+            if len(ids.shape) != 1:
+                raise ShapeError(f"token_stepper takes one token id per row, shape (batch,); got {tuple(ids.shape)}")
             h, state = model.rnn.step(x_proj=xp.take(table, ids, axis=0), state=state)
             logits = xp.matmul(h, head_weight)
             if head_bias is not None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import os
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
@@ -94,18 +93,6 @@ def within(condition: Callable[[float], bool], description: str) -> Check:
     return check
 
 
-def utf8_path(value: Any) -> str | None:
-    """A path that can be stored in a checkpoint (JSON is UTF-8) and printed."""
-    if not isinstance(value, str):
-        return f"must be a path, got {value!r}"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a file name with bytes that are not UTF-8 (decoded with surrogateescape)
-        return (f"{os.fsencode(value)!r} is not valid UTF-8 and cannot be saved with the run; rename the file "
-                "(or link it under a UTF-8 name)")
-    return None
-
-
 def _budget(value: float) -> bool:
     return 0 < value <= 1e9  # also rejects NaN and inf
 
@@ -116,14 +103,14 @@ class TrainOptions:
     character model (2 × 512 LSTM, embedding 128, batch 32, 128 steps, Adam 2e-3, clip 5)."""
 
     #: a UTF-8 text (its path saved absolute); None: the bundled tiny-shakespeare
-    corpus: str | None = setting(None, "", argument=True, check=utf8_path)
+    corpus: str | None = setting(None, "", argument=True)
     level: str = setting(
         "char", "Tokens are characters or words (word models add <EOS> at each line end).", choices=LEVELS
     )
-    lowercase: bool = setting(False, "Word models: lowercase the text first.")
+    lowercase: bool = setting(False, "Word models: lowercase the text first (character models keep its case).")
     max_vocab: int | None = setting(
         None,
-        "Word models: keep only the most frequent tokens (specials included); the rest become <UNK>.",
+        "Keep only the most frequent tokens (characters or words, specials included); the rest become <UNK>.",
         check=within(lambda v: v >= 4, "must be at least 4 (the 3 special tokens and one word)"),
     )
     min_count: int = setting(1, "Drop tokens seen fewer times (→ <UNK>).", check=at_least(1))
@@ -200,6 +187,9 @@ class TrainOptions:
             message = option_problem(spec, value)
             if message is not None:
                 raise ConfigError(message, field=spec.name)
+        if self.lowercase and self.level == "char":  # refused rather than silently ignored
+            raise ConfigError("applies to word models (`level` word); a character model keeps the case of its text",
+                              field="lowercase")
         return self
 
     def stopping(self) -> dict:

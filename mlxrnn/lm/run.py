@@ -13,7 +13,7 @@ epoch, carried hidden state, counters), so on NumPy a resumed run computes bit-f
 losses of an uninterrupted one. Evaluations never touch the training state (an extra evaluation
 at the end of a run therefore does not change what follows).
 
-SIGINT and SIGTERM finish the current step, save ``last``, and raise :class:`Interrupted`.
+SIGINT, SIGTERM and SIGHUP finish the current step, save ``last``, and raise :class:`Interrupted`.
 A NaN/Inf loss, or a loss above 3× the first one (char-rnn's rule), raises
 :class:`TrainingDiverged` and keeps the last good checkpoint.
 
@@ -51,7 +51,7 @@ from mlxrnn.lm.resume import (
     resume_corpus,
     saved_options,
 )
-from mlxrnn.lm.run_data import build_vocabulary, load_corpus, make_batchers
+from mlxrnn.lm.run_data import build_vocabulary, encode_corpus, load_corpus, make_batchers
 from mlxrnn.lm.run_state import LEGACY_SCHEDULE_KEYS, Progress, RunState, RunSummary, legacy_schedule_state
 from mlxrnn.nn.optim import make_optimizer
 from mlxrnn.nn.schedules import make_schedule
@@ -110,7 +110,7 @@ class LanguageModelRun:
         from mlxrnn.models.sequence_model import SequenceModel
 
         self.lm = LanguageModel(SequenceModel(config, backend=options.backend), vocab, tokenizer)
-        self.ids = vocab.encode(tokenizer.tokenize(text))
+        self.ids = encode_corpus(vocab, tokenizer, text)  # compact: 1-2 bytes a token
         self.train_batches, self.val_batches = make_batchers(options, self.ids, self.dist)
         extra = {"weight_decay": options.weight_decay} if options.weight_decay else {}
         self.optimizer = make_optimizer(options.optimizer, options.lr, **extra)
@@ -294,7 +294,7 @@ class LanguageModelRun:
                 self.schedule.before_step(self.optimizer, fraction)
                 inputs, targets = self.train_batches.window(state.window)
                 result = self.trainer.step({"inputs": inputs, "targets": targets, "initial_state": state.carry})
-                self._check_divergence(result.loss)
+                self._check_divergence(result.loss, result.grad_norm)
                 state.carry = result.aux["final_state"]
                 state.step += 1
                 tokens = targets.size * self.dist.size  # every process's rows of the window
@@ -375,13 +375,18 @@ class LanguageModelRun:
             state.clipped_since_record = state.steps_since_record = 0
         self.progress(Progress(state.step, total_steps, state.epoch, result.loss, speed, now, eta, self.optimizer.lr))
 
-    def _check_divergence(self, loss: float) -> None:
+    def _check_divergence(self, loss: float, grad_norm: float = 0.0) -> None:
         state = self.state
         if state.initial_loss is None and math.isfinite(loss):
             state.initial_loss = loss
         limit = DIVERGENCE_FACTOR * (state.initial_loss or math.inf)
-        if not math.isfinite(loss) or loss > limit:
-            what = "became " + str(loss) if not math.isfinite(loss) else f"rose to {loss:.3f} (over 3× the first loss)"
+        if not math.isfinite(loss) or loss > limit or not math.isfinite(grad_norm):
+            if not math.isfinite(loss):
+                what = "the loss became " + str(loss)
+            elif loss > limit:
+                what = f"the loss rose to {loss:.3f} (over 3× the first loss)"
+            else:  # the trainer undid the update, so the weights in memory are still the last good ones
+                what = f"the gradient norm became {grad_norm}"
             self._metrics({"event": "diverged", "step": state.step + 1, "loss": loss if math.isfinite(loss) else None})
             if self.directory.replacing:
                 kept = f"no checkpoint had been saved yet, so the run it was to replace in {self.run_dir} is unchanged"
@@ -391,7 +396,7 @@ class LanguageModelRun:
                 kept = "no checkpoint had been saved yet"
             clip = f"a smaller `clip` (now {self.options.clip:g})" if self.options.clip else "`clip` 5"
             raise TrainingDiverged(
-                f"training stopped at step {state.step + 1}: the loss {what}; {kept}; "
+                f"training stopped at step {state.step + 1}: {what}; {kept}; "
                 f"try a lower `lr` (now {self.optimizer.lr:g}) or {clip}"
             )
 

@@ -5,6 +5,7 @@
     grads      = clip(grads)                         by value and/or by global norm
     params     = optimizer.update(params, grads)
     xp.eval(...)                                     one synchronisation per step on MLX
+    (undone if the loss or the gradient norm is not finite: StepResult.applied is then False)
 
 A model only has to provide ``parameters()``, ``load_parameters(dict)`` and
 ``loss_and_grads(batch, training, rng) -> (loss, grads, aux)``.
@@ -19,7 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError, DataError
+from mlxrnn.errors import ConfigError
+from mlxrnn.nn.checks import check_finite
 from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
 from mlxrnn.nn.optim import Optimizer
 
@@ -40,23 +42,22 @@ class StepResult:
     grad_norm: float  #: global gradient norm before clipping
     clipped: bool  #: whether norm clipping scaled the gradients down
     aux: dict  #: what the model returned besides loss and grads (e.g. "final_state")
+    #: False when the loss or the gradient was not finite: the update was undone, the weights and
+    #: the optimizer's moments are as before the step (one such update would make them all NaN)
+    applied: bool = True
 
 
-def check_batch(batch: Any) -> None:
+def check_batch(batch: Any, dtype: Any = None) -> None:
     """A batch is a mapping; its NumPy float arrays (dense inputs, regression or multi-label
-    targets) must be finite. One pass over the batch: negligible next to forward and BPTT, and a
-    single NaN would otherwise turn every weight into NaN at the first update."""
+    targets, masks) must be finite and, given the model's float ``dtype``, within its range. One
+    pass over the batch: negligible next to forward and BPTT, and a single NaN (or a 1e300 cast to
+    float32 inf) would otherwise turn every weight into NaN at the first update."""
     if not isinstance(batch, Mapping):
         raise ConfigError(
             f"a batch must be a dict such as {{'inputs': ..., 'targets': ...}}, got {type(batch).__name__}"
         )
     for key, value in batch.items():
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
-            where = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
-            raise DataError(
-                f"batch[{key!r}] contains NaN or Inf (first at index {where}, value {value[where]}); "
-                "clean or impute the data before training"
-            )
+        check_finite(value, f"batch[{key!r}]", "clean or impute the data before training", dtype)
 
 
 class Trainer:
@@ -93,7 +94,7 @@ class Trainer:
 
     def step(self, batch: Mapping[str, Any]) -> StepResult:
         xp = self.xp
-        check_batch(batch)
+        check_batch(batch, getattr(xp, "dtype_name", None))
         loss, grads, aux = self.model.loss_and_grads(batch, training=True, rng=self.rng)
         if self.grad_transform is not None:
             loss, grads = self.grad_transform(loss, grads)
@@ -103,9 +104,16 @@ class Trainer:
             grads, norm = clip_grad_norm(xp, grads, self.clip_norm)
         else:
             norm = global_norm(xp, grads)
-        new_params = self.optimizer.update(xp, self.model.parameters(), grads)
+        # Updates build new arrays (see mlxrnn.nn.optim), so keeping the old ones makes the step
+        # undoable without a second device sync before it.
+        params, moments, count = self.model.parameters(), dict(self.optimizer.state), self.optimizer.step_count
+        new_params = self.optimizer.update(xp, params, grads)
         self.model.load_parameters(new_params)
         xp.eval(loss, norm, *new_params.values(), *self.optimizer.state_arrays())
         loss_value, norm_value = xp.item(loss), xp.item(norm)
+        applied = math.isfinite(loss_value) and math.isfinite(norm_value)
+        if not applied:  # a NaN/Inf update would overwrite every weight: keep the model as it was
+            self.model.load_parameters(params)
+            self.optimizer.state, self.optimizer.step_count = moments, count
         clipped = self.clip_norm is not None and math.isfinite(norm_value) and norm_value > self.clip_norm
-        return StepResult(loss_value, norm_value, clipped, aux)
+        return StepResult(loss_value, norm_value, clipped, aux, applied)
