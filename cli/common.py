@@ -2,7 +2,8 @@
 
 Usage errors (bad flags, bad hyper-parameters) exit 2 like click's own; data, checkpoint and
 environment errors exit 1; Ctrl-C exits 130. None prints a traceback: anything that still
-escapes as one is a bug in mlxrnn.
+escapes as one is a bug in mlxrnn. Standard output has one error path too (:func:`guard_stdout`):
+a full device or a closed stdout is one line and exit 1 on every command.
 """
 
 from __future__ import annotations

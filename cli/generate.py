@@ -10,7 +10,7 @@ from mlxrnn.errors import ConfigError
 from mlxrnn.lm.corpus import read_text
 from mlxrnn.lm.evaluation import evaluate_text
 from mlxrnn.lm.model import load_language_model
-from mlxrnn.lm.sampling import encode_prime, sample, score
+from mlxrnn.lm.sampling import MAX_KEPT_TOKENS, encode_prime, sample, score
 from mlxrnn.models.decoding import SamplingOptions
 
 from .common import check_backend, echo_json, handle_errors
@@ -31,7 +31,9 @@ backend_option = click.option(
 
 @click.command("sample")
 @click.argument("run", type=click.Path(path_type=str))
-@click.option("--length", type=int, default=500, show_default=True, help="Tokens to generate per sample.")
+@click.option("--length", type=int, default=500, show_default=True,
+              help="Tokens to generate per sample (one sample is printed as drawn, at any length; several are "
+                   f"held until the end, up to {MAX_KEPT_TOKENS:,} tokens in all).")
 @click.option("--num-samples", "-n", type=int, default=1, show_default=True, help="Samples drawn as one batch.")
 @click.option("--prime", default="", help="Text to start from.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="< 1 is safer, > 1 wilder.")

@@ -9,7 +9,15 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from mlxrnn.backend import auto_choice, get_backend, mlx_installed
-from mlxrnn.errors import BackendUnavailable, CheckpointError, ConfigError, DataError, MLXRNNError, ShapeError
+from mlxrnn.errors import (
+    BackendUnavailable,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MLXRNNError,
+    ShapeError,
+    WriteError,
+)
 from mlxrnn.io import interop
 from mlxrnn.models.classifier import SequenceClassifier, SequenceClassifierConfig
 from mlxrnn.models.generator import SequenceGenerator, SequenceGeneratorConfig, generator_batch
@@ -32,7 +40,7 @@ __all__ = [
     "clip_grad_norm", "clip_grad_value", "global_norm",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "make_optimizer",
     "SequenceModel", "SequenceModelConfig", "RecurrentSpec", "Trainer", "StepResult",
-    "MLXRNNError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "BackendUnavailable",
+    "MLXRNNError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "BackendUnavailable", "WriteError",
     "SequenceClassifier", "SequenceClassifierConfig", "SequenceTagger", "SequenceTaggerConfig",
     "Seq2Seq", "Seq2SeqConfig", "Hypothesis", "seq2seq_batch",
     "SequenceGenerator", "SequenceGeneratorConfig", "generator_batch",

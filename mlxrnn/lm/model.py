@@ -113,11 +113,16 @@ class LanguageModel:
         vocab_size = model.config.input_size
 
         def step(tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-            # Checked like every other entry point: NumPy would raise IndexError past the table,
-            # MLX would read garbage, and both would wrap negative ids around.
-            ids = check_token_ids(xp, np.asarray(tokens), vocab_size)
-            if len(ids.shape) != 1:
-                raise ShapeError(f"token_stepper takes one token id per row, shape (batch,); got {tuple(ids.shape)}")
+            # Checked like every other entry point (NumPy would raise IndexError past the table,
+            # MLX would read garbage, and both would wrap negative ids around), in plain Python
+            # for the few ids of a sampling step: NumPy's min/max would double the per-token cost.
+            tokens = np.asarray(tokens)
+            if tokens.ndim != 1 or tokens.dtype.kind not in "iu":
+                raise ShapeError(f"token_stepper takes integer ids, shape (batch,); got {tokens.dtype} {tokens.shape}")
+            values = tokens.tolist() if tokens.size <= 1024 else (int(tokens.min()), int(tokens.max()))
+            if values and (min(values) < 0 or max(values) >= vocab_size):
+                check_token_ids(xp, tokens, vocab_size)  # raises, naming the id
+            ids = xp.from_numpy(tokens.astype(np.int64, copy=False))
             h, state = model.rnn.step(x_proj=xp.take(table, ids, axis=0), state=state)
             logits = xp.matmul(h, head_weight)
             if head_bias is not None:

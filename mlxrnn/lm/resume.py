@@ -16,7 +16,7 @@ A checkpoint written by :meth:`~mlxrnn.lm.run.LanguageModelRun.save` holds, besi
 would write) is named, never crashed on. The parts are then restored by their owners, each
 refusing bad values in one line (:meth:`Optimizer.load_state_dict` checks the moments against the
 parameters' shapes, so a wrong one fails here and not at the first Adam step);
-:func:`restore_rng` and :func:`check_carried_state` cover the rest. :func:`resume_corpus` finds
+:func:`schedule_state`, :func:`restore_rng` and :func:`restored_state` cover the rest. :func:`resume_corpus` finds
 the corpus: the CORPUS given again (accepted when its hash matches), else the saved path.
 """
 
@@ -33,6 +33,7 @@ import numpy as np
 from mlxrnn.errors import CheckpointError, ConfigError, DataError
 from mlxrnn.lm.options import TrainOptions
 from mlxrnn.lm.run_data import load_corpus
+from mlxrnn.lm.run_state import LEGACY_SCHEDULE_KEYS, RunState, legacy_schedule_state
 
 #: every key of meta["training"] and its JSON type
 TRAINING_KEYS: dict[str, type] = {
@@ -101,14 +102,28 @@ def restore_rng(generator: np.random.Generator, state: dict, run_dir: Path) -> N
         raise damaged(run_dir, f"its random-number state is malformed ({error})") from None
 
 
-def check_carried_state(parts: Any, expected: tuple[int, ...], count: int, run_dir: Path) -> None:
-    """The carried hidden state must be None or ``count`` float arrays of shape ``expected``."""
-    if parts is None:
-        return
-    parts = parts if isinstance(parts, tuple) else (parts,)
-    shapes = [tuple(int(d) for d in part.shape) for part in parts]
-    if len(parts) != count or any(shape != expected for shape in shapes):
-        raise damaged(run_dir, f"its carried state has shapes {shapes}; the model carries {count} of {expected}")
+def schedule_state(saved: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The schedule's saved memory (inside the run state in runs saved before schedules kept it)."""
+    if "schedule" in saved:
+        return saved["schedule"]
+    if not set(LEGACY_SCHEDULE_KEYS) <= set(saved["state"]):
+        raise damaged(run_dir, "its training state lacks schedule")
+    return legacy_schedule_state(saved["state"])
+
+
+def restored_state(state: dict, carry: Any, windows: int, count: int, shape: tuple[int, ...],
+                   run_dir: Path) -> RunState:
+    """The saved RunState, checked: its window inside an epoch of ``windows``, and its carried
+    hidden state None or ``count`` arrays of ``shape`` (L·D, every process's rows, H)."""
+    restored = RunState.from_dict(state)
+    if restored.window >= windows:
+        raise damaged(run_dir, f"its position (window {restored.window}) is past the end of an epoch")
+    if carry is not None:
+        parts = carry if isinstance(carry, tuple) else (carry,)
+        shapes = [tuple(int(d) for d in part.shape) for part in parts]
+        if len(parts) != count or any(got != shape for got in shapes):
+            raise damaged(run_dir, f"its carried state has shapes {shapes}; the model carries {count} of {shape}")
+    return restored
 
 
 def resume_corpus(options: TrainOptions, given: str | None, saved_sha: str) -> tuple[TrainOptions, str, str]:

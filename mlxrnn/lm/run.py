@@ -44,15 +44,16 @@ from mlxrnn.lm.evaluation import evaluate_windows, perplexity
 from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
 from mlxrnn.lm.options import TrainOptions
 from mlxrnn.lm.resume import (
-    check_carried_state,
     check_training_meta,
     damaged,
     restore_rng,
+    restored_state,
     resume_corpus,
     saved_options,
+    schedule_state,
 )
 from mlxrnn.lm.run_data import build_vocabulary, encode_corpus, load_corpus, make_batchers
-from mlxrnn.lm.run_state import LEGACY_SCHEDULE_KEYS, Progress, RunState, RunSummary, legacy_schedule_state
+from mlxrnn.lm.run_state import Progress, RunState, RunSummary
 from mlxrnn.nn.optim import make_optimizer
 from mlxrnn.nn.schedules import make_schedule
 from mlxrnn.training.distributed import DataParallel
@@ -127,7 +128,7 @@ class LanguageModelRun:
         if options.corpus is not None:  # saved absolute, so a resume works from any directory
             options = dataclasses.replace(options, corpus=os.path.abspath(options.corpus))
         text, self.corpus_sha = load_corpus(options)
-        tokenizer, vocab, _ = build_vocabulary(options, text)
+        tokenizer, vocab = build_vocabulary(options, text)[:2]  # its token list is freed before encoding
         self._build(options, text, vocab, tokenizer)
         self.state = RunState()
         if self.dist.is_main:  # the corpus and the model are usable: only now does the new run begin
@@ -158,17 +159,11 @@ class LanguageModelRun:
         xp = self.lm.xp
         optimizer_tensors, carry = split_carried_state(xp, checkpoint.optimizer_tensors)
         self.optimizer.load_state_dict(xp, saved["optimizer"], optimizer_tensors, shapes=model.parameter_shapes())
-        if "schedule" not in saved and not set(LEGACY_SCHEDULE_KEYS) <= set(saved["state"]):
-            raise damaged(self.run_dir, "its training state lacks schedule")
-        self.schedule.load_state_dict(saved.get("schedule") or legacy_schedule_state(saved["state"]))
+        self.schedule.load_state_dict(schedule_state(saved, self.run_dir))
         restore_rng(self.trainer.rng, saved["rng"], self.run_dir)
-        self.state = RunState.from_dict(saved["state"])
-        if self.state.window >= len(self.train_batches):
-            raise damaged(self.run_dir, f"its position (window {self.state.window}) is past the end of an epoch")
-        rnn = model.rnn
-        rows = options.batch_size * self.dist.size
-        check_carried_state(carry, (rnn.num_layers * rnn.num_directions, rows, rnn.hidden_size), rnn.state_size,
-                            self.run_dir)
+        rnn, rows = model.rnn, options.batch_size * self.dist.size
+        self.state = restored_state(saved["state"], carry, len(self.train_batches), rnn.state_size,
+                                    (rnn.num_layers * rnn.num_directions, rows, rnn.hidden_size), self.run_dir)
         self.state.carry = self.dist.shard_state(carry)  # the checkpoint holds every process's rows
         if self.dist.is_main:
             self.directory.trim_metrics(self.state.step)  # the steps after the checkpoint are done again
