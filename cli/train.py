@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mlxrnn.errors import Interrupted
+from mlxrnn.errors import ConfigError, Interrupted
 from mlxrnn.lm.run import train_language_model
 from mlxrnn.training.distributed import init_distributed, launched
 
@@ -82,7 +82,9 @@ def train(distributed, run_dir, resume, force, sample_length, quiet, as_json, **
     options = options_from_flags(settings)
     if not resume:  # resuming takes the saved options; bad flags fail before anything is printed
         options.validate()
-    run_dir = run_dir if run_dir is not None else default_run_dir(options.level, options.cell)  # '' is refused
+    if run_dir == "":  # not the default: an empty path would mean the current directory
+        raise ConfigError("`run_dir` is empty; name the directory of the run")
+    run_dir = run_dir if run_dir is not None else default_run_dir(options.level, options.cell)
     dist = init_distributed() if distributed or launched() else None
     main = dist is None or dist.is_main  # data-parallel: rank 0 alone prints
     quiet = quiet or not main

@@ -208,6 +208,23 @@ def test_sighup_saves_like_sigterm_unless_nohup_ignored_it(tmp_path, corpus):
     assert summary.steps == 6
 
 
+def test_a_hangup_stops_the_cli_with_a_saved_checkpoint(tmp_path, corpus):
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlxrnn_cli.main", "train", str(corpus), *TINY_FLAGS, "--steps", "100000000",
+         "--out", str(run)], stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # even if this test runs under nohup
+    deadline = time.time() + 60
+    while not (run / "metrics.jsonl").exists() or '"train"' not in (run / "metrics.jsonl").read_text():
+        assert process.poll() is None and time.time() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGHUP)  # the terminal closed
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGHUP, stderr
+    assert "Traceback" not in stderr and "SIGHUP received: saved step" in stderr
+    assert _step(run) >= 1
+
+
 def test_sampling_streams_any_length_in_constant_memory(char_run):
     lm, _ = load_language_model(char_run, backend="numpy")
     peaks = []
@@ -267,7 +284,8 @@ def test_options_that_did_nothing_are_refused_or_work(tmp_path, corpus, monkeypa
         TrainOptions(lowercase=True).validate()
     (tmp_path / "here").mkdir()
     monkeypatch.chdir(tmp_path / "here")
-    assert_clean(invoke("train", corpus, *TINY_FLAGS, "--out", ""), 2, "--out is empty")
+    assert_clean(invoke("train", corpus, *[f for f in TINY_FLAGS if f != "--quiet"], "--out", ""), 2,
+                 "--out is empty")  # before anything is printed
     with pytest.raises(ConfigError, match="`run_dir` is empty"):
         train_language_model(TrainOptions(corpus=str(corpus), backend="numpy", **TINY), "")
     assert os.listdir(".") == []  # nothing was written where '' would have pointed (here, or runs/...)
