@@ -10,6 +10,7 @@ from mlxrnn.backend import auto_choice
 from mlxrnn.bench.harness import IMPLS, OWN_IMPLS, BenchSettings, run_benchmarks, split_list
 from mlxrnn.bench.report import format_summary, format_table
 from mlxrnn.bench.sizes import CELLS, SIZES, TASKS
+from mlxrnn.io.files import check_writable, write_file_atomically
 from mlxrnn.plot import check_output_path
 from mlxrnn.plot.bench import plot_bench_ratios
 
@@ -71,6 +72,8 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
     """
     if plot_file is not None:
         check_output_path(plot_file)  # before minutes of measuring
+    if output:
+        check_writable(output, "the report")  # before the benchmark, not after it has run for an hour
     impls = split_list(backends) if backends else _default_backends()
     notes = []
     if peers:
@@ -88,8 +91,7 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
     progress = None if quiet else (lambda line: click.echo(line, err=True))
     report = run_benchmarks(settings, progress=progress)
     if output:
-        with open(output, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
+        write_file_atomically(output, json.dumps(report, indent=2), what="the report")
     if as_json:
         echo_json(report)
     else:

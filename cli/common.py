@@ -2,13 +2,15 @@
 
 Usage errors (bad flags, bad hyper-parameters) exit 2 like click's own; data, checkpoint and
 environment errors exit 1; Ctrl-C exits 130. None prints a traceback: anything that still
-escapes as one is a bug in mlxrnn.
+escapes as one is a bug in mlxrnn. Standard output has one error path too (:func:`guard_stdout`):
+a full device or a closed stdout is one line and exit 1 on every command.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import io
 import json
 import os
 import sys
@@ -18,7 +20,8 @@ from typing import Any
 import click
 import numpy as np
 
-from mlxrnn.errors import BackendUnavailable, ConfigError, MLXRNNError
+from mlxrnn.errors import BackendUnavailable, ConfigError, MLXRNNError, WriteError
+from mlxrnn.io.files import os_error_advice
 
 from .options import flags_of
 
@@ -27,8 +30,62 @@ EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 2, 1, 130
 
 def fail(message: str, code: int) -> None:
     """Print ``Error: message`` (one line) on stderr and exit with ``code``."""
-    click.echo(f"Error: {' '.join(str(message).split())}", err=True)
+    try:
+        click.echo(f"Error: {' '.join(str(message).split())}", err=True)
+    except (OSError, ValueError):  # stderr is gone too (a closed terminal): the exit status still says it
+        pass
     sys.exit(code)
+
+
+class _GuardedOutput(io.RawIOBase):
+    """Standard output's file descriptor, whose write errors are one :class:`WriteError` line.
+
+    A full device (``> /dev/full``), a file-size limit or a vanished terminal would otherwise
+    escape as an OSError traceback from deep inside click, or as "Exception ignored" at exit.
+    After the first failure every write is dropped, so the exit-time flush stays quiet. A closed
+    pipe (``| head``) still raises BrokenPipeError, which :class:`Application` ends quietly.
+    """
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd, self.broken = fd, False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
+
+    def write(self, data) -> int:  # noqa: ANN001 - a bytes-like object
+        if self.broken:
+            return len(data)
+        try:
+            return os.write(self.fd, data)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            self.broken = True
+            raise WriteError(f"cannot write to standard output: {os_error_advice(error)}") from None
+
+
+def guard_stdout() -> None:
+    """Route the process's standard output through :class:`_GuardedOutput` (same encoding,
+    errors and line buffering); fail in one line at once when it is closed (``>&-``)."""
+    stdout = sys.stdout
+    if stdout is None:  # started with fd 1 closed: nothing the command prints could go anywhere
+        fail("standard output is closed; give the command somewhere to write (e.g. > /dev/null)", EXIT_ERROR)
+    if stdout is not sys.__stdout__ or not hasattr(stdout, "fileno"):
+        return  # already redirected in-process (tests, embedding): leave it alone
+    try:
+        fd = stdout.fileno()
+        stdout.flush()
+    except (OSError, ValueError):
+        return
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(_GuardedOutput(fd)), encoding=stdout.encoding,
+                                  errors=stdout.errors, line_buffering=stdout.line_buffering)
 
 
 def handle_errors(command: Callable) -> Callable:
@@ -43,7 +100,10 @@ def handle_errors(command: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-                return command(*args, **kwargs)
+                result = command(*args, **kwargs)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a write error of the last lines is reported here, not at exit
+            return result
         except MLXRNNError as error:
             # The library names settings by field; the user typed flags (val_frac -> --val-frac).
             context = click.get_current_context(silent=True)
@@ -92,6 +152,7 @@ class Application(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        guard_stdout()
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as error:
@@ -104,6 +165,8 @@ class Application(click.Group):
         except click.ClickException as error:
             error.show()
             sys.exit(error.exit_code)
+        except WriteError as error:  # standard output failed while click itself printed (--help, --version)
+            fail(str(error), EXIT_ERROR)
         except OSError as error:
             if error.errno != errno.EPIPE:
                 raise

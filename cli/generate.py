@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -10,7 +11,7 @@ from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.lm.corpus import read_text
 from mlxrnn.lm.evaluation import evaluate_text
 from mlxrnn.lm.model import load_language_model
-from mlxrnn.lm.sampling import encode_prime, sample, score
+from mlxrnn.lm.sampling import MAX_KEPT_TOKENS, encode_prime, sample, score
 from mlxrnn.models.decoding import SamplingOptions
 
 from .common import check_backend, echo_json, handle_errors
@@ -31,7 +32,9 @@ backend_option = click.option(
 
 @click.command("sample")
 @click.argument("run", type=click.Path(path_type=str))
-@click.option("--length", type=int, default=500, show_default=True, help="Tokens to generate per sample.")
+@click.option("--length", type=int, default=500, show_default=True,
+              help="Tokens to generate per sample (one sample is printed as drawn, at any length; several are "
+                   f"held until the end, up to {MAX_KEPT_TOKENS:,} tokens in all).")
 @click.option("--num-samples", "-n", type=int, default=1, show_default=True, help="Samples drawn as one batch.")
 @click.option("--prime", default="", help="Text to start from.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="< 1 is safer, > 1 wilder.")
@@ -73,25 +76,22 @@ def sample_command(
         if value is not None and value < minimum:
             raise ConfigError(f"{flag} must be an integer >= {minimum}, got {value}")
     lm, _ = load_language_model(run, backend=backend, tag=tag)
-    if not allow_unk:
-        encode_prime(lm, prime)  # an unknown prime is refused before anything is printed
-    stream = num_samples == 1 and not as_json
-    if stream:  # streamed word tokens carry their space after them: the prime needs one before them
-        click.echo(prime + (" " if lm.level == "word" and prime and not prime[-1].isspace() else ""), nl=False)
-    result = sample(
-        lm,
-        length=length,
-        num_samples=num_samples,
-        prime=prime,
-        options=options,
-        seed=seed,
-        on_token=(lambda i, text: click.echo(text, nl=False)) if stream else None,
-        allow_unknown_prime=allow_unk,
-        sentences=sentences,
-    )
-    if stream:
-        click.echo()
-    elif as_json:
+    settings = dict(length=length, num_samples=num_samples, prime=prime, options=options, seed=seed,
+                    allow_unknown_prime=allow_unk, sentences=sentences)
+    if num_samples == 1:  # printed as drawn and never held, so any --length runs in constant memory
+        if not allow_unk:
+            encode_prime(lm, prime)  # a --prime outside the vocabulary fails before anything is printed
+        if as_json:  # the document echo_json would print, written token by token
+            click.echo('{\n  "prime": ' + json.dumps(prime) + ',\n  "samples": [\n    "', nl=False)
+            sample(lm, **settings, on_token=lambda i, text: click.echo(json.dumps(text)[1:-1], nl=False), keep=False)
+            click.echo('"\n  ]\n}')
+        else:  # streamed word tokens carry their space after them: the prime needs one before them
+            click.echo(prime + (" " if lm.level == "word" and prime and not prime[-1].isspace() else ""), nl=False)
+            sample(lm, **settings, on_token=lambda i, text: click.echo(text, nl=False), keep=False)
+            click.echo()
+        return
+    result = sample(lm, **settings)
+    if as_json:
         echo_json(result.to_dict())
     else:
         for i, text in enumerate(result.with_prime()):

@@ -32,6 +32,12 @@ class ProgressBar:
     def __call__(self, p: Progress) -> None:
         if not self.enabled:
             return
+        try:
+            self._draw(p)
+        except (OSError, ValueError):  # the terminal went away (SIGHUP, a closed ssh): train on, unseen
+            self.enabled = False
+
+    def _draw(self, p: Progress) -> None:
         if p.event == "eval":
             self._newline()
             self.stream.write(f"step {p.step}: validation loss {p.val_loss:.4f}  (lr {p.lr:.3g})\n")
@@ -63,5 +69,10 @@ class ProgressBar:
             self._open_line = False
 
     def close(self) -> None:
-        self._newline()
-        self.stream.flush()
+        if not self.enabled:
+            return
+        try:
+            self._newline()
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.enabled = False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mlxrnn.errors import Interrupted, spell_fields
+from mlxrnn.errors import ConfigError, Interrupted, spell_fields
 from mlxrnn.lm.evaluation import perplexity
 from mlxrnn.lm.option_files import read_options_file
 from mlxrnn.lm.run import train_language_model
@@ -126,7 +126,9 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
     check_backend(options.backend)
     if not resume:  # resuming takes the saved options; bad flags fail before anything is printed
         options.validate()
-    run_dir = run_dir or default_run_dir(options.level, options.cell)
+    if run_dir == "":  # not the default: an empty path would mean the current directory
+        raise ConfigError("`run_dir` is empty; name the directory of the run")
+    run_dir = run_dir if run_dir is not None else default_run_dir(options.level, options.cell)
     dist = init_distributed() if distributed or launched() else None
     main = dist is None or dist.is_main  # data-parallel: rank 0 alone prints
     quiet = quiet or not main
@@ -158,7 +160,10 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
     except Interrupted as stop:
         bar.close()
         if main:
-            click.echo(str(stop), err=True)
+            try:
+                click.echo(str(stop), err=True)
+            except OSError:  # after SIGHUP the terminal may be gone; the exit status still says what happened
+                pass
         sys.exit(128 + stop.signal_number)
     except KeyboardInterrupt:  # Ctrl-C while setting up, or a second one: stopped at once
         bar.close()
@@ -190,7 +195,8 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
         try:
             lm, _ = load_language_model(summary.run_dir, backend=options.backend)
             click.echo("--- sample ---")
-            sample(lm, length=sample_length, seed=options.seed, on_token=lambda i, text: click.echo(text, nl=False))
+            sample(lm, length=sample_length, seed=options.seed, on_token=lambda i, text: click.echo(text, nl=False),
+                   keep=False)
         except KeyboardInterrupt:
             click.echo(err=True)
             fail(f"sample interrupted; the run is complete and saved in {summary.run_dir}", EXIT_INTERRUPTED)

@@ -28,6 +28,7 @@ from mlxrnn.errors import (
     MLXRNNError,
     ShapeError,
     TrainingDiverged,
+    WriteError,
 )
 from mlxrnn.io import interop
 from mlxrnn.io.model_files import load
@@ -61,7 +62,7 @@ __all__ = [
     "clip_grad_norm", "clip_grad_value", "global_norm",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "make_optimizer",
     "SequenceModel", "SequenceModelConfig", "RecurrentSpec", "Trainer", "StepResult",
-    "MLXRNNError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "BackendUnavailable",
+    "MLXRNNError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "BackendUnavailable", "WriteError",
     "TrainingDiverged", "Interrupted",
     "SequenceClassifier", "SequenceClassifierConfig", "SequenceTagger", "SequenceTaggerConfig",
     "Seq2Seq", "Seq2SeqConfig", "Hypothesis", "seq2seq_batch",

@@ -72,6 +72,11 @@ class CheckpointError(MLXRNNError):
     """A checkpoint is missing, corrupted, tampered with, or from an unsupported format."""
 
 
+class WriteError(MLXRNNError):
+    """A file or stream cannot be written (disk full, read-only, a file-size limit, closed
+    output); the message names it, and nothing saved before was changed."""
+
+
 class TrainingDiverged(MLXRNNError):
     """The loss became NaN/Inf or exploded; the last good checkpoint was kept."""
 

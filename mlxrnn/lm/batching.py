@@ -23,7 +23,7 @@ class LMBatcher:
     ``ids[b*L : b*L + L + 1]`` (L + 1 tokens: inputs are its positions 0..L-1, targets 1..L;
     consecutive streams share one boundary token). Window k is::
 
-        inputs  = streams[:, k*T     : k*T + T]        # (B, T') int32
+        inputs  = streams[:, k*T     : k*T + T]        # (B, T') int32 (stored compactly)
         targets = streams[:, k*T + 1 : k*T + T + 1]    # (B, T') int32, next token of inputs
 
     with T = ``seq_len`` and T' = T except possibly a shorter last window (kept, so every
@@ -64,10 +64,13 @@ class LMBatcher:
         self.seq_len: int = T
         self.stream_len: int = L  # L: input (and target) steps per row per epoch
         self.num_tokens: int = n
-        # (B, L+1) copy: row b = ids[b*L : b*L + L + 1]. Costs about one corpus of int32 and
-        # makes every window a plain 2-D slice.
-        starts = np.arange(B, dtype=np.int64)[:, None] * L
-        self.streams: np.ndarray = arr[starts + np.arange(L + 1)].astype(np.int32)
+        # (B, L+1) copy: row b = ids[b*L : b*L + L + 1], so every window is a plain 2-D slice. It
+        # keeps a compact dtype (uint8/uint16: one corpus of 1-2 bytes a token, not 4) and is
+        # built without an index array (which would be 8 bytes a token).
+        dtype = arr.dtype if arr.dtype.itemsize < 4 else np.dtype(np.int32)
+        self.streams: np.ndarray = np.empty((B, L + 1), dtype=dtype)
+        self.streams[:, :L] = arr[: B * L].reshape(B, L)
+        self.streams[:, L] = arr[L : B * L + 1 : L]  # each row's last token starts the next row
 
     @property
     def num_tokens_per_epoch(self) -> int:
@@ -87,8 +90,8 @@ class LMBatcher:
             raise ConfigError(f"window index must be in 0..{len(self) - 1}, got {k!r}")
         t0 = int(k) * self.seq_len
         t1 = min(t0 + self.seq_len, self.stream_len)
-        # Copies: callers may hand them to another backend or mutate them.
-        return self.streams[:, t0:t1].copy(), self.streams[:, t0 + 1 : t1 + 1].copy()
+        # int32 copies: callers may hand them to another backend or mutate them.
+        return self.streams[:, t0:t1].astype(np.int32), self.streams[:, t0 + 1 : t1 + 1].astype(np.int32)
 
     def iter_from(self, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Windows ``start, start+1, ..., len-1`` (resume an interrupted epoch)."""

@@ -84,7 +84,9 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
     """Read a whole corpus file as text, with one-line DataErrors for every common problem.
 
     Newlines are normalised like text-mode ``open()`` ("\\r\\n" and "\\r" -> "\\n") so the
-    same corpus gives the same tokens on every platform.
+    same corpus gives the same tokens on every platform, and a leading byte-order mark (U+FEFF)
+    is dropped (it marks the encoding; it would otherwise become a token). A pipe with a writer
+    is read like a file; devices and FIFOs nobody writes to are refused instead of hanging.
 
     Args:
         path: the file.
@@ -92,8 +94,8 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
         errors: codec error handler, e.g. "strict", "replace", "ignore" (the ``encoding_errors`` option).
 
     Raises:
-        DataError: missing file, a directory, unreadable, undecodable (with the byte offset of
-            the first bad byte), or empty / whitespace-only.
+        DataError: missing file, a directory, a device, a FIFO without a writer, unreadable,
+            undecodable (with the byte offset of the first bad byte), or empty / whitespace-only.
         ConfigError: unknown encoding or error handler.
     """
     try:
@@ -118,29 +120,7 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
             "replace or ignore"
         ) from None
     p = Path(path)
-    try:
-        mode = p.stat().st_mode
-    except OSError:
-        mode = 0  # missing or unreadable: read_bytes below says which
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
-        # /dev/zero or /dev/urandom would be read forever; a terminal would wait for typing.
-        raise DataError(f"{p} is a device or socket, not a text file; pass the corpus file itself")
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"no such file: {p}") from None
-    except IsADirectoryError:
-        raise DataError(
-            f"{p} is a directory, not a text file; pass the corpus file itself"
-        ) from None
-    except PermissionError:
-        raise DataError(f"permission denied reading {p}; check the file's permissions") from None
-    except OSError as e:  # e.g. a directory on platforms that raise a plain OSError
-        if p.is_dir():
-            raise DataError(
-                f"{p} is a directory, not a text file; pass the corpus file itself"
-            ) from None
-        raise DataError(f"cannot read {p}: {e.strerror or e}") from None
+    data = _read_corpus_bytes(p)
     try:
         text = data.decode(encoding, errors)
     except UnicodeDecodeError as e:
@@ -160,9 +140,47 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
             f"decoding {p} as {encoding} with errors={errors!r} left an unpaired surrogate at character "
             f"{e.start}; use another `encoding` or `encoding_errors` replace"
         ) from None
+    if text.startswith("\ufeff"):  # a byte-order mark says how the file is encoded; it is not text
+        text = text[1:]
     if not text.strip():
         raise DataError(f"{p} is empty (or only whitespace); give a corpus with some text")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _read_corpus_bytes(p: Path) -> bytes:
+    """All bytes of a regular file or of a pipe with a writer (e.g. ``<(zcat corpus.gz)``).
+
+    The file is opened without blocking and its type checked before reading: a device such as
+    /dev/zero would be read forever and a terminal would wait for typing, so both are refused;
+    a FIFO nobody writes to reads as end-of-file at once, and is refused as such.
+    """
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise DataError(f"no such file: {p}") from None
+    except IsADirectoryError:
+        raise DataError(f"{p} is a directory, not a text file; pass the corpus file itself") from None
+    except PermissionError:
+        raise DataError(f"permission denied reading {p}; check the file's permissions") from None
+    except OSError as error:
+        raise DataError(f"cannot read {p}: {error.strerror or error}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise DataError(f"{p} is a directory, not a text file; pass the corpus file itself")
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+            raise DataError(f"{p} is a device or socket, not a text file; pass the corpus file itself")
+        if stat.S_ISFIFO(mode) and hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)  # a pipe with a writer: wait for its text as usual
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise DataError(f"cannot read {p}: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
+    if not data and stat.S_ISFIFO(mode):
+        raise DataError(f"{p} is a pipe (FIFO) that nobody writes to; pass a regular file, or write the text into it")
+    return data
 
 
 def bundled_corpus_path() -> Path:

@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.backend import get_backend
-from mlxrnn.errors import CheckpointError, MLXRNNError
+from mlxrnn.errors import CheckpointError, MLXRNNError, ShapeError
 from mlxrnn.io.checkpoint import Checkpoint, check_weights, load_checkpoint, save_checkpoint
 from mlxrnn.io.model_files import register_loader
 from mlxrnn.lm.tokenizers import AnyTokenizer, tokenizer_from_dict
 from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
+from mlxrnn.nn.layers import check_token_ids
 
 LM_KIND = "language_model"
 
@@ -193,8 +194,19 @@ class LanguageModel:
         table = model.rnn.project_inputs(inputs)  # (V, G·H)
         head_weight, head_bias = model._head_weight(), model.head.params.get("b")
 
+        vocab_size = model.config.input_size
+
         def step(tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-            ids = xp.from_numpy(np.asarray(tokens, dtype=np.int64))
+            # Checked like every other entry point (NumPy would raise IndexError past the table,
+            # MLX would read garbage, and both would wrap negative ids around), in plain Python
+            # for the few ids of a sampling step: NumPy's min/max would double the per-token cost.
+            tokens = np.asarray(tokens)
+            if tokens.ndim != 1 or tokens.dtype.kind not in "iu":
+                raise ShapeError(f"token_stepper takes integer ids, shape (batch,); got {tokens.dtype} {tokens.shape}")
+            values = tokens.tolist() if tokens.size <= 1024 else (int(tokens.min()), int(tokens.max()))
+            if values and (min(values) < 0 or max(values) >= vocab_size):
+                check_token_ids(xp, tokens, vocab_size)  # raises, naming the id
+            ids = xp.from_numpy(tokens.astype(np.int64, copy=False))
             h, state = model.rnn.step(x_proj=xp.take(table, ids, axis=0), state=state)
             logits = xp.matmul(h, head_weight)
             if head_bias is not None:

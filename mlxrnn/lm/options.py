@@ -126,8 +126,8 @@ class TrainOptions:
     """Every setting of a training run (stored in its checkpoints). Defaults: the recommended
     character model (2 × 512 LSTM, embedding 128, batch 32, 128 steps, Adam 2e-3, clip 5)."""
 
-    #: a UTF-8 text; None: the bundled tiny-shakespeare. A resumed run may find it at a new path,
-    #: but its text must be the one the run started on (checked by its sha256).
+    #: a UTF-8 text (its path saved absolute); None: the bundled tiny-shakespeare. A resumed run
+    #: may find it at a new path, but its text must be the one the run started on (its sha256).
     corpus: str | None = setting(None, "", argument=True, resumable=True)
     level: str | None = setting(
         None,
@@ -153,7 +153,7 @@ class TrainOptions:
     lowercase: bool = setting(False, "Word models: lowercase the text first.", architecture=True)
     max_vocab: int | None = setting(
         None,
-        "Word models: keep only the most frequent tokens (specials included); the rest become <UNK>.",
+        "Keep only the most frequent tokens (characters or words, specials included); the rest become <UNK>.",
         check=within(lambda v: v >= 4, "must be at least 4 (the 3 special tokens and one word)"),
     )
     min_count: int = setting(1, "Drop tokens seen fewer times (→ <UNK>).", check=at_least(1))
@@ -314,6 +314,9 @@ class TrainOptions:
             )
         if self.min_lr is not None and self.min_lr > self.lr:
             raise ConfigError(f"`min_lr` ({self.min_lr:g}) must not exceed `lr` ({self.lr:g})")
+        if self.lowercase and self.level == "char":  # refused rather than silently ignored
+            raise ConfigError("applies to word models (`level` word); a character model keeps the case of its text",
+                              field="lowercase")
         return self
 
     def stopping(self) -> dict:

@@ -13,7 +13,7 @@ epoch, carried hidden state, counters), so on NumPy a resumed run computes bit-f
 losses of an uninterrupted one. Evaluations never touch the training state (an extra evaluation
 at the end of a run therefore does not change what follows).
 
-SIGINT and SIGTERM finish the current step, save ``last``, and raise :class:`Interrupted`.
+SIGINT, SIGTERM and SIGHUP finish the current step, save ``last``, and raise :class:`Interrupted`.
 A NaN/Inf loss, or a loss above 3× the first one (char-rnn's rule), raises
 :class:`TrainingDiverged` and keeps the last good checkpoint.
 
@@ -24,7 +24,9 @@ The pieces live beside this loop: options (:mod:`~mlxrnn.lm.options`), data
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import signal
 import time
 from collections.abc import Callable, Collection
@@ -34,16 +36,32 @@ from typing import Any
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError, DataError, Interrupted, TrainingDiverged
-from mlxrnn.io.checkpoint import load_checkpoint, save_run_checkpoint
+from mlxrnn.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingDiverged, WriteError
+from mlxrnn.io.checkpoint import check_weights, load_checkpoint, save_run_checkpoint
 from mlxrnn.io.run_directory import OPTIONS_FILE, RunDirectory
 from mlxrnn.lm.carried_state import carried_state_tensors, split_carried_state
 from mlxrnn.lm.evaluation import evaluate_windows, perplexity, unknown_rate
 from mlxrnn.lm.init_from import load_source, load_weights_of, source_architecture
 from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
 from mlxrnn.lm.options import TrainOptions, option_changes
-from mlxrnn.lm.run_data import build_vocabulary, evaluation_batcher, load_corpus, load_split_files, make_batchers
-from mlxrnn.lm.run_state import Progress, RunState, RunSummary, legacy_schedule_state, schedule_log_line
+from mlxrnn.lm.resume import (
+    check_training_meta,
+    damaged,
+    restore_rng,
+    restored_state,
+    resume_corpus,
+    saved_options,
+    schedule_state,
+)
+from mlxrnn.lm.run_data import (
+    build_vocabulary,
+    encode_corpus,
+    evaluation_batcher,
+    load_corpus,
+    load_split_files,
+    make_batchers,
+)
+from mlxrnn.lm.run_state import Progress, RunState, RunSummary, schedule_log_line
 from mlxrnn.nn.optim import make_optimizer
 from mlxrnn.nn.schedules import make_schedule
 from mlxrnn.training.distributed import DataParallel
@@ -86,12 +104,24 @@ class LanguageModelRun:
         self.how_started: dict[str, Any] = {}  #: how this session began, for the "start" record
         if resume and init_from is not None:
             raise ConfigError("`resume` continues a run and `init_from` starts a new one; pass one of them")
-        if resume:
-            self.directory.check_resumable()
-            self._restore(options, given)
-        else:
-            replaced = self.directory.claim(force) if self.dist.is_main else ()
-            self._start(options.validate(), replaced, init_from, given)
+        try:
+            if resume:
+                if self.dist.is_main:
+                    self.directory.check_resumable()  # and holds the directory's lock
+                self._restore(options, given)
+            else:
+                replaced = self.directory.claim(force) if self.dist.is_main else ()
+                self._start(options.validate(), replaced, init_from, given)
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    def close(self, failed: bool = False) -> None:
+        """Let other processes use the run directory; with ``failed``, first drop a forced
+        replacement that has no checkpoint yet (the old run then stays as it was)."""
+        if failed:
+            self.directory.abandon()
+        self.directory.release()
 
     def _build(self, options: TrainOptions, text: str, vocab, tokenizer) -> None:
         self.options = options
@@ -99,9 +129,9 @@ class LanguageModelRun:
         from mlxrnn.models.sequence_model import SequenceModel
 
         self.lm = LanguageModel(SequenceModel(config, backend=options.backend), vocab, tokenizer)
-        self.ids = vocab.encode(tokenizer.tokenize(text))
+        self.ids = encode_corpus(vocab, tokenizer, text)  # compact: 1-2 bytes a token
         valid = self.split_files.get("valid")
-        val_ids = vocab.encode(tokenizer.tokenize(valid[0])) if valid else None
+        val_ids = encode_corpus(vocab, tokenizer, valid[0]) if valid else None
         self.train_batches, self.val_batches = make_batchers(options, self.ids, self.dist, val_ids=val_ids)
         extra = {"weight_decay": options.weight_decay} if options.weight_decay else {}
         self.optimizer = make_optimizer(options.optimizer, options.lr, **extra)
@@ -119,6 +149,8 @@ class LanguageModelRun:
         )
 
     def _start(self, options: TrainOptions, replaced: tuple[str, ...], init_from=None, given=None) -> None:
+        if options.corpus is not None:  # saved absolute, so a resume works from any directory
+            options = dataclasses.replace(options, corpus=os.path.abspath(options.corpus))
         source = None
         if init_from is not None:  # the source's architecture, vocabulary and weights
             source, source_step = load_source(init_from, self.run_dir)
@@ -126,8 +158,8 @@ class LanguageModelRun:
         text, self.corpus_sha = load_corpus(options)
         self.split_files = load_split_files(options)
         valid = self.split_files.get("valid")
-        tokenizer, vocab, _ = build_vocabulary(options, text, valid[0] if valid else None,
-                                               base=source.vocab if source else None)
+        tokenizer, vocab = build_vocabulary(options, text, valid[0] if valid else None,
+                                            base=source.vocab if source else None)[:2]  # tokens freed
         self._build(options, text, vocab, tokenizer)
         if source is not None:
             added = load_weights_of(source, self.lm)
@@ -137,8 +169,8 @@ class LanguageModelRun:
                 + f"; vocabulary: its {len(source.vocab)} tokens + {added} new from this corpus (fresh rows)"
             )
         self.state = RunState()
-        if self.dist.is_main:  # the corpus and the model are usable: only now is an old run replaced
-            self.directory.replace(replaced)
+        if self.dist.is_main:  # the corpus and the model are usable: only now does the new run begin
+            self.directory.start(replaced)  # beside the old run, if it replaces one (see RunDirectory)
             self.directory.write_json(
                 OPTIONS_FILE, {"options": asdict(options), "vocab_size": len(vocab), **self.how_started}
             )
@@ -146,24 +178,20 @@ class LanguageModelRun:
     def _restore(self, new_options: TrainOptions, given: Collection[str] | None) -> None:
         checkpoint = load_checkpoint(self.run_dir, tag="last")
         meta = checkpoint.meta
-        saved = meta.get("training")
-        if not isinstance(saved, dict) or "options" not in saved:
-            raise DataError(f"{self.run_dir} was not written by `mlxrnn train`; cannot resume it")
-        if saved.get("world_size", 1) != self.dist.size:
+        saved = check_training_meta(meta, self.run_dir)  # every key and type, before anything is used
+        world = saved.get("world_size", 1)
+        if world != self.dist.size:
             raise ConfigError(
-                f"{self.run_dir} was trained by {saved.get('world_size', 1)} process(es), this is {self.dist.size}; "
-                f"resume it with as many (mlx.launch -n {saved.get('world_size', 1)} ... --distributed)"
+                f"{self.run_dir} was trained by {world} process(es), this is {self.dist.size}; "
+                f"resume it with as many (mlx.launch -n {world} ... --distributed)"
             )
-        # Given resumable settings apply from the next step; changing any other is refused.
-        saved_options = TrainOptions.from_saved(saved["options"])
-        options = saved_options.resumed_with(new_options, given).validate()
-        changes = option_changes(saved_options, options)
-        text, self.corpus_sha = load_corpus(options)
-        if self.corpus_sha != saved["corpus_sha256"]:
-            raise DataError(
-                f"the corpus {options.corpus or 'tiny-shakespeare'} is not the text this run started on; resume with "
-                "the original text, or start a new run from this one's weights with `init_from`"
-            )
+        # Given resumable settings apply from the next step; changing any other is refused. CORPUS
+        # may move: a given path is accepted when its text is the one the run started on.
+        started_with = saved_options(saved, self.run_dir)
+        options = started_with.resumed_with(new_options, given).validate()
+        changes = option_changes(started_with, options)
+        moved = options.corpus if "corpus" in changes else None
+        options, text, self.corpus_sha = resume_corpus(options, moved, saved["corpus_sha256"])
         self.split_files = load_split_files(options)
         for name, (_, sha) in self.split_files.items():
             if sha != saved.get("split_files_sha256", {}).get(name):
@@ -172,20 +200,29 @@ class LanguageModelRun:
                     "resume with the original file or start a new run"
                 )
         fresh = language_model_from_meta(meta, backend=options.backend)
-        self._build(options, text, fresh.vocab, fresh.tokenizer)
-        self.lm.model.load_parameters(checkpoint.weights)
+        try:
+            self._build(options, text, fresh.vocab, fresh.tokenizer)
+        except ConfigError as error:  # the saved options do not fit the saved model
+            raise damaged(self.run_dir, f"its options do not build its model ({error})") from None
+        model = self.lm.model
+        check_weights(checkpoint.weights, model.parameter_shapes())
+        model.load_parameters(checkpoint.weights)
         xp = self.lm.xp
         optimizer_tensors, carry = split_carried_state(xp, checkpoint.optimizer_tensors)
-        self.optimizer.load_state_dict(xp, saved["optimizer"], optimizer_tensors)
-        schedule_state = saved.get("schedule") or legacy_schedule_state(saved["state"])
+        self.optimizer.load_state_dict(xp, saved["optimizer"], optimizer_tensors, shapes=model.parameter_shapes())
+        schedule = schedule_state(saved, self.run_dir)
         if "schedule" in changes:  # the new schedule takes over at the current rate, keeping the best loss
-            schedule_state = {**schedule_state, "name": options.schedule, "base_lr": self.optimizer.lr}
-        self.schedule.load_state_dict(schedule_state)
+            schedule = {**schedule, "name": options.schedule, "base_lr": self.optimizer.lr}
+        self.schedule.load_state_dict(schedule)
         if "lr" in changes:  # a new rate replaces the (decayed) current one and the schedule's base
             self.optimizer.lr = self.schedule.base_lr = options.lr
-        self.trainer.rng.bit_generator.state = saved["rng"]
-        self.state = RunState.from_dict(saved["state"])
+        restore_rng(self.trainer.rng, saved["rng"], self.run_dir)
+        rnn, rows = model.rnn, options.batch_size * self.dist.size
+        self.state = restored_state(saved["state"], carry, len(self.train_batches), rnn.state_size,
+                                    (rnn.num_layers * rnn.num_directions, rows, rnn.hidden_size), self.run_dir)
         self.state.carry = self.dist.shard_state(carry)  # the checkpoint holds every process's rows
+        if self.dist.is_main:
+            self.directory.trim_metrics(self.state.step)  # the steps after the checkpoint are done again
         self.how_started.update(resumed=True, changed=changes)
         applied = ", ".join(f"`{name}` {old!r} → {new!r}" for name, (old, new) in changes.items())
         self.log(
@@ -219,14 +256,16 @@ class LanguageModelRun:
             "world_size": self.dist.size,
         }
         meta["metrics"] = {"best_val_loss": self.state.best_val, "last_val_loss": self.state.last_val}
-        return save_run_checkpoint(
-            self.run_dir,
+        target = save_run_checkpoint(
+            self.directory.writing,
             self.state.step,
             self.lm.model.numpy_parameters(),
             meta,
             optimizer_tensors=tensors,
             tags=tags,
         )
+        self.directory.commit()  # a forced run takes the old one's place at its first checkpoint
+        return self.run_dir / target.parent.name / target.name
 
     # --- evaluation --------------------------------------------------------------------------
     def evaluate(self, scheduled: bool) -> tuple[float, bool]:
@@ -300,6 +339,23 @@ class LanguageModelRun:
 
     # --- the loop ----------------------------------------------------------------------------
     def train(self) -> RunSummary:
+        """Train until a stopping criterion; a forced run that fails before its first checkpoint
+        leaves the run it was to replace as it was. The run directory's lock is released when
+        it returns or fails, so the same process may resume the run next."""
+        try:
+            summary = self._train()
+            self.close()
+            return summary
+        except BaseException as error:
+            replacing, sibling = self.directory.replacing, str(self.directory.writing)
+            self.close(failed=True)
+            if replacing and isinstance(error, (WriteError, CheckpointError, DataError)):
+                # the sibling the new run was built in is gone: name the directory the user knows
+                message = str(error).replace(sibling, str(self.run_dir))
+                raise type(error)(f"{message}; the run it was to replace in {self.run_dir} is unchanged") from None
+            raise
+
+    def _train(self) -> RunSummary:
         options, state = self.options, self.state
         stop = options.stopping()
         per_epoch = len(self.train_batches)
@@ -341,7 +397,7 @@ class LanguageModelRun:
                 self.schedule.before_step(self.optimizer, fraction)
                 inputs, targets = self.train_batches.window(state.window)
                 result = self.trainer.step({"inputs": inputs, "targets": targets, "initial_state": state.carry})
-                self._check_divergence(result.loss)
+                self._check_divergence(result.loss, result.grad_norm)
                 state.carry = result.aux["final_state"]
                 state.step += 1
                 tokens = targets.size * self.dist.size  # every process's rows of the window
@@ -425,22 +481,28 @@ class LanguageModelRun:
             state.clipped_since_record = state.steps_since_record = 0
         self.progress(Progress(state.step, total_steps, state.epoch, result.loss, speed, now, eta, self.optimizer.lr))
 
-    def _check_divergence(self, loss: float) -> None:
+    def _check_divergence(self, loss: float, grad_norm: float = 0.0) -> None:
         state = self.state
         if state.initial_loss is None and math.isfinite(loss):
             state.initial_loss = loss
         limit = DIVERGENCE_FACTOR * (state.initial_loss or math.inf)
-        if not math.isfinite(loss) or loss > limit:
-            what = "became " + str(loss) if not math.isfinite(loss) else f"rose to {loss:.3f} (over 3× the first loss)"
+        if not math.isfinite(loss) or loss > limit or not math.isfinite(grad_norm):
+            if not math.isfinite(loss):
+                what = "the loss became " + str(loss)
+            elif loss > limit:
+                what = f"the loss rose to {loss:.3f} (over 3× the first loss)"
+            else:  # the trainer undid the update, so the weights in memory are still the last good ones
+                what = f"the gradient norm became {grad_norm}"
             self._metrics({"event": "diverged", "step": state.step + 1, "loss": loss if math.isfinite(loss) else None})
-            kept = (
-                f"the last good checkpoint is kept in {self.run_dir}"
-                if (self.run_dir / "last.json").exists()
-                else "no checkpoint had been saved yet"
-            )
+            if self.directory.replacing:
+                kept = f"no checkpoint had been saved yet, so the run it was to replace in {self.run_dir} is unchanged"
+            elif (self.run_dir / "last.json").exists():
+                kept = f"the last good checkpoint is kept in {self.run_dir}"
+            else:
+                kept = "no checkpoint had been saved yet"
             clip = f"a smaller `clip` (now {self.options.clip:g})" if self.options.clip else "`clip` 5"
             raise TrainingDiverged(
-                f"training stopped at step {state.step + 1}: the loss {what}; {kept}; "
+                f"training stopped at step {state.step + 1}: {what}; {kept}; "
                 f"try a lower `lr` (now {self.optimizer.lr:g}) or {clip}"
             )
 
@@ -505,4 +567,7 @@ def train_language_model(
     run = LanguageModelRun(TrainOptions.with_settings(options, settings), run_dir, resume=resume, force=force,
                            progress=progress, log=log, distributed=distributed, metrics=metrics,
                            init_from=init_from, given=given)
-    return run.train()
+    try:
+        return run.train()
+    finally:
+        run.close()

@@ -8,6 +8,7 @@ streams by an :class:`~mlxrnn.lm.batching.LMBatcher`.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,15 @@ from mlxrnn.training.distributed import DataParallel
 
 
 def load_corpus(options: TrainOptions) -> tuple[str, str]:
-    """(text, sha256 of its bytes) of the configured corpus."""
+    """(text, sha256 of its UTF-8 bytes) of the configured corpus."""
+    if options.corpus:
+        try:
+            options.corpus.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 in the name (decoded with surrogateescape)
+            raise DataError(
+                f"the corpus file name {os.fsencode(options.corpus)!r} is not valid UTF-8, so the run could not "
+                "record it; rename the file (or link it under a UTF-8 name)"
+            ) from None
     path = Path(options.corpus) if options.corpus else bundled_corpus_path()
     return _load(path, options)
 
@@ -36,7 +45,35 @@ def load_split_files(options: TrainOptions) -> dict[str, tuple[str, str]]:
 
 def _load(path: Path, options: TrainOptions) -> tuple[str, str]:
     text = read_text(path, encoding=options.encoding, errors=options.encoding_errors)
-    return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256()
+    for start in range(0, len(text), _CHUNK):  # in pieces: no second copy of a large corpus
+        digest.update(text[start : start + _CHUNK].encode("utf-8"))
+    return text, digest.hexdigest()
+
+
+_CHUNK = 1 << 20
+
+
+def compact_id_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype that holds ids 0..vocab_size-1 (uint8, uint16 or uint32)."""
+    return np.dtype(np.uint8 if vocab_size <= 1 << 8 else np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def encode_corpus(vocab: Vocabulary, tokenizer, text: str) -> np.ndarray:
+    """The ids (N,) of a whole corpus in :func:`compact_id_dtype` (what ``vocab.encode`` gives, compactly).
+
+    A character corpus is mapped through a table indexed by code point, without a Python string
+    per character: a 10 MB text needs about 5 bytes a character while encoding and 1-2 after.
+    """
+    dtype = compact_id_dtype(len(vocab))
+    if tokenizer.level != "char":
+        return vocab.encode(tokenizer.tokenize(text)).astype(dtype)
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    table = np.full(int(codes.max(initial=0)) + 1, vocab.unk_id, dtype=dtype)  # (largest code point + 1,)
+    for token_id, token in enumerate(vocab.tokens):
+        if len(token) == 1 and ord(token) < len(table):  # the special tokens are longer: never in text
+            table[ord(token)] = token_id
+    return table[codes]
 
 
 def make_run_tokenizer(options: TrainOptions):
@@ -60,13 +97,15 @@ def build_vocabulary(options: TrainOptions, text: str, valid_text: str | None = 
     lacks are appended to it (:meth:`Vocabulary.extended`) instead.
     """
     tokenizer = make_run_tokenizer(options)
-    tokens = tokenizer.tokenize(text)
+    # a character model's tokens are the text itself (a str is the sequence of its characters,
+    # without a list of one string per character)
+    tokens = text if options.level == "char" and options.tokenizer == "chars" else tokenizer.tokenize(text)
     counted = tokens
     if options.level == "word" and valid_text is None:
         train_positions, _, _ = split_by_fraction(np.arange(len(tokens)), options.val_frac)
         counted = tokens[: len(train_positions)]
     elif options.level == "char" and valid_text is not None:
-        counted = tokens + tokenizer.tokenize(valid_text)
+        counted = tokens + (valid_text if isinstance(tokens, str) else tokenizer.tokenize(valid_text))
     if base is not None:
         return tokenizer, base.extended(counted, max_size=options.max_vocab, min_count=options.min_count), tokens
     vocab = Vocabulary.build(counted, max_size=options.max_vocab, min_count=options.min_count, level=options.level)

@@ -9,7 +9,9 @@ step; :class:`RunSummary` is what :meth:`LanguageModelRun.train` returns.
 
 from __future__ import annotations
 
+import functools
 import math
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -54,6 +56,12 @@ class RunState:
                 f"the run's saved state has fields this mlxrnn does not know ({', '.join(unknown)}); "
                 "resume it with the mlxrnn version that wrote it"
             )
+        for name, value in data.items():
+            if name in known and not _fits(_field_types()[name], value):
+                raise CheckpointError(
+                    f"the run's saved state has {name} = {value!r:.40}, not a {_field_types()[name]}; the checkpoint "
+                    "was modified or damaged"
+                )
         return cls(**{name: value for name, value in data.items() if name in known})
 
 
@@ -71,6 +79,23 @@ def schedule_log_line(schedule: Any, lr: float, options: Any) -> str | None:
         return (f"validation loss did not improve in {options.decay_patience} evaluation(s) at the learning-rate "
                 f"floor `min_lr` ({lr:.3g}): stopping (`at_min_lr` continue would keep training at it)")
     return None
+
+
+@functools.cache
+def _field_types() -> dict[str, str]:
+    return {name: str(hint) for name, hint in typing.get_type_hints(RunState).items()}
+
+
+def _fits(hint: str, value: Any) -> bool:
+    """Whether a saved value fits its RunState field: counters are integers >= 0, losses and
+    times finite numbers (or None where the field allows it)."""
+    if value is None:
+        return "None" in hint
+    if isinstance(value, bool):
+        return False
+    if hint.startswith("<class 'int'>"):
+        return isinstance(value, int) and value >= 0
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def legacy_schedule_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,9 @@ from mlxrnn.lm.tokenizers import make_tokenizer
 from mlxrnn.models.decoding import MAX_BATCH_PROBABILITIES, SamplingOptions, draw_tokens, next_token_distribution
 from mlxrnn.nn.sequences import UNK
 
+#: the most tokens :func:`sample` keeps to return (about 0.5 GB of ids and text at this size)
+MAX_KEPT_TOKENS = 10_000_000
+
 
 def banned_ids(lm: LanguageModel, allow_unk: bool) -> list[int]:
     banned = [lm.vocab.pad_id]
@@ -81,6 +84,7 @@ def sample(
     on_token: Callable[[int, str], None] | None = None,
     allow_unknown_prime: bool = False,
     sentences: int | None = None,
+    keep: bool = True,
 ) -> Samples:
     """Generate ``num_samples`` sequences of up to ``length`` tokens as one batch.
 
@@ -90,7 +94,10 @@ def sample(
     way ``length`` bounds the tokens drawn.
     ``on_token(sample_index, text)`` is called for every new token as it is drawn (streaming).
     ``seed`` makes the draws reproducible. On MLX the draws are made on the device from an MLX
-    key (see :mod:`mlxrnn.lm.mlx_sampling`): reproducible too, but not NumPy's texts.
+    key (see :mod:`mlxrnn.lm.mlx_sampling`): reproducible too, but not NumPy's texts. With
+    ``keep=False`` the returned Samples are empty and memory stays constant whatever the length
+    (only ``on_token`` sees the tokens); kept samples are limited to :data:`MAX_KEPT_TOKENS`
+    tokens in all.
     """
     options = (options or SamplingOptions()).validate()
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
@@ -101,6 +108,11 @@ def sample(
         raise ConfigError(
             f"{num_samples} samples × {len(lm.vocab)} vocabulary entries is too large to draw as one batch "
             f"(limit {MAX_BATCH_PROBABILITIES:,} probabilities); lower `num_samples`"
+        )
+    if keep and length * num_samples > MAX_KEPT_TOKENS:
+        raise ConfigError(
+            f"`length` × `num_samples` = {length * num_samples:,} tokens would be held in memory until the end "
+            f"(at most {MAX_KEPT_TOKENS:,}); lower them, or draw one sample, which is printed as it is drawn"
         )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ConfigError(f"must be a non-negative integer, got {seed!r}", field="seed")
@@ -128,7 +140,8 @@ def sample(
         for i, token in enumerate(tokens):
             if finished[i]:
                 continue
-            generated[i].append(int(token))
+            if keep:
+                generated[i].append(int(token))
             if on_token is not None:
                 on_token(i, _token_text(lm, int(token)))
             if sentences is not None and token == end_id:
@@ -136,6 +149,8 @@ def sample(
                 finished[i] = ended[i] >= sentences
         if finished.all():
             break
+    if not keep:
+        return Samples([], [], prime, lm.level)
     texts = [lm.decode(ids) for ids in generated]
     return Samples(generated, texts, prime, lm.level)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -64,11 +65,10 @@ class Vocabulary:
         if not is_integer(min_count) or min_count < 1:
             raise ConfigError(f"min_count must be an integer >= 1, got {min_count!r}")
 
-        # dict preserves insertion order, so iteration order == first-occurrence order, which
-        # the stable sort below uses to break frequency ties.
-        counts: dict[str, int] = {}
-        for tok in tokens:
-            counts[tok] = counts.get(tok, 0) + 1
+        # Counter (a dict) keeps insertion order, so iteration order == first-occurrence order,
+        # which the stable sort below uses to break frequency ties; it counts in C, and a str
+        # counts its characters without a list of them.
+        counts: dict[str, int] = Counter(tokens)
         for tok in counts:
             if not isinstance(tok, str):
                 raise ConfigError(f"tokens must be strings, got {type(tok).__name__} {tok!r}")

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError, DataError, ShapeError
+from mlxrnn.errors import ConfigError, ShapeError
+from mlxrnn.nn.checks import check_finite
 from mlxrnn.nn.layers import Recurrent, TokenInputs, check_token_ids, lengths_to_mask
 from mlxrnn.nn.module import Module, check_positive_int
 
@@ -115,7 +116,7 @@ class InputEncoder(Module):
                     f"dense inputs must be a rectangular (batch, time, {D}) array; pad the sequences "
                     "to one length and pass lengths="
                 ) from None
-            x = self.xp.from_numpy(check_dense_numpy(array, D))
+            x = self.xp.from_numpy(check_dense_numpy(array, D, self.xp.dtype_name))
         elif hasattr(inputs, "shape"):
             x = inputs  # already a backend array: not inspected (that would cost a device sync)
         else:
@@ -142,19 +143,15 @@ class InputEncoder(Module):
         return {"weight": weight}, None
 
 
-def check_dense_numpy(x: np.ndarray, features: int) -> np.ndarray:
-    """Dense NumPy inputs must be real numbers and finite: one NaN would silently poison training.
+def check_dense_numpy(x: np.ndarray, features: int, dtype: str = "float32") -> np.ndarray:
+    """Dense NumPy inputs must be real numbers, finite and within the range of the model's
+    ``dtype``: one NaN (or a 1e300 that becomes inf in float32) would silently poison training.
 
     One pass over (B, T, D) values, negligible next to the recurrent matmuls over the same steps.
     """
     if x.dtype.kind not in "fiub":
         raise ShapeError(f"dense inputs must be numbers of shape (batch, time, {features}); got dtype {x.dtype}")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
-        raise DataError(
-            f"dense inputs contain NaN or Inf (first at index {where}, value {x[where]}); "
-            "clean or impute the data before passing it to the model"
-        )
+    check_finite(x, "dense inputs", "clean or impute the data before passing it to the model", dtype)
     return x
 
 
@@ -180,6 +177,7 @@ def batch_mask(batch: Mapping[str, Any], batch_size: int, time_steps: int, lengt
                              f"got {result.shape}")
     else:
         return None
+    check_finite(result, mask_key, "a mask is 1 on valid steps and 0 on padding")
     if require_nonempty and np.any(result.sum(axis=1) == 0):
         raise ConfigError(f"every sequence needs at least one valid step; {lengths_key} has a 0")
     return result

@@ -48,6 +48,7 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.nn.cells import Cell, cell_class, make_cell
+from mlxrnn.nn.checks import check_finite
 from mlxrnn.nn.dropout import dropout_mask
 from mlxrnn.nn.module import Module, check_positive_int, check_probability
 
@@ -253,19 +254,29 @@ class Recurrent(Module):
     def _public_state(self, parts: list) -> Any:
         return tuple(parts) if self.state_size > 1 else parts[0]
 
-    def _state_parts(self, state: Any, batch_size: int) -> list:
-        """Public state -> list of state_size arrays, each (L·D, B, H), validated."""
+    def _state_parts(self, state: Any, batch_size: int, check_values: bool = False) -> list:
+        """Public state -> list of state_size arrays, each (L·D, B, H), validated (with
+        ``check_values``, NumPy states must also be finite: one NaN would make every output NaN)."""
         if state is None:
             return [None] * self.state_size
+        if self.state_size == 1 and isinstance(state, (tuple, list)):
+            raise ShapeError(
+                f"initial_state of a {self.cell_name} layer is one array (num_layers*num_directions, batch, hidden), "
+                f"not a pair of {len(state)}; only an LSTM's state is a pair (h, c)"
+            )
         parts = list(state) if self.state_size > 1 else [state]
         if self.state_size > 1 and (not isinstance(state, (tuple, list)) or len(parts) != self.state_size):
             raise ShapeError("initial_state of an LSTM must be a pair (h0, c0)")
         expected = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
         for part in parts:
+            if not hasattr(part, "shape"):
+                raise ShapeError(f"initial_state must be an array (or a pair for an LSTM), got {type(part).__name__}")
             if tuple(part.shape) != expected:
                 raise _shape_error(
                     "initial_state", f"(num_layers*num_directions, batch, hidden) = {expected}", part.shape
                 )
+            if check_values:
+                check_finite(part, "initial_state", "pass a finite state (or None for zeros)", self.xp.dtype_name)
         xp = self.xp
         return [xp.from_numpy(p) if isinstance(p, np.ndarray) and (xp.name != "numpy" or p.dtype != xp.dtype) else p
                 for p in parts]
@@ -300,14 +311,17 @@ class Recurrent(Module):
             folded = tokens.worth_folding(self.cells[0].gate_width)
             x = tokens.ids if folded else xp.take(tokens.table, tokens.ids, axis=0)
         elif isinstance(x, np.ndarray):
+            check_finite(x, "x", "clean the inputs first", xp.dtype_name)  # 1e300 would be inf in float32
             x = xp.from_numpy(x)
         if not folded and (len(x.shape) != 3 or x.shape[2] != self.input_size):
             raise _shape_error("x", f"(batch, time, {self.input_size})", x.shape)
         B, T = int(x.shape[0]), int(x.shape[1])
         if T < 1:
             raise ShapeError("x must have at least one time step")
+        if B < 1:
+            raise ShapeError("x holds no sequences (batch size 0); pass at least one")
         step_mask = self._time_major_mask(mask, lengths, B, T)
-        initial_parts = self._state_parts(initial_state, B)
+        initial_parts = self._state_parts(initial_state, B, check_values=True)
         cache = RecurrentCache(B, T, step_mask, {}, {}, tokens, bool(folded))
         final_parts: list[list] = [[] for _ in range(self.state_size)]
         if folded:  # layer 0 reads rows of the table: keep time-major ids (T, B)
@@ -381,6 +395,12 @@ class Recurrent(Module):
         mask_np = np.asarray(mask)
         if mask_np.shape != (B, T):
             raise _shape_error("mask", f"(batch, time) = {(B, T)}", mask_np.shape)
+        check_finite(mask_np, "mask", "a mask is 1 on valid steps and 0 on padding")
+        if mask_np.size and not (mask_np.min() >= 0 and mask_np.max() <= 1):
+            raise ConfigError(
+                f"mask values must lie in [0, 1] (1 on valid steps, 0 on padding); got {mask_np.min():g} to "
+                f"{mask_np.max():g}"
+            )
         return self.xp.from_numpy(mask_np.T[:, :, None].astype(np.float64))  # (T, B, 1)
 
     def _run_direction(self, layer: int, direction: int, inputs: Any, state: tuple, mask: Any,
@@ -453,6 +473,8 @@ class Recurrent(Module):
         if (x is None) == (x_proj is None):
             raise ConfigError("give exactly one of x (inputs) and x_proj (projected inputs) to step")
         rows = int((x if x_proj is None else x_proj).shape[0])
+        if rows < 1:
+            raise ShapeError("x holds no sequences (batch size 0); pass at least one")
         parts = self._state_parts(state, rows)
         if state is None:
             parts = [xp.zeros((self.num_layers, rows, self.hidden_size))] * self.state_size

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
+from mlxrnn.nn.checks import check_finite
 
 REDUCTIONS = ("mean", "sum")
 
@@ -31,6 +32,7 @@ def _prepare_weights(xp, weights: Any, shape: tuple) -> Any:
     w = np.asarray(weights)
     if tuple(w.shape) != tuple(shape):
         raise ShapeError(f"weights must have shape {tuple(shape)} (the targets' shape); got {tuple(w.shape)}")
+    check_finite(w, "the loss weights (mask)", "they are 1 on counted positions and 0 on padding")
     return xp.from_numpy(w.astype(np.float64))
 
 
@@ -119,12 +121,25 @@ def _device_cross_entropy(xp, logits, targets, weights, reduction, ignore_index)
     return loss, d_logits / denominator
 
 
+def check_probability_targets(targets: Any) -> np.ndarray:
+    """Host targets of a binary cross-entropy as float64, refused unless every value is in [0, 1]."""
+    values = np.asarray(targets, dtype=np.float64)
+    if values.size and not (values.min() >= 0.0 and values.max() <= 1.0):  # NaN fails too
+        raise ConfigError(
+            f"binary cross-entropy targets must lie in [0, 1] (probabilities); got values from {values.min():g} "
+            f"to {values.max():g}"
+        )
+    return values
+
+
 def binary_cross_entropy_with_logits(xp, logits, targets, weights=None, reduction="mean"):
     """L = −Σ w [y log σ(z) + (1 − y) log(1 − σ(z))], computed as max(z, 0) − z y + log(1 + e^−|z|).
 
-    ``logits`` and ``targets`` (..., F), targets in [0, 1]; ``weights`` (...) masks whole
+    ``logits`` and ``targets`` (..., F), targets in [0, 1] (others are refused); ``weights`` (...) masks whole
     positions. "mean" divides by (counted positions × F). Gradient: w (σ(z) − y).
     """
+    if isinstance(targets, (np.ndarray, list)):  # backend arrays are not read back (a device sync)
+        check_probability_targets(targets)
     targets = _as_float_targets(xp, targets, logits.shape)
     losses = xp.maximum(logits, 0.0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
     return _elementwise_reduce(xp, losses, xp.sigmoid(logits) - targets, weights, reduction)

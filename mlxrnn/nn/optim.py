@@ -72,15 +72,51 @@ class Optimizer:
         }
         return scalars, tensors
 
-    def load_state_dict(self, xp, scalars: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
-        if scalars.get("name") != self.name:
-            raise CheckpointError(f"optimizer state is for {scalars.get('name')!r}, not {self.name!r}")
-        self.step_count = int(scalars["step_count"])
-        self.lr = float(scalars["lr"])
-        self.state = {}
+    def load_state_dict(
+        self,
+        xp,
+        scalars: Mapping[str, Any],
+        tensors: Mapping[str, np.ndarray],
+        shapes: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> None:
+        """Restore :meth:`state_dict`'s output. With ``shapes`` (each parameter's shape), every
+        tensor is checked to be one of this optimizer's slots of a known parameter, of that
+        parameter's shape, and each parameter's slots complete, so damage fails here in one line
+        of CheckpointError rather than at the next update."""
+        if not isinstance(scalars, Mapping) or scalars.get("name") != self.name:
+            held = scalars.get("name") if isinstance(scalars, Mapping) else scalars
+            raise CheckpointError(f"optimizer state is for {held!r}, not {self.name!r}")
+        step_count, lr = scalars.get("step_count"), scalars.get("lr")
+        if isinstance(step_count, bool) or not isinstance(step_count, int) or step_count < 0:
+            raise CheckpointError(f"optimizer state has an invalid step_count {step_count!r}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+            raise CheckpointError(f"optimizer state has an invalid learning rate {lr!r}")
+        slots: dict[str, dict[str, np.ndarray]] = {}
         for key, value in tensors.items():
             name, _, slot = key.rpartition("/")
-            self.state.setdefault(name, {})[slot] = xp.from_numpy(value)
+            slots.setdefault(name, {})[slot] = value
+        if shapes is not None:
+            self._check_slots(xp, slots, shapes)
+        self.step_count, self.lr = step_count, float(lr)
+        self.state = {name: {slot: xp.from_numpy(value) for slot, value in values.items()}
+                      for name, values in slots.items()}
+
+    def _check_slots(self, xp, slots: Mapping[str, Mapping[str, np.ndarray]],
+                     shapes: Mapping[str, tuple[int, ...]]) -> None:
+        expected = set(self.init_single(xp, xp.zeros((1,))))  # this optimizer's per-parameter slots
+        for name, values in slots.items():
+            if name not in shapes:
+                raise CheckpointError(f"the optimizer state has moments for {name!r}, which the model does not have")
+            if set(values) != expected:
+                raise CheckpointError(
+                    f"the optimizer state of {name!r} holds {sorted(values)}; {self.name} keeps {sorted(expected)}"
+                )
+            for slot, value in values.items():
+                if tuple(np.shape(value)) != tuple(shapes[name]) or np.asarray(value).dtype.kind != "f":
+                    raise CheckpointError(
+                        f"optimizer tensor '{name}/{slot}' is {np.asarray(value).dtype} {tuple(np.shape(value))}; "
+                        f"the parameter is float {tuple(shapes[name])}"
+                    )
 
     def hyper(self) -> dict:
         return {}

@@ -67,11 +67,27 @@ class Schedule:
         return {"name": self.name, "base_lr": self.base_lr, "best": self.best, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("name", self.name) != self.name:
-            raise CheckpointError(f"schedule state is for {state.get('name')!r}, not {self.name!r}")
-        self.base_lr = float(state["base_lr"])
-        self.best = None if state["best"] is None else float(state["best"])
-        self.bad_evals = int(state["bad_evals"])
+        """Restore :meth:`state_dict`'s output; anything malformed is one line of CheckpointError."""
+        if not isinstance(state, Mapping) or state.get("name", self.name) != self.name:
+            held = state.get("name") if isinstance(state, Mapping) else state
+            raise CheckpointError(f"schedule state is for {held!r}, not {self.name!r}")
+        missing = [key for key in ("base_lr", "best", "bad_evals") if key not in state]
+        if missing:
+            raise CheckpointError(f"schedule state lacks {', '.join(missing)}")
+        base_lr, best, bad_evals = state["base_lr"], state["best"], state["bad_evals"]
+
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not number(base_lr) or base_lr <= 0 or not (best is None or number(best)) or (
+            isinstance(bad_evals, bool) or not isinstance(bad_evals, int) or bad_evals < 0
+        ):
+            raise CheckpointError(
+                f"schedule state is malformed (base_lr {base_lr!r}, best {best!r}, bad_evals {bad_evals!r})"
+            )
+        self.base_lr = float(base_lr)
+        self.best = None if best is None else float(best)
+        self.bad_evals = bad_evals
 
 
 class PlateauSchedule(Schedule):

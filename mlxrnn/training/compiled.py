@@ -58,7 +58,7 @@ from mlxrnn.models.blocks import batch_mask, check_dense_numpy
 from mlxrnn.models.sequence_model import SequenceModel
 from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
 from mlxrnn.nn.layers import check_token_ids
-from mlxrnn.nn.losses import check_class_targets
+from mlxrnn.nn.losses import check_class_targets, check_probability_targets
 from mlxrnn.nn.optim import Optimizer
 
 #: variable-length batches (with lengths or mask) are padded along time to a multiple of this
@@ -219,7 +219,8 @@ class CompiledStep:
         if config.loss == "cross_entropy":
             targets = check_class_targets(targets, (B, T) if sequence else (B,), config.output_size)
             return xp.from_numpy(_pad_time(targets, steps) if sequence else targets)
-        targets = np.asarray(targets, dtype=np.float64)
+        targets = (check_probability_targets(targets) if config.loss == "binary_cross_entropy"
+                   else np.asarray(targets, dtype=np.float64))
         expected = (B, T, config.output_size) if sequence else (B, config.output_size)
         if targets.shape != expected:
             raise ShapeError(f"targets must have the outputs' shape {expected}; got {targets.shape}")

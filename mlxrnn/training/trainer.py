@@ -5,6 +5,7 @@
     grads      = clip(grads)                         by value and/or by global norm
     params     = optimizer.update(params, grads)
     async_eval(...)                                  MLX: start the step, do not wait for it
+    (NumPy: undone if the loss or the gradient norm is not finite; StepResult.applied is then False)
 
 A model only has to provide ``parameters()``, ``load_parameters(dict)`` and
 ``loss_and_grads(batch, training, rng) -> (loss, grads, aux)``.
@@ -24,7 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError, DataError
+from mlxrnn.errors import ConfigError
+from mlxrnn.nn.checks import check_finite
 from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
 from mlxrnn.nn.optim import Optimizer
 from mlxrnn.training.compiled import CompiledStep, can_compile
@@ -51,6 +53,11 @@ class StepResult:
         self.xp, self.loss_array, self.grad_norm_array = xp, loss, grad_norm
         self.clip_norm, self.aux = clip_norm, aux
         self._values: tuple[float, float] | None = None
+        #: False when the step was undone because its loss or gradient norm was not finite (the
+        #: weights and the optimizer's moments are as before it; one such update would make them
+        #: all NaN). NumPy checks every step; on MLX the step is not waited for, so it stays True
+        #: and the caller reading ``loss`` (the LM run's divergence check) stops the run instead.
+        self.applied = True
 
     def _read(self) -> tuple[float, float]:
         if self._values is None:
@@ -74,21 +81,17 @@ class StepResult:
         return f"StepResult(loss={self.loss:.6g}, grad_norm={self.grad_norm:.6g}, clipped={self.clipped})"
 
 
-def check_batch(batch: Any) -> None:
+def check_batch(batch: Any, dtype: Any = None) -> None:
     """A batch is a mapping; its NumPy float arrays (dense inputs, regression or multi-label
-    targets) must be finite. One pass over the batch: negligible next to forward and BPTT, and a
-    single NaN would otherwise turn every weight into NaN at the first update."""
+    targets, masks) must be finite and, given the model's float ``dtype``, within its range. One
+    pass over the batch: negligible next to forward and BPTT, and a single NaN (or a 1e300 cast to
+    float32 inf) would otherwise turn every weight into NaN at the first update."""
     if not isinstance(batch, Mapping):
         raise ConfigError(
             f"a batch must be a dict such as {{'inputs': ..., 'targets': ...}}, got {type(batch).__name__}"
         )
     for key, value in batch.items():
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
-            where = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
-            raise DataError(
-                f"batch[{key!r}] contains NaN or Inf (first at index {where}, value {value[where]}); "
-                "clean or impute the data before training"
-            )
+        check_finite(value, f"batch[{key!r}]", "clean or impute the data before training", dtype)
 
 
 class Trainer:
@@ -125,6 +128,7 @@ class Trainer:
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.grad_transform = grad_transform
         self._compiled = None
+        self._undo: tuple | None = None  #: (params, moments, step count) before the last eager update
         if compile and can_compile(model, grad_transform)[0]:
             self._compiled = CompiledStep(model, optimizer, clip_norm, clip_value)
 
@@ -140,10 +144,18 @@ class Trainer:
     def step(self, batch: Mapping[str, Any]) -> StepResult:
         """One update from ``batch``; returns before the device has finished (see :class:`StepResult`)."""
         loss, norm, aux = self.lazy_step(batch)
-        start = getattr(self.xp, "async_eval", self.xp.eval)  # MLX: queue the work and return at once
-        state = aux.get("final_state")
-        start(loss, norm, [] if state is None else state, self.model.parameters(), self.optimizer.state)
-        return StepResult(self.xp, loss, norm, self.clip_norm, aux)
+        start = getattr(self.xp, "async_eval", None)
+        result = StepResult(self.xp, loss, norm, self.clip_norm, aux)
+        if start is not None:  # MLX: queue the work and return at once
+            state = aux.get("final_state")
+            start(loss, norm, [] if state is None else state, self.model.parameters(), self.optimizer.state)
+            return result
+        if not (math.isfinite(result.loss) and math.isfinite(result.grad_norm)) and self._undo is not None:
+            params, moments, count = self._undo  # a NaN/Inf update would overwrite every weight
+            self.model.load_parameters(params)
+            self.optimizer.state, self.optimizer.step_count = moments, count
+            result.applied = False
+        return result
 
     def lazy_step(self, batch: Mapping[str, Any]) -> tuple[Any, Any, dict]:
         """The update of :meth:`step`, built but not started: returns (loss, grad norm, aux) as
@@ -151,7 +163,7 @@ class Trainer:
         values. On MLX nothing has been computed yet — e.g. to count the step's graph; on NumPy
         everything has."""
         xp = self.xp
-        check_batch(batch)
+        check_batch(batch, getattr(xp, "dtype_name", None))
         if self._compiled is not None:
             loss, norm, final_state = self._compiled(batch, self.rng)
             return loss, norm, {"final_state": final_state}
@@ -164,6 +176,10 @@ class Trainer:
             grads, norm = clip_grad_norm(xp, grads, self.clip_norm)
         else:
             norm = global_norm(xp, grads)
-        new_params = self.optimizer.update(xp, self.model.parameters(), grads)
+        # Updates build new arrays (see mlxrnn.nn.optim), so keeping the old ones makes the step
+        # undoable without a second device sync before it.
+        params, moments, count = self.model.parameters(), dict(self.optimizer.state), self.optimizer.step_count
+        new_params = self.optimizer.update(xp, params, grads)
         self.model.load_parameters(new_params)
+        self._undo = (params, moments, count)  # what step() puts back if the update is not finite
         return loss, norm, aux

@@ -24,6 +24,7 @@ import numpy as np
 
 from mlxrnn.errors import CheckpointError
 from mlxrnn.io.checkpoint.format import META_FILE, file_entries, meta_document, prepare_files
+from mlxrnn.io.files import os_error_advice
 
 # Temporary paths this process is writing right now; every other `.tmp-*-<our pid>-*` entry is
 # a leftover (e.g. from an earlier process that had the same pid, as happens in containers).
@@ -99,8 +100,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def write_error(target: Path, exc: OSError) -> CheckpointError:
-    reason = exc.strerror or str(exc)
-    return CheckpointError(f"could not write checkpoint {target}: {reason}; check free disk space and permissions")
+    return CheckpointError(f"could not write checkpoint {target}: {os_error_advice(exc)}")
 
 
 

@@ -33,12 +33,27 @@ from mlxrnn.io.checkpoint.format import (
     short_repr,
 )
 from mlxrnn.io.checkpoint.pointers import resolve_checkpoint
+from mlxrnn.io.files import read_regular_file
+
+#: meta.json larger than this is refused unread (a word vocabulary of a million tokens is ~20 MB)
+META_MAX_BYTES = 256 << 20
 
 
-def _read_file(ckpt: Path, name: str) -> bytes:
+def _read_file(ckpt: Path, name: str, expected_bytes: int | None = None) -> bytes:
+    """A checkpoint file's bytes: a regular file (a FIFO or a link to /dev/zero is refused, not
+    read) of the size meta.json records for it (or, for meta.json, at most META_MAX_BYTES)."""
+
+    def refuse(reason: str) -> CheckpointError:
+        if reason.startswith("has "):  # a size other than the recorded one: the integrity check fails
+            return CheckpointError(
+                f"{name} in checkpoint {ckpt} is corrupted or modified since it was saved (it {reason}: size or "
+                "sha256 mismatch); restore it from a backup or load another checkpoint"
+            )
+        return _corrupt(ckpt, f"{name} {reason}")
+
     try:
-        with open(ckpt / name, "rb") as fh:
-            return fh.read()
+        return read_regular_file(ckpt / name, refuse, expected_bytes=expected_bytes,
+                                 max_bytes=META_MAX_BYTES if expected_bytes is None else None)
     except FileNotFoundError:
         raise CheckpointError(
             f"checkpoint {ckpt} is incomplete: {name} is missing; restore it or load another checkpoint"
@@ -134,8 +149,8 @@ def load_checkpoint(path: str | os.PathLike[str], tag: str = "last") -> Checkpoi
         if entry is None:
             loaded[name] = {}
             continue
-        data = _read_file(ckpt, name)
-        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        data = _read_file(ckpt, name, expected_bytes=entry["bytes"])
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise CheckpointError(
                 f"{name} in checkpoint {ckpt} is corrupted or modified since it was saved "
                 "(sha256 mismatch); restore it from a backup or load another checkpoint"

@@ -44,6 +44,7 @@ from mlxrnn.io.checkpoint.format import (
     prepare_files,
     short_repr,
 )
+from mlxrnn.io.files import read_regular_file
 
 
 def check_tag(tag: Any) -> str:
@@ -76,14 +77,14 @@ def _write_pointer(run: Path, tag: str, target: Path) -> None:
 
 def pointer_target(pointer: Path) -> str:
     """Return the validated relative target of a pointer file, or raise CheckpointError."""
+    def refuse(reason: str) -> CheckpointError:  # a FIFO, a device, a huge file: refused unread
+        return CheckpointError(f"{pointer} {reason}; it is not a valid checkpoint pointer - fix or delete it")
+
     try:
-        with open(pointer, "rb") as fh:
-            raw = fh.read(POINTER_MAX_BYTES + 1)
+        raw = read_regular_file(pointer, refuse, max_bytes=POINTER_MAX_BYTES)
     except OSError as exc:
         raise CheckpointError(f"cannot read {pointer}: {exc.strerror or exc}; check permissions") from exc
     try:
-        if len(raw) > POINTER_MAX_BYTES:
-            raise ValueError("too large")
         doc = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):
         doc = None
@@ -109,7 +110,9 @@ def _referenced_step_dirs(run: Path, tags: Iterable[str]) -> set[str] | None:
     known = {"last", "best", *tags}
     for pointer in run.glob("*.json"):
         try:
-            if pointer.stat().st_size > POINTER_MAX_BYTES:
+            if not pointer.is_file() or pointer.stat().st_size > POINTER_MAX_BYTES:
+                if pointer.stem in known:
+                    return None  # a pointer we cannot read may name any step: keep them all
                 continue
             rel = pointer_target(pointer)
         except (OSError, CheckpointError):
@@ -144,11 +147,10 @@ def _prune(run: Path, tags: Iterable[str]) -> None:
 
 def _same_tensors(directory: Path, entries: dict[str, dict[str, Any]]) -> bool:
     try:
-        with open(directory / META_FILE, "rb") as fh:
-            doc = json.loads(fh.read().decode("utf-8"))
+        doc = json.loads(read_regular_file(directory / META_FILE, CheckpointError, max_bytes=256 << 20))
         files = doc["files"]
         return {n: files[n]["sha256"] for n in files} == {n: e["sha256"] for n, e in entries.items()}
-    except (OSError, ValueError, RecursionError, LookupError, TypeError, AttributeError):
+    except (OSError, CheckpointError, ValueError, RecursionError, LookupError, TypeError, AttributeError):
         return False  # unreadable or foreign: certainly not the same checkpoint
 
 
@@ -221,7 +223,7 @@ def resolve_checkpoint(path: str | os.PathLike[str], tag: str = "last") -> Path:
     p = Path(path)
     if p.is_file() and p.name in (META_FILE, *TENSOR_FILES):
         p = p.parent  # a file inside a checkpoint directory
-    if (p / META_FILE).is_file():
+    if (p / META_FILE).exists():  # not is_file(): a meta.json that is a FIFO is refused by the loader, unread
         return p
     if p.is_dir():
         pointer = p / f"{tag}.json"
@@ -230,7 +232,7 @@ def resolve_checkpoint(path: str | os.PathLike[str], tag: str = "last") -> Path:
         if pointer.exists():
             rel = pointer_target(pointer)
             target = p / rel
-            if not (target / META_FILE).is_file():
+            if not (target / META_FILE).exists():
                 raise CheckpointError(
                     f"{pointer} points to {rel}, which is missing or not a checkpoint; the run "
                     "directory was modified by hand - restore it or load a checkpoint directly"
