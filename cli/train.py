@@ -77,8 +77,7 @@ def train(distributed, run_dir, resume, force, sample_length, quiet, as_json, **
     Examples:
       mlxrnn train --minutes 2 --out runs/shakespeare
       mlxrnn train my_text.txt --level word --cell gru --hidden 256 --epochs 5
-      mlxrnn train train.txt --valid valid.txt --test test.txt --tokenizer whitespace \
-        --hidden 200 --embed 200 --tie --dropout 0.5
+      mlxrnn train train.txt --valid valid.txt --test test.txt --tokenizer whitespace --dropout 0.5
       mlxrnn train --resume --out runs/shakespeare --minutes 10
     """
     corpus = settings["corpus"]
