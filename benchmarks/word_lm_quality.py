@@ -22,7 +22,12 @@ mlxrnn.io.interop.to_torch); only the dropout masks' random streams differ.
 on the same files and tokens, the "better than mlxrnn today" comparison.
 
     python benchmarks/word_lm_quality.py --baseline           # 3 × 10 minutes: the reportable run
+    python benchmarks/word_lm_quality.py --baseline --threads 1   # both on one core
     python benchmarks/word_lm_quality.py --minutes 0.3 --results-dir /tmp/wlq   # does it run?
+
+Run it on a quiet machine: with other jobs on the cores, OpenBLAS's threads wait for each other
+in every small product of the time loop (a word-model step took 6× longer with 2 threads than
+with 1 on a loaded 2-core machine), which says nothing about either library.
 
 Target (issue 13): mlxrnn's best validation perplexity <= 0.9 × the peer's, and below the
 baseline's. Writes benchmarks/results/word_lm_quality_<minutes>min.{json,md}.
@@ -86,11 +91,19 @@ def flags(settings: dict) -> list[str]:
     return out
 
 
-def run_mlxrnn(settings: dict, run_dir: Path) -> dict:
+def thread_env(threads: int | None) -> dict:
+    """The environment that gives NumPy's BLAS ``threads`` threads (None: the libraries' defaults)."""
+    if threads is None:
+        return dict(os.environ)
+    return {**os.environ, **{name: str(threads) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                               "MKL_NUM_THREADS")}}
+
+
+def run_mlxrnn(settings: dict, run_dir: Path, threads: int | None = None) -> dict:
     command = [sys.executable, "-m", "mlxrnn_cli.main", "train", settings["corpus"],
                *flags({k: v for k, v in settings.items() if k != "corpus"}),
                "--out", str(run_dir), "--sample-length", "0", "--quiet", "--json"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=thread_env(threads))
     if result.returncode != 0:
         sys.exit(f"mlxrnn train failed ({result.returncode}): {result.stderr.strip()[-500:]}")
     summary = json.loads(result.stdout)
@@ -107,12 +120,14 @@ def run_mlxrnn(settings: dict, run_dir: Path) -> dict:
             "curve": curve, "command": " ".join(command[2:])}
 
 
-def run_torch(settings: dict) -> dict:
+def run_torch(settings: dict, threads: int | None = None) -> dict:
     """The PyTorch peer: the same data, batches, initial weights, regularisation and schedule."""
     import torch
 
     from mlxrnn.io.interop import to_torch
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     torch.manual_seed(settings["seed"])
     options = TrainOptions(**settings).validate()
     train_text, valid_text = (Path(p).read_text(encoding="utf-8") for p in (options.corpus, options.valid))
@@ -291,6 +306,9 @@ def main() -> None:
     parser.add_argument("--no-tie", dest="tie", action="store_false", help="untied input and output embeddings")
     parser.add_argument("--baseline", action="store_true", help="also run mlxrnn with the pre-issue-13 settings")
     parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads of mlxrnn (OPENBLAS_NUM_THREADS) and torch.set_num_threads for the peer "
+                             "(default: each library's own)")
     parser.add_argument("--results-dir", default=str(HERE / "results"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mlxrnn-word-lm-"))
@@ -298,11 +316,11 @@ def main() -> None:
     common = dict(corpus=data["train"], valid=data["valid"], **MODEL, minutes=args.minutes,
                   eval_every=args.eval_every, backend=args.backend)
     regularised = dict(common, dropout=args.dropout, locked_dropout=args.locked, tie=args.tie)
-    runs = {"mlxrnn": run_mlxrnn(regularised, work / "mlxrnn")}
-    peer = run_torch({**regularised, "backend": "numpy"})
+    runs = {"mlxrnn": run_mlxrnn(regularised, work / "mlxrnn", args.threads)}
+    peer = run_torch({**regularised, "backend": "numpy"}, args.threads)
     runs["pytorch"] = {k: v for k, v in peer.items() if k not in ("valid_oov_rate", "vocab_size")}
     if args.baseline:
-        runs["mlxrnn-baseline"] = run_mlxrnn(dict(common, **BASELINE), work / "baseline")
+        runs["mlxrnn-baseline"] = run_mlxrnn(dict(common, **BASELINE), work / "baseline", args.threads)
     ratio = runs["mlxrnn"]["best_val_perplexity"] / runs["pytorch"]["best_val_perplexity"]
     verdicts = [f"mlxrnn / PyTorch best validation perplexity: {ratio:.3f} (target <= 0.9: "
                 f"{'met' if ratio <= 0.9 else 'missed'})"]
@@ -315,6 +333,7 @@ def main() -> None:
         "benchmark": "word_lm_quality", "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
         "data": {k: v for k, v in data.items() if k.endswith("tokens")}, "vocab_size": peer["vocab_size"],
         "valid_oov_rate": peer["valid_oov_rate"], "minutes_per_run": args.minutes, "eval_every": args.eval_every,
+        "threads": args.threads,
         "regularisation": f"dropout {args.dropout:g} ({kind} masks) at the embedding, between layers and before the "
                           f"head{', tied embeddings' if args.tie else ''}",
         "settings": {"model": MODEL, "regularised": {k: regularised[k] for k in ("dropout", "locked_dropout", "tie")},

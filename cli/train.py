@@ -103,6 +103,7 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
     Examples:
       mlxrnn train --minutes 2 --out runs/shakespeare
       mlxrnn train my_text.txt --level word --cell gru --hidden 256 --epochs 5
+      mlxrnn train train.txt --valid valid.txt --test test.txt --tokenizer whitespace --dropout 0.5
       mlxrnn train --resume --out runs/shakespeare --minutes 10 --lr 1e-3
       mlxrnn train other.txt --init-from runs/shakespeare --out runs/other --steps 500
       mlxrnn train --config runs/shakespeare/options.json --hidden 256 --out runs/smaller
