@@ -37,6 +37,14 @@ Params = dict[str, Any]
 Cache = dict[str, Any]
 
 
+def check_forget_bias(forget_bias: Any) -> float:
+    """The forget-gate bias option of the LSTM-like cells, as a float; a ConfigError unless finite."""
+    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(forget_bias):
+        raise ConfigError(f"invalid cell_options: forget_bias must be a finite number, got {forget_bias!r}")
+    return float(forget_bias)
+
+
 def _uniform(rng: np.random.Generator, shape: tuple[int, ...], hidden_size: int) -> np.ndarray:
     bound = 1.0 / np.sqrt(hidden_size)
     return rng.uniform(-bound, bound, size=shape)
@@ -273,10 +281,7 @@ class LSTMCell(Cell):
     def __init__(self, input_size: int, hidden_size: int, peephole: bool = False, forget_bias: float = 1.0):
         super().__init__(input_size, hidden_size)
         self.peephole = bool(peephole)
-        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.floating, np.integer)) \
-                or not np.isfinite(forget_bias):
-            raise ConfigError(f"invalid cell_options: forget_bias must be a finite number, got {forget_bias!r}")
-        self.forget_bias = float(forget_bias)
+        self.forget_bias = check_forget_bias(forget_bias)
 
     def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         params = super().init_params(rng)

@@ -37,3 +37,16 @@ def clip_grad_value(xp, grads: Mapping[str, Any], max_value: float) -> dict:
     if not max_value > 0:
         raise ConfigError(f"clip value must be > 0, got {max_value!r}")
     return {name: xp.clip(g, -max_value, max_value) for name, g in grads.items()}
+
+
+def clip_gradients(xp, grads: Mapping[str, Any], clip_value: float | None, clip_norm: float | None) -> tuple[dict, Any]:
+    """The trainer's clipping: by value (if set), then by global norm (if set).
+
+    Returns (grads, norm) with ``norm`` the global norm before norm clipping (after value
+    clipping), a 0-d backend array either way.
+    """
+    if clip_value is not None:
+        grads = clip_grad_value(xp, grads, clip_value)
+    if clip_norm is not None:
+        return clip_grad_norm(xp, grads, clip_norm)
+    return grads, global_norm(xp, grads)

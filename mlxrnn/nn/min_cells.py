@@ -44,8 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError
-from mlxrnn.nn.cells import Cache, Cell, Params, _uniform, register_cell
+from mlxrnn.nn.cells import Cache, Cell, Params, _uniform, check_forget_bias, register_cell
 from mlxrnn.nn.scan import linear_scan
 
 
@@ -194,10 +193,7 @@ class MinLSTMCell(MinimalCell):
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0):
         super().__init__(input_size, hidden_size)
-        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.floating, np.integer)) \
-                or not np.isfinite(forget_bias):
-            raise ConfigError(f"invalid cell_options: forget_bias must be a finite number, got {forget_bias!r}")
-        self.forget_bias = float(forget_bias)
+        self.forget_bias = check_forget_bias(forget_bias)
 
     def init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         params = super().init_params(rng)

@@ -56,7 +56,7 @@ import numpy as np
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.models.blocks import batch_mask, check_dense_numpy
 from mlxrnn.models.sequence_model import SequenceModel
-from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
+from mlxrnn.nn.clip import clip_gradients
 from mlxrnn.nn.layers import check_token_ids
 from mlxrnn.nn.losses import check_class_targets, check_probability_targets
 from mlxrnn.nn.optim import Optimizer
@@ -144,12 +144,7 @@ class CompiledStep:
         loss, grads, aux = model.loss_and_grads(batch, training=True, rng=masks)
         if masks.used != len(masks.masks):
             raise ShapeError("the compiled step drew more dropout masks than the model used")
-        if self.clip_value is not None:
-            grads = clip_grad_value(xp, grads, self.clip_value)
-        if self.clip_norm is not None:
-            grads, norm = clip_grad_norm(xp, grads, self.clip_norm)
-        else:
-            norm = global_norm(xp, grads)
+        grads, norm = clip_gradients(xp, grads, self.clip_value, self.clip_norm)
         new_params, new_state = {}, {}
         for name, param in params.items():
             new_params[name], new_state[name] = optimizer.apply_single(xp, grads[name], param, opt_state[name],

@@ -27,7 +27,7 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError
 from mlxrnn.nn.checks import check_finite
-from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
+from mlxrnn.nn.clip import clip_gradients
 from mlxrnn.nn.optim import Optimizer
 from mlxrnn.training.compiled import CompiledStep, can_compile
 
@@ -170,12 +170,7 @@ class Trainer:
         loss, grads, aux = self.model.loss_and_grads(batch, training=True, rng=self.rng)
         if self.grad_transform is not None:
             loss, grads = self.grad_transform(loss, grads)
-        if self.clip_value is not None:
-            grads = clip_grad_value(xp, grads, self.clip_value)
-        if self.clip_norm is not None:
-            grads, norm = clip_grad_norm(xp, grads, self.clip_norm)
-        else:
-            norm = global_norm(xp, grads)
+        grads, norm = clip_gradients(xp, grads, self.clip_value, self.clip_norm)
         # Updates build new arrays (see mlxrnn.nn.optim), so keeping the old ones makes the step
         # undoable without a second device sync before it.
         params, moments, count = self.model.parameters(), dict(self.optimizer.state), self.optimizer.step_count
