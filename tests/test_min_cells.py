@@ -299,3 +299,44 @@ def test_speed_benchmark_matches_parameter_counts_of_the_real_models():
             shape = Shape(**{**reference.__dict__, "hidden": hidden})
             assert script.parameter_count(cell, shape) == real, cell
             assert abs(real - goal) <= 0.05 * goal, (cell, hidden, real, goal)
+
+
+# --- the compiled whole-sequence kernels (numba) against the reference --------------------------------------
+
+HAS_NUMBA = __import__("importlib").util.find_spec("numba") is not None
+#: float64 agrees to rounding; float32 to the kernels' per-call tolerance (tests/test_kernels.py)
+FUSED_TOL = {"float64": EXACT, "float32": {"rtol": 1e-5, "atol": 2e-6}}
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed (pip install 'mlxrnn[fast]')")
+@pytest.mark.parametrize("cell,options", MIN_CELLS, ids=IDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_compiled_sequence_kernels_equal_the_reference(cell, options, dtype, reverse, masked):
+    """numba's one-pass forward and backward (states, outputs, dx_proj, dh0, recorded δ) against
+    the reference gates + linear scan, with saturated gates and padded steps."""
+    from mlxrnn.backend.numpy_backend import NumpyBackend
+
+    plain, fused = NumpyBackend(dtype, kernels="numpy"), NumpyBackend(dtype, kernels="numba")
+    assert getattr(plain.kernels, "minimal_forward", None) is None and fused.kernels.minimal_forward is not None
+    layer = _layer(cell, options)
+    cell_obj, params = layer.cells[0], layer._direction_params(0, 0)
+    rng = np.random.default_rng(11 + reverse + 2 * masked)
+    T, B, H = 37, 3, 4
+    x_proj = rng.normal(0.0, 3.0, size=(T, B, cell_obj.gate_width)).astype(dtype)
+    x_proj[3, 1, :H], x_proj[3, 1, H : 2 * H] = -95.0, -100.0  # both gates below e^-88: minLSTM's ratio
+    # takes its limit σ(k_u − k_f) = σ(5), not 0/0
+    h0, d_final = rng.normal(size=(B, H)).astype(dtype), rng.normal(size=(B, H)).astype(dtype)
+    d_out = rng.normal(size=(T, B, H)).astype(dtype)
+    mask = (rng.random((T, B, 1)) > 0.3).astype(dtype) if masked else None
+    results = []
+    for xp in (plain, fused):
+        out, (final,), cache = cell_obj.sequence_forward(xp, params, x_proj, (h0,), mask, reverse=reverse)
+        record = [None] * T
+        d_proj, (d_h0,) = cell_obj.sequence_backward(xp, params, cache, d_out, (d_final,), record)
+        results.append([np.asarray(out), final, d_proj, d_h0, np.stack([r[0] for r in record])])
+    assert "fused" in cache  # the second run took the compiled path
+    for name, ref, got in zip(["outputs", "final", "d_x_proj", "d_h0", "recorded δ"], *results):
+        assert got.dtype == np.dtype(dtype), name
+        np.testing.assert_allclose(got, ref, **FUSED_TOL[dtype], err_msg=name)

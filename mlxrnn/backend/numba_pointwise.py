@@ -204,3 +204,16 @@ class NumbaKernels:
         d_pre = np.empty_like(h_mem)
         tanh_backward_kernel(_mem(d_h), h_mem, d_pre)
         return d_pre.T
+
+    # whole-sequence kernels of the minimal cells (minGRU, minLSTM): mlxrnn/backend/numba_minimal.py
+    def minimal_forward(self, kind, x_proj, h0, mask, reverse):
+        """x_proj (T, B, G·H), h0 (B, H), mask (T, B, 1) or None -> states h (B, T, H), time order."""
+        from .numba_minimal import minimal_forward
+
+        return minimal_forward(kind, x_proj, h0, mask, reverse)
+
+    def minimal_backward(self, kind, x_proj, h0, h, mask, reverse, d_y, d_final, record=False):
+        """-> (d x_proj (T, B, G·H), dL/dh0 (B, H), δ (T, B, H) when ``record`` else None)."""
+        from .numba_minimal import minimal_backward
+
+        return minimal_backward(kind, x_proj, h0, h, mask, reverse, d_y, d_final, record)

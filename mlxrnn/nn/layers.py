@@ -411,7 +411,9 @@ class Recurrent(Module):
             T, B = int(inputs.ids.shape[0]), int(inputs.ids.shape[1])
             inputs_2d = TokenInputs(inputs.table, xp.reshape(inputs.ids, (T * B,)), True)
             table_proj = xp.matmul(inputs.table, params["W_x"]) + params["b"]  # (V, G·H)
-            take = getattr(xp, "take_batch_fastest", None)  # NumPy: gathers straight into the loop's layout
+            # NumPy's time loop: gather straight into its batch-fastest layout; a whole-sequence
+            # cell reads (t, b) rows, so it gets plain row-major rows.
+            take = None if hasattr(cell, "sequence_forward") else getattr(xp, "take_batch_fastest", None)
             projected = take(table_proj, inputs.ids) if take is not None else xp.take(table_proj, inputs.ids, axis=0)
         else:
             T, B = int(inputs.shape[0]), int(inputs.shape[1])

@@ -111,6 +111,15 @@ class MinimalCell(Cell):
         Cost: the gates in one element-wise pass over (T, B, G·H), then one :func:`linear_scan`
         over (T, B, H); no matrix product (the projection was hoisted by the layer).
         """
+        fused = getattr(getattr(xp, "kernels", None), "minimal_forward", None)
+        if fused is not None:  # one compiled pass (numba: mlxrnn/backend/numba_minimal.py), same math
+            (h0,) = state
+            h = fused(self.name, x_proj, h0, mask, reverse)  # (B, T, H): states in time order
+            states = xp.permute_dims(h, (1, 0, 2))
+            outputs = states if mask is None else mask * states
+            final = states[0] if reverse else states[-1]
+            cache = {"fused": True, "h": h, "h0": h0, "x_proj": x_proj, "mask": mask, "reverse": reverse}
+            return outputs, (final,), cache
         if reverse:  # work in processing order; flip back at the end
             x_proj = xp.flip(x_proj, 0)
             mask = None if mask is None else xp.flip(mask, 0)
@@ -139,6 +148,15 @@ class MinimalCell(Cell):
         Returns:
             (d x_proj (T·B, G·H), rows t·B + b in time order; (dL/dh0 (B, H),)).
         """
+        if cache.get("fused"):
+            d_x_proj, d_h0, deltas = xp.kernels.minimal_backward(
+                self.name, cache["x_proj"], cache["h0"], cache["h"], cache["mask"], cache["reverse"], d_outputs,
+                d_state[0], record=record is not None)
+            if record is not None:
+                for t in range(int(deltas.shape[0])):
+                    record[t] = (deltas[t],)
+            steps, batch = int(d_x_proj.shape[0]), int(d_x_proj.shape[1])
+            return xp.reshape(d_x_proj, (steps * batch, self.gate_width)), (d_h0,)
         states, update, mask = cache["states"], cache["update"], cache["mask"]
         steps, batch = int(update.shape[0]), int(update.shape[1])
         if cache["reverse"]:
