@@ -21,7 +21,7 @@ import pytest
 
 import mlxrnn
 from mlxrnn import Adam, SequenceClassifier, SequenceClassifierConfig, SequenceModel, SequenceModelConfig, Trainer
-from mlxrnn.errors import ConfigError, ShapeError
+from mlxrnn.errors import ConfigError, ShapeError, TrainingDiverged
 from mlxrnn.io.checkpoint import load_checkpoint
 from mlxrnn.lm.run import TrainOptions, train_language_model
 from mlxrnn.models.decoding import SamplingOptions, next_token_distribution
@@ -200,6 +200,80 @@ def test_resume_on_the_compiled_path_is_bit_exact(tmp_path):
     b = load_checkpoint(tmp_path / "split", tag="last").weights
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_a_run_reads_each_step_only_after_queueing_the_next(tmp_path, monkeypatch):
+    """Issue 11, item 2: on the compiled path the LM run reads a step's loss and gradient norm only
+    once the next step is queued (evaluations read at once), and the records it writes, the
+    learning rate of a cosine schedule included, are those of the eager run, which reads every
+    step as it goes."""
+    from mlxrnn.training.trainer import StepResult, Trainer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(mlxrnn.lm.corpus.bundled_corpus_path().read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    options = dict(corpus=str(corpus), backend="mlx", hidden=8, embed=4, seq_len=8, batch_size=3, eval_every=4,
+                   log_every=1, schedule="cosine", warmup=0.25, steps=9)
+    events: list = []
+    step, read = Trainer.step, StepResult._read
+
+    def logged_step(self, batch):
+        result = step(self, batch)
+        result.test_number = len([e for e in events if e[0] == "step"]) + 1  # ids of freed results repeat
+        events.append(("step", result.test_number))
+        return result
+
+    def logged_read(self):
+        if self._values is None:
+            events.append(("read", self.test_number))
+        return read(self)
+
+    monkeypatch.setattr(Trainer, "step", logged_step)
+    monkeypatch.setattr(StepResult, "_read", logged_read)
+    train_language_model(TrainOptions(**options), tmp_path / "compiled")
+    steps = [key for kind, key in events if kind == "step"]
+    reads = {key: position for position, (kind, key) in enumerate(events) if kind == "read"}
+    assert sorted(reads) == sorted(steps)  # every step read exactly once
+    for n, key in enumerate(steps[:-1], start=1):
+        next_queued = events.index(("step", steps[n]))
+        if n % options["eval_every"]:
+            assert reads[key] > next_queued, f"step {n} was read before step {n + 1} was queued"
+        else:
+            assert reads[key] < next_queued, f"step {n} is evaluated, so it is read at once"
+    monkeypatch.undo()
+    train_language_model(TrainOptions(compile=False, **options), tmp_path / "eager")
+    records = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+               for name in ("compiled", "eager")}
+    train = {name: [r for r in rs if r["event"] == "train"] for name, rs in records.items()}
+    assert [r["step"] for r in train["compiled"]] == list(range(1, 10))
+    assert [(r["step"], r["lr"], r["epoch"]) for r in train["compiled"]] == [
+        (r["step"], r["lr"], r["epoch"]) for r in train["eager"]]
+    np.testing.assert_allclose([r["loss"] for r in train["compiled"]], [r["loss"] for r in train["eager"]],
+                               rtol=1e-4)
+
+
+def test_divergence_on_the_compiled_path_names_the_step_and_keeps_good_weights(tmp_path):
+    """With the lagged read, a diverged step is still named by its own number, and the checkpoint
+    kept is the last good one, as on the eager path."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(mlxrnn.lm.corpus.bundled_corpus_path().read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    options = dict(corpus=str(corpus), backend="mlx", hidden=8, embed=4, seq_len=8, batch_size=3, eval_every=2,
+                   log_every=1, lr=50.0, clip=None, optimizer="sgd", steps=40)
+    found = {}
+    for compiled in (True, False):
+        run = tmp_path / f"run-{compiled}"
+        with pytest.raises(TrainingDiverged) as error:
+            train_language_model(TrainOptions(compile=compiled, **options), run)
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert records[-1]["event"] == "diverged"
+        step = records[-1]["step"]
+        assert f"training stopped at step {step}:" in str(error.value)
+        losses = {r["step"]: r["loss"] for r in records if r["event"] == "train"}
+        assert max(losses) == step - 1  # every step before the diverged one was logged, not the diverged one
+        kept = load_checkpoint(run, tag="last")
+        assert kept.meta["training"]["state"]["step"] < step
+        assert all(np.all(np.isfinite(w)) for w in kept.weights.values())
+        found[compiled] = step
+    assert found[True] == found[False]
 
 
 # --- sampling on the device ---------------------------------------------------------------------------

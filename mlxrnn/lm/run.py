@@ -382,6 +382,19 @@ class LanguageModelRun:
             }
         )
         with deferred_signals() as received:
+            # On MLX the step is queued, not waited for: its loss and gradient norm are read (the
+            # divergence check, the log) only after the next step is queued, so the device never
+            # idles while the host reports and prepares. Everything that saves or evaluates reads
+            # the pending step first, so no diverged weights are ever written.
+            lagged = self.trainer.compiled
+            pending: list = []  # at most one (result, now, speed, lr) whose numbers are not yet read
+
+            def settle() -> None:
+                if pending:
+                    result, now, speed, lr = pending.pop()
+                    self._check_divergence(result.loss, result.grad_norm, step=state.step)
+                    self._report_step(result, total_steps, budget, now, speed, start_step, lr)
+
             while True:
                 if total_steps is not None and state.step >= total_steps:
                     reason = "step limit reached" if stop["steps"] == total_steps else "epoch limit reached"
@@ -392,12 +405,14 @@ class LanguageModelRun:
                     reason = "time budget reached"
                     break
                 if signals:
+                    settle()
                     self._finish_interrupted(signals[0], started, elapsed_before)
                 fraction = state.step / total_steps if total_steps else run_time / budget
                 self.schedule.before_step(self.optimizer, fraction)
+                step_lr = self.optimizer.lr  # the next step's schedule may change it before this one is reported
                 inputs, targets = self.train_batches.window(state.window)
                 result = self.trainer.step({"inputs": inputs, "targets": targets, "initial_state": state.carry})
-                self._check_divergence(result.loss, result.grad_norm)
+                settle()  # the previous step's numbers, while this one runs
                 state.carry = result.aux["final_state"]
                 state.step += 1
                 tokens = targets.size * self.dist.size  # every process's rows of the window
@@ -409,7 +424,9 @@ class LanguageModelRun:
                 now = time.perf_counter() - started
                 state.elapsed = elapsed_before + now
                 speed = tokens_run / max(now, 1e-9)
-                self._report_step(result, total_steps, budget, now, speed, start_step)
+                pending.append((result, now, speed, step_lr))
+                if not lagged or state.step % options.eval_every == 0:
+                    settle()
                 if state.step % options.eval_every == 0:
                     val_loss, early = self.evaluate(scheduled=True)
                     self.progress(
@@ -429,6 +446,7 @@ class LanguageModelRun:
                     if early:
                         reason = self._stop_reason()
                         break
+            settle()
             if state.step % options.eval_every != 0 or state.step == start_step:
                 self.evaluate(scheduled=False)  # saves; a signal meanwhile is acted on just below
             _, signals = self.dist.agree(time.perf_counter() - started, received)
@@ -452,7 +470,7 @@ class LanguageModelRun:
         self._metrics({"event": "end", **summary.to_dict()})
         return summary
 
-    def _report_step(self, result, total_steps, budget, now, speed, start_step) -> None:
+    def _report_step(self, result, total_steps, budget, now, speed, start_step, lr) -> None:
         state = self.state
         done = state.step - start_step
         eta = None
@@ -473,15 +491,16 @@ class LanguageModelRun:
                     "clipped": result.clipped,
                     # the fraction of the steps since the previous record that clipped
                     "clip_rate": state.clipped_since_record / state.steps_since_record,
-                    "lr": self.optimizer.lr,
+                    "lr": lr,
                     "tokens_per_second": speed,
                     "elapsed": state.elapsed,
                 }
             )
             state.clipped_since_record = state.steps_since_record = 0
-        self.progress(Progress(state.step, total_steps, state.epoch, result.loss, speed, now, eta, self.optimizer.lr))
+        self.progress(Progress(state.step, total_steps, state.epoch, result.loss, speed, now, eta, lr))
 
-    def _check_divergence(self, loss: float, grad_norm: float = 0.0) -> None:
+    def _check_divergence(self, loss: float, grad_norm: float, step: int) -> None:
+        """Stop the run if step ``step`` (1-based: the step that produced ``loss``) diverged."""
         state = self.state
         if state.initial_loss is None and math.isfinite(loss):
             state.initial_loss = loss
@@ -493,7 +512,7 @@ class LanguageModelRun:
                 what = f"the loss rose to {loss:.3f} (over 3× the first loss)"
             else:  # the trainer undid the update, so the weights in memory are still the last good ones
                 what = f"the gradient norm became {grad_norm}"
-            self._metrics({"event": "diverged", "step": state.step + 1, "loss": loss if math.isfinite(loss) else None})
+            self._metrics({"event": "diverged", "step": step, "loss": loss if math.isfinite(loss) else None})
             if self.directory.replacing:
                 kept = f"no checkpoint had been saved yet, so the run it was to replace in {self.run_dir} is unchanged"
             elif (self.run_dir / "last.json").exists():
@@ -502,7 +521,7 @@ class LanguageModelRun:
                 kept = "no checkpoint had been saved yet"
             clip = f"a smaller `clip` (now {self.options.clip:g})" if self.options.clip else "`clip` 5"
             raise TrainingDiverged(
-                f"training stopped at step {state.step + 1}: {what}; {kept}; "
+                f"training stopped at step {step}: {what}; {kept}; "
                 f"try a lower `lr` (now {self.optimizer.lr:g}) or {clip}"
             )
 
