@@ -222,6 +222,38 @@ def test_cross_entropy_ignore_index_and_sum_reduction():
     assert np.all(grad[targets == -100] == 0)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cross_entropy_with_weights_and_padding_matches_a_float64_oracle(dtype, reduction, weighted):
+    """The NumPy path (the shifted logits become the gradient in place) against the formula in
+    float64: weights, ignore_index, both reductions, an all-padding batch, and gradient=False."""
+    backend_xp = get_backend("numpy", dtype=dtype)
+    rng = np.random.default_rng(4)
+    logits = (rng.normal(size=(3, 5, 9)) * 4).astype(dtype)
+    targets = rng.integers(0, 9, (3, 5))
+    targets[1, 2:] = -100
+    weights = rng.random((3, 5)) if weighted else None
+    w = (targets != -100) * (1.0 if weights is None else weights)
+    z = logits.astype(np.float64)
+    log_norm = np.logaddexp.reduce(z, axis=-1)
+    safe = np.where(targets == -100, 0, targets)
+    nll = log_norm - np.take_along_axis(z, safe[..., None], axis=-1)[..., 0]
+    n = 1.0 if reduction == "sum" else max(w.sum(), 1.0)
+    expected_grad = w[..., None] * (np.exp(z - log_norm[..., None]) - np.eye(9)[safe]) / n
+    loss, grad = softmax_cross_entropy(backend_xp, logits, targets, weights=weights, reduction=reduction)
+    rtol = 1e-12 if dtype == "float64" else 2e-6
+    assert grad.dtype == np.dtype(dtype) and grad.shape == logits.shape
+    assert float(loss) == pytest.approx((w * nll).sum() / n, rel=rtol)
+    np.testing.assert_allclose(grad, expected_grad, rtol=rtol, atol=rtol / 10)
+    loss_only, none = softmax_cross_entropy(backend_xp, logits, targets, weights=weights, reduction=reduction,
+                                            gradient=False)
+    assert none is None and float(loss_only) == float(loss)
+    padding = np.full((2, 3), -100)
+    empty_loss, empty_grad = softmax_cross_entropy(backend_xp, logits[:2, :3], padding, reduction=reduction)
+    assert float(empty_loss) == 0.0 and not np.any(empty_grad)
+
+
 def test_binary_cross_entropy_and_mse_match_naive_formulas():
     rng = np.random.default_rng(2)
     z, y = rng.normal(size=(5, 2)), rng.integers(0, 2, (5, 2)).astype(float)

@@ -31,9 +31,10 @@ dL/dy (T, B, H) row-major per (t, b) row, states stored as (B, T, H) so that the
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .numba_pointwise import _JIT, _tanh
 
@@ -62,16 +63,17 @@ def _update_row(kind, x_row, H, out):
                 out[j] = one / (one + math.exp(k_f - k_u))
 
 
-@njit(**_JIT)
-def minimal_forward_kernel(kind, x_proj, h0, mask, reverse, h, update):
+def _forward(kind, x_proj, h0, mask, reverse, h):
     """x_proj (T, B, G·H), h0 (B, H), mask (T, B) -> h (B, T, H): the state after every step, time order.
 
-    ``update`` is (H,) scratch. Processing order is t = 0 … T−1, or T−1 … 0 with ``reverse``.
+    Processing order is t = 0 … T−1, or T−1 … 0 with ``reverse``. Sequences b are independent:
+    the compiled-parallel version runs them on several threads.
     """
     T, B = x_proj.shape[0], x_proj.shape[1]
     H = h0.shape[1]
     C = x_proj.shape[2] - H  # the candidate block starts here
-    for b in range(B):
+    for b in prange(B):
+        update = np.empty(H, dtype=x_proj.dtype)
         for s in range(T):
             t = T - 1 - s if reverse else s
             if s == 0:
@@ -87,21 +89,19 @@ def minimal_forward_kernel(kind, x_proj, h0, mask, reverse, h, update):
                 out[j] = p + m * update[j] * (x_row[C + j] - p)
 
 
-@njit(**_JIT)
-def minimal_backward_kernel(kind, x_proj, h0, h, mask, reverse, d_y, d_final, d_x_proj, delta_out, record,
-                            update):
-    """The adjoint of :func:`minimal_forward_kernel`.
+def _backward(kind, x_proj, h0, h, mask, reverse, d_y, d_final, d_x_proj, delta_out, record):
+    """The adjoint of :func:`_forward`.
 
     Args:
         d_y (T, B, H) dL/doutputs; d_final (B, H) dL/dh_final, overwritten with dL/dh0.
         d_x_proj (T, B, G·H) written; delta_out (T, B, H) receives δ⟨t⟩ when ``record``.
-        update (H,) scratch.
     """
     T, B = x_proj.shape[0], x_proj.shape[1]
     H = h0.shape[1]
     C = x_proj.shape[2] - H
     one = x_proj.dtype.type(1.0)
-    for b in range(B):
+    for b in prange(B):
+        update = np.empty(H, dtype=x_proj.dtype)
         carry = d_final[b]  # δ flowing into the step being processed: starts as dL/dh_final
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
@@ -130,6 +130,19 @@ def minimal_backward_kernel(kind, x_proj, h0, h, mask, reverse, d_y, d_final, d_
                 carry[j] = (one - m * u) * delta
 
 
+#: one compiled version each: threads over the batch, and one thread (small batches, or when the
+#: caller wants the cores for something else; MLXRNN_KERNEL_THREADS=1 picks it)
+_KERNELS = {
+    "parallel": (njit(parallel=True, **_JIT)(_forward), njit(parallel=True, **_JIT)(_backward)),
+    "serial": (njit(**_JIT)(_forward), njit(**_JIT)(_backward)),
+}
+
+
+def _pick(batch: int) -> tuple:
+    threads = os.environ.get("MLXRNN_KERNEL_THREADS", "").strip()
+    return _KERNELS["serial" if batch < 2 or threads == "1" else "parallel"]
+
+
 def _mask_2d(mask, steps: int, batch: int, dtype) -> np.ndarray:
     """(T, B, 1) 0/1 mask or None -> (T, B) in ``dtype`` (ones when None)."""
     if mask is None:
@@ -142,9 +155,9 @@ def minimal_forward(kind: str, x_proj: np.ndarray, h0: np.ndarray, mask, reverse
     steps, batch, _ = x_proj.shape
     hidden = h0.shape[1]
     h = np.empty((batch, steps, hidden), dtype=x_proj.dtype)
-    minimal_forward_kernel(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=x_proj.dtype),
-                           _mask_2d(mask, steps, batch, x_proj.dtype), bool(reverse), h,
-                           np.empty(hidden, dtype=x_proj.dtype))
+    forward, _ = _pick(batch)
+    forward(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=x_proj.dtype), _mask_2d(mask, steps, batch, x_proj.dtype),
+            bool(reverse), h)
     return h
 
 
@@ -157,7 +170,7 @@ def minimal_backward(kind: str, x_proj: np.ndarray, h0: np.ndarray, h: np.ndarra
     d_x_proj = np.empty((steps, batch, width), dtype=dtype)
     d_h0 = np.array(d_final, dtype=dtype, order="C", copy=True)  # the kernel carries δ in it
     deltas = np.empty((steps, batch, hidden) if record else (1, 1, 1), dtype=dtype)
-    minimal_backward_kernel(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=dtype), h,
-                            _mask_2d(mask, steps, batch, dtype), bool(reverse), np.asarray(d_y, dtype=dtype),
-                            d_h0, d_x_proj, deltas, bool(record), np.empty(hidden, dtype=dtype))
+    _, backward = _pick(batch)
+    backward(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=dtype), h, _mask_2d(mask, steps, batch, dtype),
+             bool(reverse), np.asarray(d_y, dtype=dtype), d_h0, d_x_proj, deltas, bool(record))
     return d_x_proj, d_h0, (deltas if record else None)

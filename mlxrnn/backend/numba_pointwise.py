@@ -151,6 +151,19 @@ def tanh_backward_kernel(d_h, h, d_pre):
             d_pre[j, b] = d_h[j, b] * (one - h[j, b] * h[j, b])
 
 
+@njit(**_JIT)
+def adam_kernel(grad, param, m, v, beta1, beta2, step_size, eps_hat, l2, decay, new_param, new_m, new_v):
+    """Adam/AdamW on flat arrays in one pass (see mlxrnn.nn.optim.Adam for the equations)."""
+    one = param.dtype.type(1.0)
+    for i in range(param.shape[0]):
+        p = param[i]
+        g = grad[i] + l2 * p
+        m_i = beta1 * m[i] + (one - beta1) * g
+        v_i = beta2 * v[i] + (one - beta2) * g * g
+        new_m[i], new_v[i] = m_i, v_i
+        new_param[i] = p * decay - step_size * m_i / (math.sqrt(v_i) + eps_hat)
+
+
 def _mem(a: np.ndarray) -> np.ndarray:
     """(B, F) -> its memory-order (F, B) C-contiguous matrix: a view when ``a`` is batch-fastest."""
     t = a.T
@@ -217,3 +230,16 @@ class NumbaKernels:
         from .numba_minimal import minimal_backward
 
         return minimal_backward(kind, x_proj, h0, h, mask, reverse, d_y, d_final, record)
+
+    def adam_update(self, grad, param, m, v, beta1, beta2, step_size, eps_hat, l2=0.0, decay=1.0):
+        """One Adam/AdamW update in one pass -> (new param, new m, new v), fresh arrays (the
+        optimizer's updates never mutate, so a step can be undone); None when an operand is not
+        C-contiguous (the caller then runs the reference)."""
+        arrays = (grad, param, m, v)
+        if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.dtype == param.dtype for a in arrays):
+            return None
+        scalar = param.dtype.type
+        outs = tuple(np.empty_like(param) for _ in range(3))
+        adam_kernel(*(a.reshape(-1) for a in arrays), scalar(beta1), scalar(beta2), scalar(step_size), scalar(eps_hat),
+                    scalar(l2), scalar(decay), *(o.reshape(-1) for o in outs))
+        return outs

@@ -102,7 +102,7 @@ def evaluate_windows(
     xp, state, total, count = lm.xp, None, 0.0, 0
     for inputs, targets in windows:
         logits, state, _ = lm.model.forward(inputs, initial_state=state)
-        loss, _ = softmax_cross_entropy(xp, logits, targets, reduction="sum")
+        loss, _ = softmax_cross_entropy(xp, logits, targets, reduction="sum", gradient=False)
         total += xp.item(loss)
         count += targets.size
         if progress is not None:

@@ -150,7 +150,7 @@ def class_metric_sums(xp: Any, logits: Any, targets: Any, weights: Any = None) -
     logits (..., C), targets (...) ids, weights (...) 1 on counted positions (None: all; a
     target of −100 is never counted, as in :func:`~mlxrnn.nn.losses.softmax_cross_entropy`).
     """
-    total, _ = softmax_cross_entropy(xp, logits, targets, weights=weights, reduction="sum")
+    total, _ = softmax_cross_entropy(xp, logits, targets, weights=weights, reduction="sum", gradient=False)
     targets = _numpy(xp, targets)
     counted = (targets != -100).astype(np.float64)
     if weights is not None:

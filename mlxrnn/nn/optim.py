@@ -186,7 +186,20 @@ class Adam(Optimizer):
         v = beta2 * state["v"] + (1.0 - beta2) * grad * grad
         return scalars["step_size"] * m / (xp.sqrt(v) + scalars["eps_hat"]), {"m": m, "v": v}
 
+    def _fused(self, xp, grad, param, state, scalars, l2: float, decay: float):
+        """The whole update in one compiled pass where the backend has one (NumPy with numba:
+        12 array passes become 1), else None."""
+        kernel = getattr(getattr(xp, "kernels", None), "adam_update", None)
+        if kernel is None:
+            return None
+        out = kernel(grad, param, state["m"], state["v"], self.betas[0], self.betas[1], scalars["step_size"],
+                     scalars["eps_hat"], l2, decay)
+        return None if out is None else (out[0], {"m": out[1], "v": out[2]})
+
     def apply_single(self, xp, grad, param, state, scalars):
+        fused = self._fused(xp, grad, param, state, scalars, self.weight_decay, 1.0)
+        if fused is not None:
+            return fused
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         step, state = self._adam_step(xp, grad, state, scalars)
@@ -205,6 +218,9 @@ class AdamW(Adam):
         return {**super().step_scalars(), "decay": 1.0 - self.lr * self.weight_decay}
 
     def apply_single(self, xp, grad, param, state, scalars):
+        fused = self._fused(xp, grad, param, state, scalars, 0.0, scalars["decay"])
+        if fused is not None:
+            return fused
         step, state = self._adam_step(xp, grad, state, scalars)
         return param * scalars["decay"] - step, state
 
