@@ -18,10 +18,10 @@ with dL/dk from dL/du as in :class:`~mlxrnn.nn.min_cells.MinGRUCell` / ``MinLSTM
 
 Numerics: minGRU's σ is the LSTM kernels' 0.5 + 0.5·tanh(k/2) (float32 tanh: a rational
 approximation, error < 4e-7 absolute). minLSTM's ratio needs σ's *relative* accuracy when both
-gates are small, so it uses σ(k) = 1 / (1 + e^−k), exact to rounding down to k ≈ −87 (float32),
-and below 1e-30 for both gates it takes the limit σ(k_u − k_f) (relative error < 1e-30), never
-0/0. The u⟨t⟩ gates are recomputed in backward rather than stored: cheaper than a (T, B, H)
-write and read.
+gates are small, so it uses u = (1 + e^−k_f) / (2 + e^−k_u + e^−k_f) (the ratio of the sigmoids,
+two exponentials that the backward's σ(−k) reuse), and where that sum overflows (both k below
+≈ −88 in float32) the limit σ(k_u − k_f), never inf/inf. The u⟨t⟩ gates are recomputed in
+backward rather than stored: cheaper than a (T, B, H) write and read.
 
 Layout: any strides work; the fast case, which the layer gives, is x_proj (T, B, G·H) and
 dL/dy (T, B, H) row-major per (t, b) row, states stored as (B, T, H) so that the layer's output
@@ -31,10 +31,9 @@ dL/dy (T, B, H) row-major per (t, b) row, states stored as (B, T, H) so that the
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .numba_pointwise import _JIT, _tanh
 
@@ -44,35 +43,37 @@ KINDS = {"mingru": MINGRU, "minlstm": MINLSTM}
 
 @njit(**_JIT)
 def _update_row(kind, x_row, H, out):
-    """out[j] = u for one (t, b) row of x_proj (G·H,)."""
+    """out[j] = u for one (t, b) row of x_proj (G·H,).
+
+    minLSTM: with e_u = e^−k_u, e_f = e^−k_f, u = σ(k_u) / (σ(k_u) + σ(k_f)) = (1 + e_f) / (2 + e_u + e_f):
+    two exponentials, relative accuracy kept when both gates are tiny; where the sum overflows
+    (both k below ≈ −88 in float32) it takes the limit σ(k_u − k_f), never inf/inf.
+    """
     one = x_row.dtype.type(1.0)
     half = x_row.dtype.type(0.5)
+    two = x_row.dtype.type(2.0)
     if kind == MINGRU:
         for j in range(H):
             out[j] = half + half * _tanh(half * x_row[j])
     else:
-        tiny = x_row.dtype.type(1e-30)
         for j in range(H):
-            k_u, k_f = x_row[j], x_row[H + j]
-            s_u = one / (one + math.exp(-k_u))
-            s_f = one / (one + math.exp(-k_f))
-            total = s_u + s_f
-            if total > tiny:
-                out[j] = s_u / total
-            else:  # both gates below 1e-30: σ(k_u)/(σ(k_u)+σ(k_f)) → σ(k_u − k_f)
-                out[j] = one / (one + math.exp(k_f - k_u))
+            e_u, e_f = math.exp(-x_row[j]), math.exp(-x_row[H + j])
+            total = two + e_u + e_f
+            if total < math.inf:
+                out[j] = (one + e_f) / total
+            else:
+                out[j] = one / (one + math.exp(x_row[H + j] - x_row[j]))
 
 
 def _forward(kind, x_proj, h0, mask, reverse, h):
     """x_proj (T, B, G·H), h0 (B, H), mask (T, B) -> h (B, T, H): the state after every step, time order.
 
-    Processing order is t = 0 … T−1, or T−1 … 0 with ``reverse``. Sequences b are independent:
-    the compiled-parallel version runs them on several threads.
+    Processing order is t = 0 … T−1, or T−1 … 0 with ``reverse``.
     """
     T, B = x_proj.shape[0], x_proj.shape[1]
     H = h0.shape[1]
     C = x_proj.shape[2] - H  # the candidate block starts here
-    for b in prange(B):
+    for b in range(B):
         update = np.empty(H, dtype=x_proj.dtype)
         for s in range(T):
             t = T - 1 - s if reverse else s
@@ -100,8 +101,9 @@ def _backward(kind, x_proj, h0, h, mask, reverse, d_y, d_final, d_x_proj, delta_
     H = h0.shape[1]
     C = x_proj.shape[2] - H
     one = x_proj.dtype.type(1.0)
-    for b in prange(B):
-        update = np.empty(H, dtype=x_proj.dtype)
+    two = x_proj.dtype.type(2.0)
+    half = x_proj.dtype.type(0.5)
+    for b in range(B):
         carry = d_final[b]  # δ flowing into the step being processed: starts as dL/dh_final
         for s in range(T - 1, -1, -1):
             t = T - 1 - s if reverse else s
@@ -110,37 +112,36 @@ def _backward(kind, x_proj, h0, h, mask, reverse, d_y, d_final, d_x_proj, delta_
             else:
                 prev = h[b, t + 1] if reverse else h[b, t - 1]
             x_row = x_proj[t, b]
-            _update_row(kind, x_row, H, update)
             m = mask[t, b]
             dy = d_y[t, b]
             d_row = d_x_proj[t, b]
-            for j in range(H):
-                delta = carry[j] + m * dy[j]
-                u = update[j]
-                d_u = m * delta * (x_row[C + j] - prev[j])
-                d_row[C + j] = m * u * delta
-                if kind == MINGRU:
-                    d_row[j] = d_u * u * (one - u)
-                else:  # u = σ(z), z = log σ(k_u) − log σ(k_f); ∂z/∂k_u = σ(−k_u), ∂z/∂k_f = −σ(−k_f)
-                    d_z = d_u * u * (one - u)
-                    d_row[j] = d_z / (one + math.exp(x_row[j]))
-                    d_row[H + j] = -d_z / (one + math.exp(x_row[H + j]))
-                if record:
-                    delta_out[t, b, j] = delta
-                carry[j] = (one - m * u) * delta
+            if kind == MINGRU:  # one loop per kind, so the minGRU loop has no branch and vectorises
+                for j in range(H):
+                    delta = carry[j] + m * dy[j]
+                    u = half + half * _tanh(half * x_row[j])
+                    d_row[j] = m * delta * (x_row[C + j] - prev[j]) * u * (one - u)  # dL/dk_u = dL/du σ'
+                    d_row[C + j] = m * u * delta
+                    if record:
+                        delta_out[t, b, j] = delta
+                    carry[j] = (one - m * u) * delta
+            else:  # u = σ(z), z = log σ(k_u) − log σ(k_f); ∂z/∂k_u = σ(−k_u), ∂z/∂k_f = −σ(−k_f)
+                for j in range(H):
+                    delta = carry[j] + m * dy[j]
+                    e_u, e_f = math.exp(-x_row[j]), math.exp(-x_row[H + j])  # as in _update_row
+                    total = two + e_u + e_f
+                    u = (one + e_f) / total if total < math.inf else one / (one + math.exp(x_row[H + j] - x_row[j]))
+                    d_z = m * delta * (x_row[C + j] - prev[j]) * u * (one - u)
+                    d_row[j] = d_z / (one + one / e_u)  # σ(−k) = 1 / (1 + 1/e^−k)
+                    d_row[H + j] = -d_z / (one + one / e_f)
+                    d_row[C + j] = m * u * delta
+                    if record:
+                        delta_out[t, b, j] = delta
+                    carry[j] = (one - m * u) * delta
 
 
-#: one compiled version each: threads over the batch, and one thread (small batches, or when the
-#: caller wants the cores for something else; MLXRNN_KERNEL_THREADS=1 picks it)
-_KERNELS = {
-    "parallel": (njit(parallel=True, **_JIT)(_forward), njit(parallel=True, **_JIT)(_backward)),
-    "serial": (njit(**_JIT)(_forward), njit(**_JIT)(_backward)),
-}
-
-
-def _pick(batch: int) -> tuple:
-    threads = os.environ.get("MLXRNN_KERNEL_THREADS", "").strip()
-    return _KERNELS["serial" if batch < 2 or threads == "1" else "parallel"]
+# One thread: running the batch's rows on both cores (numba's prange) was slower here (minGRU
+# H 1272, T 256: 37.5k vs 41.7k tokens/s; minLSTM H 912: 20.3k vs 24.6k): memory-bound passes.
+_forward_kernel, _backward_kernel = njit(**_JIT)(_forward), njit(**_JIT)(_backward)
 
 
 def _mask_2d(mask, steps: int, batch: int, dtype) -> np.ndarray:
@@ -155,8 +156,7 @@ def minimal_forward(kind: str, x_proj: np.ndarray, h0: np.ndarray, mask, reverse
     steps, batch, _ = x_proj.shape
     hidden = h0.shape[1]
     h = np.empty((batch, steps, hidden), dtype=x_proj.dtype)
-    forward, _ = _pick(batch)
-    forward(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=x_proj.dtype), _mask_2d(mask, steps, batch, x_proj.dtype),
+    _forward_kernel(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=x_proj.dtype), _mask_2d(mask, steps, batch, x_proj.dtype),
             bool(reverse), h)
     return h
 
@@ -170,7 +170,6 @@ def minimal_backward(kind: str, x_proj: np.ndarray, h0: np.ndarray, h: np.ndarra
     d_x_proj = np.empty((steps, batch, width), dtype=dtype)
     d_h0 = np.array(d_final, dtype=dtype, order="C", copy=True)  # the kernel carries δ in it
     deltas = np.empty((steps, batch, hidden) if record else (1, 1, 1), dtype=dtype)
-    _, backward = _pick(batch)
-    backward(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=dtype), h, _mask_2d(mask, steps, batch, dtype),
+    _backward_kernel(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=dtype), h, _mask_2d(mask, steps, batch, dtype),
              bool(reverse), np.asarray(d_y, dtype=dtype), d_h0, d_x_proj, deltas, bool(record))
     return d_x_proj, d_h0, (deltas if record else None)
