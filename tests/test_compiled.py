@@ -45,9 +45,9 @@ def _batch(seed, B=3, T=5, **extra):
     return {"inputs": rng.integers(0, VOCAB, (B, T)), "targets": rng.integers(0, VOCAB, (B, T)), **extra}
 
 
-def _train(path, cell, options, steps=5, dtype="float32", batches=None):
+def _train(path, cell, options, steps=5, dtype="float32", batches=None, **overrides):
     """Train on ``path`` ("numpy", "eager" or "compiled"): losses, grad norms, final weights, trainer."""
-    model = _model(cell, options, "numpy" if path == "numpy" else "mlx", dtype)
+    model = _model(cell, options, "numpy" if path == "numpy" else "mlx", dtype, **overrides)
     trainer = Trainer(model, Adam(lr=0.02), clip_norm=0.1, clip_value=0.2, rng=np.random.default_rng(5),
                       compile=path == "compiled")
     assert trainer.compiled == (path == "compiled")
@@ -76,6 +76,31 @@ def test_compiled_step_equals_eager_and_numpy_with_clipping_and_dropout(cell, op
     _assert_same(compiled, eager, rtol=1e-6, atol=1e-7)
     _assert_same(compiled, numpy, rtol=2e-4, atol=2e-5)
     assert compiled[0][-1] != compiled[0][0]
+
+
+#: every dropout site and kind the eager step has (the word-model regularisation of issue 13)
+DROPOUT_KINDS = {
+    "ends": dict(embed_dropout=0.4, output_dropout=0.3),
+    "ends+locked": dict(embed_dropout=0.4, output_dropout=0.3, locked_dropout=True),
+    "last+ends": dict(embed_dropout=0.4, output_dropout=0.3, output="last", output_size=4),
+}
+
+
+@pytest.mark.parametrize("kind", list(DROPOUT_KINDS))
+def test_compiled_step_draws_every_dropout_kind_as_the_eager_step(kind):
+    """Embedding-output, between-layer and head-input dropout, per step or locked, compile too:
+    the masks drawn on the host before the step are the eager step's, call for call."""
+    overrides = DROPOUT_KINDS[kind]
+    batches = None
+    if overrides.get("output") == "last":
+        rng = np.random.default_rng(2)
+        batches = [{"inputs": rng.integers(0, VOCAB, (3, 5)), "targets": rng.integers(0, 4, 3)} for _ in range(5)]
+    runs = [_train(path, "lstm", {}, batches=batches, **overrides) for path in ("compiled", "eager", "numpy")]
+    assert runs[0][3].compiled and runs[0][3]._compiled.traces == 1
+    _assert_same(runs[0], runs[1], rtol=1e-6, atol=1e-7)
+    _assert_same(runs[0], runs[2], rtol=2e-4, atol=2e-5)
+    plain = _train("compiled", "lstm", {}, batches=batches, **{**overrides, "embed_dropout": 0.0})
+    assert not np.allclose(plain[0], runs[0][0])  # the embedding's dropout acted
 
 
 def test_compiled_step_equals_eager_in_float64():

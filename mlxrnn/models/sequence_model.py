@@ -173,9 +173,18 @@ class SequenceModel(TaskModel, Module):
 
     def _dropout(self, rng: Any, p: float, batch: int, steps: int, features: int) -> Any:
         """The scaled keep-mask of a batch-first activation: (B, T or 1, F) on the backend, or
-        (B, F) when ``steps`` is 0 (the final-state features of output "last")."""
-        mask = dropout_mask(rng if rng is not None else self._dropout_rng, p, max(steps, 1), batch, features,
-                            self.config.recurrent.locked_dropout)  # (T or 1, B, F): time-major, batch on axis 1
+        (B, F) when ``steps`` is 0 (the final-state features of output "last").
+
+        ``rng`` is a NumPy generator, or a source with ``dropout_mask(xp, shape, p)`` that hands
+        out masks drawn before a compiled step (:mod:`mlxrnn.training.compiled`), time-major.
+        """
+        source = rng if rng is not None else self._dropout_rng
+        locked = self.config.recurrent.locked_dropout
+        supply = getattr(source, "dropout_mask", None)
+        if supply is not None:
+            mask = supply(self.xp, (1 if locked else max(steps, 1), batch, features), p)  # (T or 1, B, F)
+            return mask[0] if steps == 0 else self.xp.permute_dims(mask, (1, 0, 2))
+        mask = dropout_mask(source, p, max(steps, 1), batch, features, locked)  # (T or 1, B, F): time-major
         mask = mask[0] if steps == 0 else np.ascontiguousarray(mask.transpose(1, 0, 2))
         return self.xp.from_numpy(mask)
 

@@ -75,16 +75,12 @@ def can_compile(model: Any, grad_transform: Any = None) -> tuple[bool, str]:
         return False, f"the compiled step trains SequenceModel; {type(model).__name__} trains eagerly"
     if grad_transform is not None:
         return False, "a grad_transform (the data-parallel all-reduce) runs in the eager step"
-    config = model.config
-    if config.embed_dropout or config.output_dropout or model.rnn.locked_dropout:
-        return False, ("embedding/output and locked dropout draw their masks in the eager step; "
-                       "the compiled step supplies only per-step masks between layers")
     return True, ""
 
 
 class _KeepMasks:
-    """Hands the precomputed keep-masks (bool, (T, B, H_out)) to the recurrent layers in the order
-    they ask, scaled as the eager step scales them: keep / (1 − p)."""
+    """Hands the precomputed keep-masks (bool, (T or 1, B, F)) to the model and its recurrent
+    layers in the order they ask, scaled as the eager step scales them: keep / (1 − p)."""
 
     def __init__(self, masks: list):
         self.masks, self.used = list(masks), 0
@@ -230,16 +226,24 @@ class CompiledStep:
         return zeros
 
     def keep_masks(self, generator: Any, batch_size: int, time_steps: int, padded_steps: int) -> list:
-        """The dropout keep-masks the eager step would draw from ``generator`` (same calls, same
-        order: one (T, B, H_out) per layer below the top), padded to ``padded_steps``, on the device."""
-        rnn, xp = self.model.rnn, self.model.xp
-        if not rnn.dropout or rnn.num_layers < 2:
-            return []
+        """The dropout keep-masks the eager step would draw from ``generator`` — same calls, same
+        order: the embedding output's, one per recurrent layer below the top, the head input's —
+        each (T, B, F), or (1, B, F) when locked, padded along time to ``padded_steps``, on the device."""
+        model, xp = self.model, self.model.xp
+        config, rnn = model.config, model.rnn
+        sites = []  # (p, steps, features) in the eager step's order
+        if config.embed_dropout:
+            sites.append((config.embed_dropout, time_steps, rnn.input_size))
+        if rnn.dropout and rnn.num_layers >= 2:
+            sites += [(rnn.dropout, time_steps, rnn.output_size)] * (rnn.num_layers - 1)
+        if config.output_dropout:
+            sites.append((config.output_dropout, time_steps if config.output == "sequence" else 0, rnn.output_size))
         masks = []
-        for _ in range(rnn.num_layers - 1):
-            keep = generator.random(size=(time_steps, batch_size, rnn.output_size)) >= rnn.dropout
-            if padded_steps > time_steps:
-                keep = np.concatenate([keep, np.zeros((padded_steps - time_steps,) + keep.shape[1:], bool)])
+        for p, steps, features in sites:
+            drawn = 1 if (rnn.locked_dropout or steps == 0) else steps
+            keep = generator.random(size=(drawn, batch_size, features)) >= p
+            if drawn > 1 and padded_steps > drawn:
+                keep = np.concatenate([keep, np.zeros((padded_steps - drawn,) + keep.shape[1:], bool)])
             masks.append(xp.from_numpy(keep))
         return masks
 
