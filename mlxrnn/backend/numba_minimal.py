@@ -156,8 +156,8 @@ def minimal_forward(kind: str, x_proj: np.ndarray, h0: np.ndarray, mask, reverse
     steps, batch, _ = x_proj.shape
     hidden = h0.shape[1]
     h = np.empty((batch, steps, hidden), dtype=x_proj.dtype)
-    _forward_kernel(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=x_proj.dtype), _mask_2d(mask, steps, batch, x_proj.dtype),
-            bool(reverse), h)
+    _forward_kernel(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=x_proj.dtype),
+                    _mask_2d(mask, steps, batch, x_proj.dtype), bool(reverse), h)
     return h
 
 
@@ -171,5 +171,5 @@ def minimal_backward(kind: str, x_proj: np.ndarray, h0: np.ndarray, h: np.ndarra
     d_h0 = np.array(d_final, dtype=dtype, order="C", copy=True)  # the kernel carries δ in it
     deltas = np.empty((steps, batch, hidden) if record else (1, 1, 1), dtype=dtype)
     _backward_kernel(KINDS[kind], x_proj, np.ascontiguousarray(h0, dtype=dtype), h, _mask_2d(mask, steps, batch, dtype),
-             bool(reverse), np.asarray(d_y, dtype=dtype), d_h0, d_x_proj, deltas, bool(record))
+                     bool(reverse), np.asarray(d_y, dtype=dtype), d_h0, d_x_proj, deltas, bool(record))
     return d_x_proj, d_h0, (deltas if record else None)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mlxrnn.errors import DataError
+from mlxrnn.errors import DataError, ShapeError
 
 
 def _index(mask: np.ndarray) -> tuple[int, ...]:
@@ -43,3 +43,8 @@ def check_finite(values: Any, what: str, advice: str, dtype: Any = None) -> None
                 f"{what} {verb} {values[where]:.3g} (first at index {where}), beyond the {np.dtype(dtype).name} "
                 f"range (±{info.max:.3g}) the model computes in; rescale the data"
             )
+
+
+def shape_error(name: str, expected: str, got: Any) -> ShapeError:
+    """The one wording of a wrong shape: "<name> must have shape <expected>; got (…)"."""
+    return ShapeError(f"{name} must have shape {expected}; got {tuple(got)}")

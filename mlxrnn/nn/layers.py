@@ -1,5 +1,9 @@
 """Sequence layers: the time loop, its backward through time, stacking and both directions.
 
+This module stacks layers and directions and owns states, masks and dropout between layers;
+the loop of one layer and direction is in mlxrnn/nn/direction_loops.py, and the layers without
+a time axis (Embedding, Linear) in mlxrnn/nn/dense.py (both re-exported here).
+
 ``RNN``, ``GRU`` and ``LSTM`` are :class:`Recurrent` layers with a different cell. Inputs are
 batch-first, (B, T, D), as in ``mlx.nn``; internally the loop runs time-major (T, B, ·) so each
 step reads a contiguous slice.
@@ -41,32 +45,21 @@ backward only reaches them through ``d_final_state``, which the trainer leaves a
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.nn.cells import Cell, cell_class, make_cell
-from mlxrnn.nn.checks import check_finite
+from mlxrnn.nn.checks import check_finite, shape_error
+from mlxrnn.nn.dense import Embedding, Linear, check_token_ids, one_hot
+from mlxrnn.nn.direction_loops import DIRECTION_NAMES, DirectionLoops, TokenInputs, _relayout
 from mlxrnn.nn.dropout import dropout_mask
 from mlxrnn.nn.module import Module, check_positive_int, check_probability
 
-DIRECTION_NAMES = ("fwd", "bwd")
-
-
-def _loop_backend(xp: Any) -> Any:
-    """The backend the time loop runs on (the protocol's ``time_loop``)."""
-    return xp.time_loop
-
-
-def _relayout(xp: Any, a: Any, layout: str) -> Any:
-    """``a`` in ``layout``: the protocol's ``batch_fastest`` or ``row_major`` (identities on MLX)."""
-    return xp.batch_fastest(a) if layout == "batch_fastest" else xp.row_major(a)
-
-
-def _shape_error(name: str, expected: str, got: Any) -> ShapeError:
-    return ShapeError(f"{name} must have shape {expected}; got {tuple(got)}")
+__all__ = ["Recurrent", "RNN", "GRU", "LSTM", "make_recurrent", "RecurrentCache", "TokenInputs", "lengths_to_mask",
+           "Embedding", "Linear", "check_token_ids", "one_hot", "DIRECTION_NAMES"]
 
 
 def lengths_to_mask(lengths: Any, max_len: int) -> np.ndarray:
@@ -83,37 +76,6 @@ def lengths_to_mask(lengths: Any, max_len: int) -> np.ndarray:
     return (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.float64)
 
 
-@dataclass(frozen=True)
-class TokenInputs:
-    """Layer inputs given as rows of a table, x[b, t] = table[ids[b, t]]: an embedding lookup
-    that :class:`Recurrent` may fold into layer 0 instead of materialising.
-
-    Folding projects the table once — (E[ids]) W_x = (E W_x)[ids], a (V, D)·(D, G·H) product
-    instead of a (B·T, D)·(D, G·H) one — and in backward sums the projection's gradient per
-    token first, so dW_x and the table's gradient are (V, ·) products too. The layer folds when
-    that needs fewer FLOPs (``fold=None``; True/False force it), and either way its
-    :meth:`Recurrent.backward` returns the gradient with respect to ``table`` (V, D) in place of dx.
-    """
-
-    table: Any  # (V, D) backend array, e.g. an Embedding's weight
-    ids: Any  # (B, T) token ids (NumPy or backend ints)
-    fold: bool | None = None
-
-    def worth_folding(self, gate_width: int) -> bool:
-        """Fewer GEMM FLOPs folded: 2VD·G·H·3 + 2NV·G·H (table products, per-token sum) < 2ND·G·H·3."""
-        if self.fold is not None:
-            return self.fold
-        (vocab, width), positions = self.table.shape, int(np.prod(self.ids.shape))
-        return 3 * vocab * width + positions * vocab < 3 * positions * width
-
-
-@dataclass
-class _DirectionCache:
-    inputs: Any  # (T·B, D_in) time-major layer input, rows t·B + b
-    steps: list = field(default_factory=list)  # per-step cell caches, in processing order
-    whole: Any = None  # the cache of a cell's sequence_forward (then ``steps`` stays empty)
-
-
 @dataclass
 class RecurrentCache:
     """Everything :meth:`Recurrent.backward` needs from a forward pass."""
@@ -127,7 +89,7 @@ class RecurrentCache:
     folded: bool = False  # whether layer 0 folded the table lookup
 
 
-class Recurrent(Module):
+class Recurrent(DirectionLoops, Module):
     """A stack of recurrent layers of any registered cell, optionally bidirectional.
 
     ``Recurrent(D, H, cell="gru", variant="reset_after")`` or the aliases :class:`RNN`,
@@ -272,7 +234,7 @@ class Recurrent(Module):
             if not hasattr(part, "shape"):
                 raise ShapeError(f"initial_state must be an array (or a pair for an LSTM), got {type(part).__name__}")
             if tuple(part.shape) != expected:
-                raise _shape_error(
+                raise shape_error(
                     "initial_state", f"(num_layers*num_directions, batch, hidden) = {expected}", part.shape
                 )
             if check_values:
@@ -314,7 +276,7 @@ class Recurrent(Module):
             check_finite(x, "x", "clean the inputs first", xp.dtype_name)  # 1e300 would be inf in float32
             x = xp.from_numpy(x)
         if not folded and (len(x.shape) != 3 or x.shape[2] != self.input_size):
-            raise _shape_error("x", f"(batch, time, {self.input_size})", x.shape)
+            raise shape_error("x", f"(batch, time, {self.input_size})", x.shape)
         B, T = int(x.shape[0]), int(x.shape[1])
         if T < 1:
             raise ShapeError("x must have at least one time step")
@@ -375,10 +337,10 @@ class Recurrent(Module):
     def _check_tokens(self, tokens: TokenInputs) -> TokenInputs:
         table = tokens.table
         if len(table.shape) != 2 or table.shape[1] != self.input_size:
-            raise _shape_error("TokenInputs.table", f"(vocabulary, {self.input_size})", table.shape)
+            raise shape_error("TokenInputs.table", f"(vocabulary, {self.input_size})", table.shape)
         ids = check_token_ids(self.xp, tokens.ids, int(table.shape[0]))
         if len(ids.shape) != 2:
-            raise _shape_error("TokenInputs.ids", "(batch, time)", ids.shape)
+            raise shape_error("TokenInputs.ids", "(batch, time)", ids.shape)
         return TokenInputs(table, ids, tokens.fold)
 
     def _time_major_mask(self, mask: Any, lengths: Any, B: int, T: int) -> Any:
@@ -390,11 +352,11 @@ class Recurrent(Module):
             return None
         if not isinstance(mask, (np.ndarray, list)):  # a backend array: used as it is, never read back
             if tuple(mask.shape) != (B, T):
-                raise _shape_error("mask", f"(batch, time) = {(B, T)}", mask.shape)
+                raise shape_error("mask", f"(batch, time) = {(B, T)}", mask.shape)
             return self.xp.astype(self.xp.permute_dims(mask, (1, 0)), self.xp.dtype)[:, :, None]
         mask_np = np.asarray(mask)
         if mask_np.shape != (B, T):
-            raise _shape_error("mask", f"(batch, time) = {(B, T)}", mask_np.shape)
+            raise shape_error("mask", f"(batch, time) = {(B, T)}", mask_np.shape)
         check_finite(mask_np, "mask", "a mask is 1 on valid steps and 0 on padding")
         if mask_np.size and not (mask_np.min() >= 0 and mask_np.max() <= 1):
             raise ConfigError(
@@ -402,50 +364,6 @@ class Recurrent(Module):
                 f"{mask_np.max():g}"
             )
         return self.xp.from_numpy(mask_np.T[:, :, None].astype(np.float64))  # (T, B, 1)
-
-    def _run_direction(self, layer: int, direction: int, inputs: Any, state: tuple, mask: Any,
-                       batch_major: bool = False):
-        xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]
-        params = self._direction_params(layer, direction)
-        if isinstance(inputs, TokenInputs):  # layer 0 folds the lookup: project the table, gather rows
-            T, B = int(inputs.ids.shape[0]), int(inputs.ids.shape[1])
-            inputs_2d = TokenInputs(inputs.table, xp.reshape(inputs.ids, (T * B,)), True)
-            table_proj = xp.matmul(inputs.table, params["W_x"]) + params["b"]  # (V, G·H)
-            # NumPy's time loop: gather straight into its batch-fastest layout; a whole-sequence
-            # cell reads (t, b) rows, so it gets plain row-major rows.
-            take = None if hasattr(cell, "sequence_forward") else getattr(xp, "take_batch_fastest", None)
-            projected = take(table_proj, inputs.ids) if take is not None else xp.take(table_proj, inputs.ids, axis=0)
-        else:
-            T, B = int(inputs.shape[0]), int(inputs.shape[1])
-            inputs_2d = xp.reshape(inputs, (T * B, -1))
-            # The hoisted input projection: one GEMM for every time step at once (on the loop's
-            # backend: its batch-fastest result is cheaper to lay out per step below; a
-            # whole-sequence cell's element-wise passes want it row-major, as xp gives it).
-            matmul = xp.matmul if hasattr(cell, "sequence_forward") else loop_xp.matmul
-            projected = matmul(inputs_2d, params["W_x"])
-            projected += params["b"]  # in place: the product is ours
-        if hasattr(cell, "sequence_forward"):  # the cell runs all T steps itself (e.g. a linear scan)
-            projected = xp.reshape(projected, (T, B, cell.gate_width))
-            out, state, whole = cell.sequence_forward(xp, params, projected, state, mask, reverse=direction == 1)
-            return out, state, _DirectionCache(inputs_2d, whole=whole)
-        projected = _relayout(xp, xp.reshape(projected, (T, B, cell.gate_width)), "batch_fastest")
-        params["W_h"] = _relayout(xp, params["W_h"], "batch_fastest")  # the forward product's fast layout
-        state = tuple(_relayout(xp, part, "batch_fastest") for part in state)
-        dir_cache = _DirectionCache(inputs_2d)
-        outputs: list = [None] * T
-        for t in range(T - 1, -1, -1) if direction == 1 else range(T):
-            new_state, step_cache = cell.step(loop_xp, params, projected[t], state)
-            if mask is None:
-                state, outputs[t] = new_state, new_state[0]
-            else:
-                m = mask[t]
-                state = tuple(m * new + (1.0 - m) * old for new, old in zip(new_state, state))
-                outputs[t] = m * new_state[0]
-            dir_cache.steps.append(step_cache)
-        stack = getattr(xp, "stack_batch_major", None) if batch_major else None
-        if stack is not None:  # the stack's public output: (B, T, H) in memory, no relayout later
-            return stack(outputs), state, dir_cache
-        return xp.reshape(xp.concat(outputs, axis=0), (T, B, self.hidden_size)), state, dir_cache
 
     # --- one step at a time (sampling) ----------------------------------------------------
     def project_inputs(self, x: Any) -> Any:
@@ -555,60 +473,6 @@ class Recurrent(Module):
         d_initial_state = self._public_state([xp.stack(parts, axis=0) for parts in d_initial])
         return d_x, d_initial_state, {name: grads[name] for name in self.params}
 
-    def _backward_direction(self, layer, direction, d_out, d_state, dir_cache: _DirectionCache, mask, record=None):
-        xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]
-        params = self._direction_params(layer, direction)
-        if dir_cache.whole is not None:  # the cell's own backward over all T steps gives dP at once
-            d_proj, d_state = cell.sequence_backward(xp, params, dir_cache.whole, d_out, d_state, record)
-            d_inputs, grads = self._projection_grads(params, dir_cache.inputs, d_proj, int(d_out.shape[0]), xp.matmul)
-            return d_inputs, d_state, grads
-        T = len(dir_cache.steps)
-        order = list(range(T - 1, -1, -1)) if direction == 1 else list(range(T))
-        d_out = _relayout(xp, d_out, "batch_fastest")
-        d_state = tuple(_relayout(xp, part, "batch_fastest") for part in d_state)
-        d_projected: list = [None] * T  # both in time order, to line up with the inputs
-        d_recurrent: list = [None] * T
-        for position in range(T - 1, -1, -1):  # walk the processing order backwards
-            t = order[position]
-            if record is not None:  # only when asked; a padded step's output is 0, not its state
-                d_out_t = d_out[t] if mask is None else mask[t] * d_out[t]
-                record[t] = (d_state[0] + d_out_t,) + tuple(d_state[1:])
-            if mask is None:
-                d_new = (d_state[0] + d_out[t],) + tuple(d_state[1:])
-                d_carry = None
-            else:
-                m = mask[t]
-                d_new = (m * (d_state[0] + d_out[t]),) + tuple(m * d for d in d_state[1:])
-                d_carry = tuple((1.0 - m) * d for d in d_state)  # padded steps pass the state through
-            d_projected[t], d_recurrent[t], d_prev = cell.step_backward(
-                loop_xp, params, dir_cache.steps[position], d_new
-            )
-            d_state = d_prev if d_carry is None else tuple(a + b for a, b in zip(d_prev, d_carry))
-        caches = dir_cache.steps[::-1] if direction == 1 else dir_cache.steps  # time order
-        d_proj = xp.concat(d_projected, axis=0)  # (T·B, G·H), rows t·B + b
-        same = all(a is b for a, b in zip(d_projected, d_recurrent))  # e.g. an LSTM: one array serves both
-        d_rec = d_proj if same else xp.concat(d_recurrent, axis=0)
-        d_inputs, grads = self._projection_grads(params, dir_cache.inputs, d_proj, T, loop_xp.matmul)
-        stacked = {key: xp.concat([c[key] for c in caches], axis=0) for key in cell.recurrent_input_keys}
-        grads.update(cell.recurrent_grads(xp, params, stacked, d_rec))
-        return d_inputs, d_state, grads
-
-    def _projection_grads(self, params: dict, inputs_2d: Any, d_proj: Any, T: int, matmul: Any) -> tuple[Any, dict]:
-        """dW_x, db and the inputs' gradient from dP (T·B, G·H): one GEMM each over all steps
-        (``matmul`` computes dX, in the layout the layer below wants)."""
-        xp = self.xp
-        if isinstance(inputs_2d, TokenInputs):  # folded lookup: sum d_proj per token, then (V, ·) products
-            one_hot = xp.one_hot(inputs_2d.ids, int(inputs_2d.table.shape[0]))  # (T·B, V)
-            d_table_proj = xp.matmul(xp.permute_dims(one_hot, (1, 0)), d_proj)  # (V, G·H)
-            grads = {"W_x": xp.matmul(xp.permute_dims(inputs_2d.table, (1, 0)), d_table_proj),
-                     "b": xp.sum(d_table_proj, axis=0)}
-            d_inputs = xp.matmul(d_table_proj, xp.permute_dims(params["W_x"], (1, 0)))  # d table (V, D)
-        else:
-            grads = {"W_x": xp.matmul(xp.permute_dims(inputs_2d, (1, 0)), d_proj), "b": xp.sum(d_proj, axis=0)}
-            d_inputs = matmul(d_proj, xp.permute_dims(params["W_x"], (1, 0)))
-            d_inputs = xp.reshape(d_inputs, (T, -1, int(inputs_2d.shape[1])))
-        return d_inputs, grads
-
 
 class RNN(Recurrent):
     """Vanilla RNN layers: a⟨t⟩ = g(W_aa a⟨t−1⟩ + W_ax x⟨t⟩ + b_a), ``activation`` = "tanh" | "relu"."""
@@ -650,113 +514,3 @@ class LSTM(Recurrent):
 def make_recurrent(cell: str, input_size: int, hidden_size: int, **kwargs: Any) -> Recurrent:
     """Build recurrent layers of any registered cell by name ("rnn", "gru", "lstm", ...)."""
     return Recurrent(input_size, hidden_size, cell=cell, **kwargs)
-
-
-class Embedding(Module):
-    """A lookup table: ids (...) int -> vectors (..., E). weight (V, E) ~ N(0, 1) as in PyTorch."""
-
-    def __init__(
-        self, num_embeddings: int, embedding_dim: int, seed: int = 0, backend: Any = None, dtype: str = "float32"
-    ):
-        super().__init__(backend, dtype)
-        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
-        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
-        rng = np.random.default_rng(seed)
-        self._set_numpy_params({"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim))})
-
-    def extra_repr(self) -> str:
-        return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
-
-    def io_sizes(self) -> tuple[int, int]:
-        return self.num_embeddings, self.embedding_dim
-
-    def forward(self, ids: Any) -> tuple[Any, Any]:
-        """ids (...) int → (vectors (..., E), the ids for :meth:`backward`); ``embedding(ids)`` is the vectors."""
-        ids = check_token_ids(self.xp, ids, self.num_embeddings)
-        return self.xp.take(self.params["weight"], ids, axis=0), ids
-
-    def backward(self, d_out: Any, ids: Any) -> dict:
-        flat = self.xp.reshape(d_out, (-1, self.embedding_dim))
-        return {"weight": self.xp.scatter_add_rows(self.num_embeddings, self.xp.reshape(ids, (-1,)), flat)}
-
-
-class Linear(Module):
-    """y = x W + b with x (..., D_in), W (D_in, D_out), b (D_out,); W ~ U(±1/√D_in), b = 0."""
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        seed: int = 0,
-        backend: Any = None,
-        dtype: str = "float32",
-    ):
-        super().__init__(backend, dtype)
-        self.in_features = check_positive_int("in_features", in_features)
-        self.out_features = check_positive_int("out_features", out_features)
-        rng = np.random.default_rng(seed)
-        bound = 1.0 / np.sqrt(self.in_features)
-        arrays = {"W": rng.uniform(-bound, bound, size=(self.in_features, self.out_features))}
-        if bias:
-            arrays["b"] = np.zeros(self.out_features)
-        self._set_numpy_params(arrays)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}" + (
-            "" if "b" in self.params else ", bias=False")
-
-    def io_sizes(self) -> tuple[int, int]:
-        return self.in_features, self.out_features
-
-    def forward(self, x: Any) -> tuple[Any, Any]:
-        """x (..., D_in) → (y (..., D_out), x for :meth:`backward`); ``linear(x)`` is y."""
-        if x.shape[-1] != self.in_features:
-            raise _shape_error("x", f"(..., {self.in_features})", x.shape)
-        y = self.xp.matmul(x, self.params["W"])
-        if "b" in self.params:
-            y = y + self.params["b"]
-        return y, x
-
-    def backward(self, d_y: Any, x: Any) -> tuple[Any, dict]:
-        xp = self.xp
-        x2 = xp.reshape(x, (-1, self.in_features))
-        d2 = xp.reshape(d_y, (-1, self.out_features))
-        grads = {"W": xp.matmul(xp.permute_dims(x2, (1, 0)), d2)}
-        if "b" in self.params:
-            grads["b"] = xp.sum(d2, axis=0)
-        d_x = xp.matmul(d_y, xp.permute_dims(self.params["W"], (1, 0)))
-        return d_x, grads
-
-
-def check_token_ids(xp: Any, ids: Any, vocab_size: int) -> Any:
-    """Validate integer ids against [0, vocab_size) on the host; return backend ids.
-
-    Host ids (NumPy, lists) are checked value by value. Backend arrays are checked by dtype
-    only and passed through: reading them back would synchronise the device on every call (and
-    is impossible inside ``mx.compile``), so ids that reach the device must have been validated
-    on the host first, as :class:`mlxrnn.Trainer` and the models do with the NumPy batches they
-    receive.
-    """
-    if not isinstance(ids, (np.ndarray, list, tuple)):
-        if "int" not in str(ids.dtype):  # dtype metadata (int32, mlx.core.uint8, ...): no device read
-            raise ShapeError(f"token ids must be integers; got dtype {ids.dtype}")
-        return ids
-    ids_np = np.asarray(ids)
-    if ids_np.dtype.kind not in "iu":
-        raise ShapeError(f"token ids must be integers; got dtype {ids_np.dtype}")
-    if ids_np.size and (ids_np.min() < 0 or ids_np.max() >= vocab_size):
-        bad = int(ids_np.max()) if ids_np.max() >= vocab_size else int(ids_np.min())
-        raise ConfigError(
-            f"token id {bad} is out of range for a vocabulary of {vocab_size} (valid ids: 0..{vocab_size - 1})"
-        )
-    return xp.from_numpy(ids_np.astype(np.int32))
-
-
-def one_hot(xp: Any, ids: Any, num_classes: int) -> Any:
-    """ids (...) in [0, num_classes) -> (..., num_classes) one-hot vectors in the backend's float dtype.
-
-    ``ids`` may be NumPy, a list or backend ints; out-of-range ids are a ConfigError.
-    """
-    check_positive_int("num_classes", num_classes)
-    return xp.one_hot(check_token_ids(xp, ids, num_classes), num_classes)
