@@ -65,7 +65,8 @@ def main() -> None:
              f"Before: `{trees['before']}`; now: this checkout. {args.rounds} rounds, each a fresh `mlxrnn bench` "
              f"process per tree, cell and size ({args.repeats} timed calls, medians); the table shows the median "
              "over rounds.", "",
-             "| cell | size | task | before tok/s | now tok/s | now ÷ before | per-round ratios |", "|---|---|---|---:|---:|---:|---|"]
+             "| cell | size | task | before tok/s | now tok/s | now ÷ before | per-round ratios |",
+             "|---|---|---|---:|---:|---:|---|"]
     for r in rows:
         per_round = ", ".join(f"{n / b:.2f}" for b, n in zip(r["before_all"], r["now_all"]))
         lines.append(f"| {r['cell']} | {r['size']} | {r['task']} | {r['before']:,.0f} | {r['now']:,.0f} | "
