@@ -65,6 +65,15 @@ def _update_row(kind, x_row, H, out):
                 out[j] = one / (one + math.exp(x_row[H + j] - x_row[j]))
 
 
+@njit(inline="always")
+def _step_and_previous(h0, h, b, s, T, reverse):
+    """The time index of processing position ``s`` and the state before it: (t, row (H,) of h0 or h)."""
+    t = T - 1 - s if reverse else s
+    if s == 0:
+        return t, h0[b]
+    return t, (h[b, t + 1] if reverse else h[b, t - 1])
+
+
 def _forward(kind, x_proj, h0, mask, reverse, h):
     """x_proj (T, B, G·H), h0 (B, H), mask (T, B) -> h (B, T, H): the state after every step, time order.
 
@@ -76,11 +85,7 @@ def _forward(kind, x_proj, h0, mask, reverse, h):
     for b in range(B):
         update = np.empty(H, dtype=x_proj.dtype)
         for s in range(T):
-            t = T - 1 - s if reverse else s
-            if s == 0:
-                prev = h0[b]
-            else:
-                prev = h[b, t + 1] if reverse else h[b, t - 1]
+            t, prev = _step_and_previous(h0, h, b, s, T, reverse)
             x_row = x_proj[t, b]
             _update_row(kind, x_row, H, update)
             m = mask[t, b]
@@ -106,11 +111,7 @@ def _backward(kind, x_proj, h0, h, mask, reverse, d_y, d_final, d_x_proj, delta_
     for b in range(B):
         carry = d_final[b]  # δ flowing into the step being processed: starts as dL/dh_final
         for s in range(T - 1, -1, -1):
-            t = T - 1 - s if reverse else s
-            if s == 0:
-                prev = h0[b]
-            else:
-                prev = h[b, t + 1] if reverse else h[b, t - 1]
+            t, prev = _step_and_previous(h0, h, b, s, T, reverse)
             x_row = x_proj[t, b]
             m = mask[t, b]
             dy = d_y[t, b]
