@@ -2,7 +2,8 @@
 
 ``numerical_gradient`` is the independent oracle for every analytic backward in mlxrnn:
 central differences (f(θ + ε eᵢ) − f(θ − ε eᵢ)) / 2ε in float64, one coordinate at a time.
-``available_backends`` lists the backends a test should be parametrized over here.
+``check_layer_gradients`` runs it on every gradient of a recurrent layer. ``available_backends``
+lists the backends a test should be parametrized over here.
 """
 
 from __future__ import annotations
@@ -69,6 +70,47 @@ def assert_gradients_close(
         raise AssertionError(
             f"{name}: gradient mismatch at {worst}: analytic {analytic[worst]:.8g} vs numeric {numeric[worst]:.8g}"
         )
+
+
+def check_layer_gradients(layer, rng: np.random.Generator, batch: int, time: int, masked: bool,
+                          with_initial_state: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """A float64 recurrent ``layer``'s BPTT against :func:`numerical_gradient`, for every parameter,
+    the inputs and (``with_initial_state``) the initial state; raises AssertionError naming the first
+    mismatch.
+
+    The loss reads every output and every part of the final state with random weights, so every
+    gradient path is exercised; ``masked`` draws random lengths (0 … ``time``) per sequence. The
+    parameters are replaced by random values first (biases included, so none is 0). Returns the
+    forward pass's outputs (B, T, H_out) and the lengths used (or None).
+    """
+    layer.load_parameters({name: rng.normal(0.0, 0.6, size=value.shape) for name, value in layer.parameters().items()})
+    params = layer.parameters()  # the layer's own float64 arrays, perturbed in place by the oracle
+    x = rng.normal(size=(batch, time, layer.input_size))
+    lengths = rng.integers(0, time + 1, size=batch) if masked else None
+    state_shape = (layer.num_layers * layer.num_directions, batch, layer.hidden_size)
+    initial = [rng.normal(size=state_shape) for _ in range(layer.state_size)] if with_initial_state else None
+
+    def public(parts):
+        return None if parts is None else (tuple(parts) if layer.state_size > 1 else parts[0])
+
+    out_weight = rng.normal(size=(batch, time, layer.output_size))
+    state_weights = [rng.normal(size=state_shape) for _ in range(layer.state_size)]
+
+    def loss() -> float:
+        outputs, final, _ = layer.forward(x, initial_state=public(initial), lengths=lengths)
+        parts = list(final) if layer.state_size > 1 else [final]
+        return float(np.sum(outputs * out_weight) + sum(np.sum(p * w) for p, w in zip(parts, state_weights)))
+
+    outputs, _, cache = layer.forward(x, initial_state=public(initial), lengths=lengths)
+    d_x, d_initial, grads = layer.backward(out_weight, public(state_weights), cache)
+    for name, value in params.items():
+        assert_gradients_close(grads[name], numerical_gradient(loss, value), name)
+    assert_gradients_close(d_x, numerical_gradient(loss, x), "inputs")
+    if initial is not None:
+        d_parts = list(d_initial) if layer.state_size > 1 else [d_initial]
+        for k, part in enumerate(initial):
+            assert_gradients_close(d_parts[k], numerical_gradient(loss, part), f"initial_state[{k}]")
+    return outputs, lengths
 
 
 def available_backends() -> list[str]:

@@ -13,7 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlxrnn import SequenceModel, SequenceModelConfig, make_recurrent
-from mlxrnn.testing import CELL_VARIANT_IDS, CELL_VARIANTS, assert_gradients_close, numerical_gradient
+from mlxrnn.testing import (
+    CELL_VARIANT_IDS,
+    CELL_VARIANTS,
+    assert_gradients_close,
+    check_layer_gradients,
+    numerical_gradient,
+)
 
 VARIANT_IDS = CELL_VARIANT_IDS
 
@@ -49,38 +55,8 @@ def test_layer_bptt_matches_finite_differences(cell, options, case):
         cell, case["input_size"], case["hidden_size"], num_layers=case["num_layers"],
         bidirectional=case["bidirectional"], merge=case["merge"], backend="numpy", dtype="float64", **options,
     )
-    params = _randomise(layer, rng)
-    B, T, H = case["batch"], case["time"], case["hidden_size"]
-    x = rng.normal(size=(B, T, case["input_size"]))
-    lengths = rng.integers(0, T + 1, size=B) if case["masked"] else None
-    state_shape = (layer.num_layers * layer.num_directions, B, H)
-    initial = [rng.normal(size=state_shape) for _ in range(layer.state_size)] if case["with_initial_state"] else None
-
-    def public(parts):
-        return None if parts is None else (tuple(parts) if layer.state_size > 1 else parts[0])
-
-    # A loss that reads every output and every part of the final state, with random weights.
-    out_weight = rng.normal(size=(B, T, layer.output_size))
-    state_weights = [rng.normal(size=state_shape) for _ in range(layer.state_size)]
-
-    def loss_of(outputs, final):
-        parts = list(final) if layer.state_size > 1 else [final]
-        return float(np.sum(outputs * out_weight) + sum(np.sum(p * w) for p, w in zip(parts, state_weights)))
-
-    def loss():
-        outputs, final, _ = layer.forward(x, initial_state=public(initial), lengths=lengths)
-        return loss_of(outputs, final)
-
-    outputs, final, cache = layer.forward(x, initial_state=public(initial), lengths=lengths)
-    d_x, d_initial, grads = layer.backward(out_weight, public(state_weights), cache)
-
-    for name, value in params.items():
-        assert_gradients_close(grads[name], numerical_gradient(loss, value), name)
-    assert_gradients_close(d_x, numerical_gradient(loss, x), "inputs")
-    if initial is not None:
-        d_parts = list(d_initial) if layer.state_size > 1 else [d_initial]
-        for k, part in enumerate(initial):
-            assert_gradients_close(d_parts[k], numerical_gradient(loss, part), f"initial_state[{k}]")
+    T = case["time"]
+    outputs, lengths = check_layer_gradients(layer, rng, case["batch"], T, case["masked"], case["with_initial_state"])
     if lengths is not None:  # padded steps output exactly zero
         padded = np.arange(T)[None, :] >= lengths[:, None]
         assert np.all(outputs[padded] == 0.0)

@@ -20,7 +20,13 @@ from mlxrnn.backend.kernels import KernelChoice, kernel_choice, make_kernels, nu
 from mlxrnn.backend.numpy_backend import NumpyBackend
 from mlxrnn.backend.pointwise import PlainKernels
 from mlxrnn.errors import BackendUnavailable, ConfigError
-from mlxrnn.testing import CELL_VARIANT_IDS, CELL_VARIANTS, assert_gradients_close, numerical_gradient
+from mlxrnn.testing import (
+    CELL_VARIANT_IDS,
+    CELL_VARIANTS,
+    assert_gradients_close,
+    check_layer_gradients,
+    numerical_gradient,
+)
 
 HAS_NUMBA = numba_installed()
 needs_numba = pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed (pip install 'mlxrnn[fast]')")
@@ -133,39 +139,10 @@ def test_numba_and_numpy_layers_agree_in_float32(cell, options, bidirectional, m
        seed=st.integers(0, 2**16))
 def test_numba_layer_bptt_matches_finite_differences(cell, options, bidirectional, masked, with_initial_state, seed):
     """The float64 oracle of tests/test_gradients.py, on a backend forced onto the numba kernels."""
-    rng = np.random.default_rng(seed)
     xp = NumpyBackend("float64", kernels="numba")
     layer = make_recurrent(cell, 2, 3, num_layers=2, bidirectional=bidirectional, backend=xp, seed=seed, **options)
     assert xp.kernels.name == "numba"
-    params = layer.parameters()
-    layer.load_parameters({name: rng.normal(0.0, 0.6, size=value.shape) for name, value in params.items()})
-    params = layer.parameters()
-    B, T = 3, 4
-    x = rng.normal(size=(B, T, 2))
-    lengths = rng.integers(0, T + 1, size=B) if masked else None
-    shape = (layer.num_layers * layer.num_directions, B, 3)
-    initial = [rng.normal(size=shape) for _ in range(layer.state_size)] if with_initial_state else None
-
-    def public(parts):
-        return None if parts is None else (tuple(parts) if layer.state_size > 1 else parts[0])
-
-    out_weight = rng.normal(size=(B, T, layer.output_size))
-    state_weights = [rng.normal(size=shape) for _ in range(layer.state_size)]
-
-    def loss():
-        outputs, final, _ = layer.forward(x, initial_state=public(initial), lengths=lengths)
-        parts = list(final) if layer.state_size > 1 else [final]
-        return float(np.sum(outputs * out_weight) + sum(np.sum(p * w) for p, w in zip(parts, state_weights)))
-
-    _, _, cache = layer.forward(x, initial_state=public(initial), lengths=lengths)
-    d_x, d_initial, grads = layer.backward(out_weight, public(state_weights), cache)
-    for name, value in params.items():
-        assert_gradients_close(grads[name], numerical_gradient(loss, value), name)
-    assert_gradients_close(d_x, numerical_gradient(loss, x), "inputs")
-    if initial is not None:
-        d_parts = list(d_initial) if layer.state_size > 1 else [d_initial]
-        for k, part in enumerate(initial):
-            assert_gradients_close(d_parts[k], numerical_gradient(loss, part), f"initial_state[{k}]")
+    check_layer_gradients(layer, np.random.default_rng(seed), 3, 4, masked, with_initial_state)
 
 
 @needs_numba
