@@ -88,7 +88,7 @@ def softmax_cross_entropy(xp, logits, targets, weights=None, reduction="mean", i
     )
     w = None if (weights is None and valid.all()) else _prepare_weights(xp, w_np, targets_np.shape)
     if isinstance(logits, np.ndarray):
-        return _numpy_cross_entropy(logits, np.where(valid, targets_np, 0), w, reduction, gradient)
+        return _numpy_cross_entropy(xp, logits, np.where(valid, targets_np, 0), w, reduction, gradient)
     safe_targets = xp.from_numpy(np.where(valid, targets_np, 0).astype(np.int32))
     shifted = logits - xp.max(logits, axis=-1, keepdims=True)
     log_norm = xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
@@ -105,7 +105,7 @@ def softmax_cross_entropy(xp, logits, targets, weights=None, reduction="mean", i
     return loss, d_logits / denominator
 
 
-def _numpy_cross_entropy(logits: np.ndarray, targets: np.ndarray, w: np.ndarray | None, reduction: str,
+def _numpy_cross_entropy(xp, logits: np.ndarray, targets: np.ndarray, w: np.ndarray | None, reduction: str,
                          gradient: bool) -> tuple:
     """:func:`softmax_cross_entropy` on NumPy in four passes over the (N, V) logits, exp once.
 
@@ -114,7 +114,8 @@ def _numpy_cross_entropy(logits: np.ndarray, targets: np.ndarray, w: np.ndarray 
     the head's GEMMs. Here the shifted logits become the gradient in place:
         s = z − max z;  picked = s[y] − log Σ eˢ  (the log-probability of the target)
         dL/dz = (w / n) (eˢ / Σ eˢ − onehot(y)),  n the normaliser.
-    Same formulas as the generic path; results agree to float rounding (tests/test_losses.py).
+    Same formulas and normaliser as the generic path; results agree to float rounding
+    (tests/test_layers.py).
     """
     vocab = logits.shape[-1]
     rows = logits.reshape(-1, vocab)
@@ -126,19 +127,11 @@ def _numpy_cross_entropy(logits: np.ndarray, targets: np.ndarray, w: np.ndarray 
     totals = shifted.sum(axis=1)
     losses = np.log(totals) - picked  # −log softmax(z)[y], (N,)
     weight = None if w is None else np.asarray(w, dtype=logits.dtype).reshape(-1)
-    if reduction not in REDUCTIONS:
-        raise ConfigError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    if reduction == "sum":
-        denominator = logits.dtype.type(1.0)
-    elif weight is None:
-        denominator = logits.dtype.type(rows.shape[0])
-    else:
-        denominator = np.maximum(weight.sum(), logits.dtype.type(1.0))  # an all-padding batch gives 0, not NaN
-    loss = (losses.sum() if weight is None else (losses * weight).sum()) / denominator
-    loss = np.asarray(loss, dtype=logits.dtype)
+    denominator = _normaliser(xp, weight, rows.shape[0], reduction)
+    loss = np.asarray((losses.sum() if weight is None else (losses * weight).sum()) / denominator, dtype=logits.dtype)
     if not gradient:
         return loss, None
-    scale = (1.0 / denominator if weight is None else weight / denominator).astype(logits.dtype, copy=False)
+    scale = np.asarray(1.0 / denominator if weight is None else weight / denominator, dtype=logits.dtype)
     row_scale = scale / totals  # (N,) or a scalar over (N,)
     shifted *= row_scale[:, None]  # w softmax(z) / n
     shifted[index, ids] -= scale  # − w onehot(y) / n
