@@ -240,10 +240,10 @@ class CompiledStep:
             sites.append((config.output_dropout, time_steps if config.output == "sequence" else 0, rnn.output_size))
         masks = []
         for p, steps, features in sites:
-            drawn = 1 if (rnn.locked_dropout or steps == 0) else steps
-            keep = generator.random(size=(drawn, batch_size, features)) >= p
-            if drawn > 1 and padded_steps > drawn:
-                keep = np.concatenate([keep, np.zeros((padded_steps - drawn,) + keep.shape[1:], bool)])
+            per_step = steps > 0 and not rnn.locked_dropout  # else one mask for all steps: nothing to pad
+            keep = generator.random(size=(steps if per_step else 1, batch_size, features)) >= p
+            if per_step and padded_steps > steps:
+                keep = np.concatenate([keep, np.zeros((padded_steps - steps,) + keep.shape[1:], bool)])
             masks.append(xp.from_numpy(keep))
         return masks
 
