@@ -41,28 +41,31 @@ MINGRU, MINLSTM = 0, 1
 KINDS = {"mingru": MINGRU, "minlstm": MINLSTM}
 
 
+@njit(inline="always")
+def _minlstm_gate(k_u, k_f, one):
+    """minLSTM's u = σ(k_u) / (σ(k_u) + σ(k_f)) and the exponentials e^−k_u, e^−k_f it used.
+
+    u = (1 + e^−k_f) / (2 + e^−k_u + e^−k_f): two exponentials (the backward's σ(−k) reuse them),
+    relative accuracy kept when both gates are tiny; where the sum overflows (both k below ≈ −88
+    in float32) it takes the limit σ(k_u − k_f), never inf/inf. ``one`` is 1 in the arrays' dtype.
+    """
+    e_u, e_f = math.exp(-k_u), math.exp(-k_f)
+    total = one + one + e_u + e_f
+    if total < math.inf:
+        return (one + e_f) / total, e_u, e_f
+    return one / (one + math.exp(k_f - k_u)), e_u, e_f
+
+
 @njit(**_JIT)
 def _update_row(kind, x_row, H, out):
-    """out[j] = u for one (t, b) row of x_proj (G·H,).
-
-    minLSTM: with e_u = e^−k_u, e_f = e^−k_f, u = σ(k_u) / (σ(k_u) + σ(k_f)) = (1 + e_f) / (2 + e_u + e_f):
-    two exponentials, relative accuracy kept when both gates are tiny; where the sum overflows
-    (both k below ≈ −88 in float32) it takes the limit σ(k_u − k_f), never inf/inf.
-    """
-    one = x_row.dtype.type(1.0)
-    half = x_row.dtype.type(0.5)
-    two = x_row.dtype.type(2.0)
+    """out[j] = u for one (t, b) row of x_proj (G·H,): σ(k_u) for minGRU, :func:`_minlstm_gate` for minLSTM."""
+    one, half = x_row.dtype.type(1.0), x_row.dtype.type(0.5)
     if kind == MINGRU:
         for j in range(H):
             out[j] = half + half * _tanh(half * x_row[j])
     else:
         for j in range(H):
-            e_u, e_f = math.exp(-x_row[j]), math.exp(-x_row[H + j])
-            total = two + e_u + e_f
-            if total < math.inf:
-                out[j] = (one + e_f) / total
-            else:
-                out[j] = one / (one + math.exp(x_row[H + j] - x_row[j]))
+            out[j] = _minlstm_gate(x_row[j], x_row[H + j], one)[0]
 
 
 @njit(inline="always")
@@ -106,7 +109,6 @@ def _backward(kind, x_proj, h0, h, mask, reverse, d_y, d_final, d_x_proj, delta_
     H = h0.shape[1]
     C = x_proj.shape[2] - H
     one = x_proj.dtype.type(1.0)
-    two = x_proj.dtype.type(2.0)
     half = x_proj.dtype.type(0.5)
     for b in range(B):
         carry = d_final[b]  # δ flowing into the step being processed: starts as dL/dh_final
@@ -128,9 +130,7 @@ def _backward(kind, x_proj, h0, h, mask, reverse, d_y, d_final, d_x_proj, delta_
             else:  # u = σ(z), z = log σ(k_u) − log σ(k_f); ∂z/∂k_u = σ(−k_u), ∂z/∂k_f = −σ(−k_f)
                 for j in range(H):
                     delta = carry[j] + m * dy[j]
-                    e_u, e_f = math.exp(-x_row[j]), math.exp(-x_row[H + j])  # as in _update_row
-                    total = two + e_u + e_f
-                    u = (one + e_f) / total if total < math.inf else one / (one + math.exp(x_row[H + j] - x_row[j]))
+                    u, e_u, e_f = _minlstm_gate(x_row[j], x_row[H + j], one)
                     d_z = m * delta * (x_row[C + j] - prev[j]) * u * (one - u)
                     d_row[j] = d_z / (one + one / e_u)  # σ(−k) = 1 / (1 + 1/e^−k)
                     d_row[H + j] = -d_z / (one + one / e_f)
