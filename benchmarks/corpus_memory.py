@@ -5,7 +5,7 @@
 
 Each measurement runs in a fresh process that reads the corpus, builds the vocabulary, encodes
 the text and cuts it into training/validation streams exactly as ``mlxrnn train`` does
-(:mod:`mlxrnn.lm.run_data`), then reports the growth of its peak resident set size
+(:mod:`mlxrnn.run.data`), then reports the growth of its peak resident set size
 (``ru_maxrss``) over the same process before the corpus was touched, divided by the number of
 characters. The corpus is tiny-shakespeare repeated to the size asked, plus two characters
 beyond Latin-1 (so Python stores it with 2 bytes a character, as most real corpora need).
@@ -26,8 +26,8 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys
-from mlxrnn.lm.options import TrainOptions
-from mlxrnn.lm.run_data import build_vocabulary, encode_corpus, load_corpus, make_batchers
+from mlxrnn.run.options import TrainOptions
+from mlxrnn.run.data import build_vocabulary, encode_corpus, load_corpus, make_batchers
 def peak():  # bytes (Linux reports KiB, macOS bytes)
     value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return value if sys.platform == "darwin" else value * 1024
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=10.0, help="corpus size in MB (default 10)")
     parser.add_argument("-o", "--output", default="benchmarks/results/corpus_memory.json")
     args = parser.parse_args()
-    from mlxrnn.lm.corpus import bundled_corpus_path
+    from mlxrnn.text.corpus import bundled_corpus_path
 
     base = bundled_corpus_path().read_text(encoding="utf-8")
     size = int(args.mb * 1e6)

@@ -43,7 +43,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "distributed_overhead.js
 def worker(config: dict, out_dir: Path) -> None:
     import numpy as np
 
-    from mlxrnn.lm.run import LanguageModelRun, TrainOptions
+    from mlxrnn.run.loop import LanguageModelRun, TrainOptions
     from mlxrnn.training.distributed import init_distributed
 
     dist = init_distributed()

@@ -51,9 +51,9 @@ def quality_figure(out_dir: Path) -> Path:
 
 
 def gradient_flow_figure(out_dir: Path) -> tuple[Path, dict]:
-    from mlxrnn.lm.corpus import bundled_corpus_path, read_text
     from mlxrnn.lm.gradflow import compare_fresh_cells
     from mlxrnn.plot.gradflow import plot_gradient_flow
+    from mlxrnn.text.corpus import bundled_corpus_path, read_text
 
     flows = compare_fresh_cells(read_text(bundled_corpus_path()), **GRADFLOW_SETTINGS)
     title = "Gradient of the last step's loss reaching earlier steps: fresh 1 × 128 character models"
@@ -64,10 +64,10 @@ def gradient_flow_figure(out_dir: Path) -> tuple[Path, dict]:
 def trained_gradient_flow_figure(out_dir: Path, steps: int) -> tuple[Path, dict]:
     import tempfile
 
-    from mlxrnn.lm.corpus import bundled_corpus_path, read_text
     from mlxrnn.lm.gradflow import run_gradient_flow
-    from mlxrnn.lm.run import TrainOptions, train_language_model
     from mlxrnn.plot.gradflow import plot_gradient_flow
+    from mlxrnn.run.loop import TrainOptions, train_language_model
+    from mlxrnn.text.corpus import bundled_corpus_path, read_text
 
     text, s = read_text(bundled_corpus_path()), GRADFLOW_SETTINGS
     flows = {}

@@ -47,14 +47,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mlxrnn.lm.corpus import bundled_corpus_path
 from mlxrnn.lm.evaluation import perplexity, unknown_rate
 from mlxrnn.lm.model import language_model_config
-from mlxrnn.lm.options import TrainOptions
-from mlxrnn.lm.run_data import build_vocabulary, make_batchers
-from mlxrnn.lm.tokenizers import WordTokenizer
 from mlxrnn.models.sequence_model import SequenceModel
 from mlxrnn.nn.schedules import make_schedule
+from mlxrnn.run.data import build_vocabulary, make_batchers
+from mlxrnn.run.options import TrainOptions
+from mlxrnn.text.corpus import bundled_corpus_path
+from mlxrnn.text.tokenizers import WordTokenizer
 
 HERE = Path(__file__).resolve().parent
 #: the issue's configuration (TrainOptions fields)

@@ -8,11 +8,11 @@ import sys
 import click
 
 from mlxrnn.errors import ConfigError, DataError
-from mlxrnn.lm.corpus import read_text
 from mlxrnn.lm.evaluation import evaluate_text
 from mlxrnn.lm.model import load_language_model
 from mlxrnn.lm.sampling import MAX_KEPT_TOKENS, encode_prime, sample, score
 from mlxrnn.models.decoding import SamplingOptions
+from mlxrnn.text.corpus import read_text
 
 from .common import check_backend, echo_json, handle_errors
 from .options import encoding_errors_option

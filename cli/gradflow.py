@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 
 from mlxrnn.errors import ConfigError
-from mlxrnn.lm.corpus import bundled_corpus_path, read_text
 from mlxrnn.lm.gradflow import DEFAULT_CELLS, compare_fresh_cells, run_gradient_flow
-from mlxrnn.lm.metrics import unique_names
 from mlxrnn.models.gradflow import GradientFlow
 from mlxrnn.nn.cells import CELLS
 from mlxrnn.plot import check_output_path
 from mlxrnn.plot.gradflow import plot_gradient_flow
+from mlxrnn.run.metrics import unique_names
+from mlxrnn.text.corpus import bundled_corpus_path, read_text
 
 from .common import check_backend, echo_json, handle_errors
 from .options import encoding_errors_option

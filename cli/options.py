@@ -1,6 +1,6 @@
 """Fields and flags: the one place where the library's setting names meet the command line.
 
-* A :class:`~mlxrnn.lm.options.TrainOptions` field ``val_frac`` is the flag ``--val-frac``
+* A :class:`~mlxrnn.run.options.TrainOptions` field ``val_frac`` is the flag ``--val-frac``
   (:func:`flag_name`), with the default, type, choices and help its declaration gives;
   :func:`train_options` generates those flags and :func:`options_from_flags` builds the
   TrainOptions back from click's values, so no option is spelled twice.
@@ -18,14 +18,9 @@ from typing import Any
 import click
 
 from mlxrnn.errors import spell_fields
-from mlxrnn.lm.options import (
-    TrainOptions,
-    option_choices,
-    option_default,
-    option_fields,
-    option_type,
-)
 from mlxrnn.nn.cells import cell_option_names
+from mlxrnn.run.option_declarations import option_choices, option_default
+from mlxrnn.run.options import TrainOptions, option_fields, option_type
 
 #: a cell option (a keyword of the cell class) -> its flag; each cell takes those it names
 CELL_FLAGS: dict[str, Callable] = {

@@ -16,9 +16,9 @@ import click
 import numpy as np
 
 from mlxrnn.errors import MissingExtra
-from mlxrnn.lm.metrics import RunMetrics, read_run_metrics, unique_names
 from mlxrnn.plot import INSTALL_HINT, check_output_path
 from mlxrnn.plot.curves import plot_training_curves
+from mlxrnn.run.metrics import RunMetrics, read_run_metrics, unique_names
 
 from .common import EXIT_ERROR, echo_json, fail, handle_errors
 

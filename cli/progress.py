@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from mlxrnn.lm.run_state import Progress
+from mlxrnn.run.state import Progress
 
 
 def format_duration(seconds: float | None) -> str:

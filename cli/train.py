@@ -10,8 +10,8 @@ import click
 
 from mlxrnn.errors import ConfigError, Interrupted, spell_fields
 from mlxrnn.lm.evaluation import perplexity
-from mlxrnn.lm.option_files import read_options_file
-from mlxrnn.lm.run import train_language_model
+from mlxrnn.run.loop import train_language_model
+from mlxrnn.run.option_files import read_options_file
 from mlxrnn.training.distributed import init_distributed, launched
 
 from .common import EXIT_INTERRUPTED, check_backend, echo_json, fail, handle_errors
@@ -50,7 +50,7 @@ def default_run_dir(level: str, cell: str) -> str:
 
 
 @click.command()
-@train_options  # CORPUS and one flag per TrainOptions field (mlxrnn/lm/options.py), in declaration order
+@train_options  # CORPUS and one flag per TrainOptions field (mlxrnn/run/options.py), in declaration order
 @click.option(
     "--distributed",
     is_flag=True,

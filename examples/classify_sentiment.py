@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 from tasks import sentiment_data  # noqa: E402
 
 import mlxrnn  # noqa: E402
-from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.nn.sequences import pad_sequences
+from mlxrnn.text.vocabulary import Vocabulary
 
 
 def encode(vocab: Vocabulary, sentences: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:

@@ -31,9 +31,9 @@ import numpy as np  # noqa: E402
 from tasks import NOTES, PATTERN_NAMES, is_valid_pattern, pattern_data  # noqa: E402
 
 import mlxrnn  # noqa: E402
-from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.nn.sequences import SPECIAL_TOKENS
+from mlxrnn.text.vocabulary import Vocabulary
 
 
 def sample_quality(model, vocab, options, per_class: int, seed: int, train_set: set, held_out_set: set) -> dict:

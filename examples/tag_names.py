@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 from tasks import AMBIGUOUS_FIRST, name_spans, name_tagging_data  # noqa: E402
 
 import mlxrnn  # noqa: E402
-from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.nn.sequences import pad_sequences
+from mlxrnn.text.vocabulary import Vocabulary
 
 
 def evaluate(model: mlxrnn.SequenceTagger, ids: np.ndarray, lengths: np.ndarray, sentences, tags) -> dict:

@@ -30,7 +30,7 @@ import time  # noqa: E402
 from tasks import date_pairs  # noqa: E402
 
 import mlxrnn  # noqa: E402
-from mlxrnn.lm.vocabulary import Vocabulary
+from mlxrnn.text.vocabulary import Vocabulary
 
 
 def build(pairs, source_vocab: Vocabulary, target_vocab: Vocabulary) -> dict:

@@ -16,8 +16,9 @@ From Python as from the command line:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
+from mlxrnn import _moved
 from mlxrnn.backend import auto_choice, get_backend, mlx_installed
 from mlxrnn.errors import (
     BackendUnavailable,
@@ -34,14 +35,13 @@ from mlxrnn.io import interop
 from mlxrnn.io.model_files import load
 from mlxrnn.lm.evaluation import Evaluation, evaluate_text
 from mlxrnn.lm.model import LanguageModel, load_language_model
-from mlxrnn.lm.options import TrainOptions
-from mlxrnn.lm.run import Progress, RunSummary, train_language_model
 from mlxrnn.lm.sampling import Samples, SentenceScore, sample, score
 from mlxrnn.models.classifier import SequenceClassifier, SequenceClassifierConfig
 from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.models.generator import SequenceGenerator, SequenceGeneratorConfig, generator_batch
 from mlxrnn.models.gradflow import GradientFlow, gradient_flow
-from mlxrnn.models.seq2seq import Hypothesis, Seq2Seq, Seq2SeqConfig, seq2seq_batch
+from mlxrnn.models.seq2seq import Seq2Seq, Seq2SeqConfig, seq2seq_batch
+from mlxrnn.models.seq2seq_decoding import Hypothesis
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
 from mlxrnn.models.spec import RecurrentSpec
 from mlxrnn.models.tagger import SequenceTagger, SequenceTaggerConfig
@@ -50,9 +50,13 @@ from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
 from mlxrnn.nn.layers import GRU, LSTM, RNN, Embedding, Linear, Recurrent, lengths_to_mask, make_recurrent, one_hot
 from mlxrnn.nn.losses import binary_cross_entropy_with_logits, mean_squared_error, softmax_cross_entropy
 from mlxrnn.nn.optim import SGD, Adam, AdamW, Optimizer, RMSProp, make_optimizer
+from mlxrnn.run.loop import Progress, RunSummary, train_language_model
+from mlxrnn.run.options import TrainOptions
 from mlxrnn.training.callbacks import Callback, EarlyStopping, LearningRateSchedule, ProgressBar, RestoreBestWeights
 from mlxrnn.training.fit import History
 from mlxrnn.training.trainer import StepResult, Trainer
+
+_moved.install()  # 0.1.0's import paths keep working, with a DeprecationWarning (mlxrnn/_moved.py)
 
 __all__ = [
     "__version__", "interop", "auto_choice", "get_backend", "mlx_installed",

@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 
 from mlxrnn.io.checkpoint import load_checkpoint
-from mlxrnn.lm.batching import LMBatcher
-from mlxrnn.lm.corpus import bundled_corpus_path
 from mlxrnn.lm.evaluation import evaluate_ids, evaluate_text, evaluate_windows
 from mlxrnn.lm.model import LanguageModel, language_model_config
-from mlxrnn.lm.run import LanguageModelRun, TrainOptions
-from mlxrnn.lm.tokenizers import CharTokenizer
-from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.sequence_model import SequenceModel
+from mlxrnn.run.loop import LanguageModelRun, TrainOptions
+from mlxrnn.text.batching import LMBatcher
+from mlxrnn.text.corpus import bundled_corpus_path
+from mlxrnn.text.tokenizers import CharTokenizer
+from mlxrnn.text.vocabulary import Vocabulary
 
 from .test_distributed import launch_two, needs_launcher, needs_mlx
 
@@ -198,7 +198,7 @@ DP_WORKER = textwrap.dedent(
     import json, sys
     import numpy as np
     from mlxrnn.training.distributed import init_distributed
-    from mlxrnn.lm.run import LanguageModelRun, TrainOptions
+    from mlxrnn.run.loop import LanguageModelRun, TrainOptions
 
     options, stop_at, run_dir, out = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     dist = init_distributed()

@@ -23,8 +23,8 @@ import mlxrnn
 from mlxrnn import Adam, SequenceClassifier, SequenceClassifierConfig, SequenceModel, SequenceModelConfig, Trainer
 from mlxrnn.errors import ConfigError, ShapeError, TrainingDiverged
 from mlxrnn.io.checkpoint import load_checkpoint
-from mlxrnn.lm.run import TrainOptions, train_language_model
 from mlxrnn.models.decoding import SamplingOptions, next_token_distribution
+from mlxrnn.run.loop import TrainOptions, train_language_model
 
 pytestmark = pytest.mark.skipif(not mlxrnn.mlx_installed(), reason="MLX is not installed (pip install 'mlxrnn[mlx]')")
 
@@ -211,7 +211,7 @@ def _losses(run):
 
 def test_resume_on_the_compiled_path_is_bit_exact(tmp_path):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(mlxrnn.lm.corpus.bundled_corpus_path().read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    corpus.write_text(mlxrnn.text.corpus.bundled_corpus_path().read_text(encoding="utf-8")[:3000], encoding="utf-8")
     options = dict(corpus=str(corpus), backend="mlx", layers=2, hidden=8, embed=4, seq_len=8, batch_size=3,
                    dropout=0.3, embed_dropout=0.0, output_dropout=0.0,  # between layers: the compiled step's masks
                    eval_every=3, log_every=1)
@@ -235,7 +235,7 @@ def test_a_run_reads_each_step_only_after_queueing_the_next(tmp_path, monkeypatc
     from mlxrnn.training.trainer import StepResult, Trainer
 
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(mlxrnn.lm.corpus.bundled_corpus_path().read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    corpus.write_text(mlxrnn.text.corpus.bundled_corpus_path().read_text(encoding="utf-8")[:3000], encoding="utf-8")
     options = dict(corpus=str(corpus), backend="mlx", hidden=8, embed=4, seq_len=8, batch_size=3, eval_every=4,
                    log_every=1, schedule="cosine", warmup=0.25, steps=9)
     events: list = []
@@ -280,7 +280,7 @@ def test_divergence_on_the_compiled_path_names_the_step_and_keeps_good_weights(t
     """With the lagged read, a diverged step is still named by its own number, and the checkpoint
     kept is the last good one, as on the eager path."""
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(mlxrnn.lm.corpus.bundled_corpus_path().read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    corpus.write_text(mlxrnn.text.corpus.bundled_corpus_path().read_text(encoding="utf-8")[:3000], encoding="utf-8")
     options = dict(corpus=str(corpus), backend="mlx", hidden=8, embed=4, seq_len=8, batch_size=3, eval_every=2,
                    log_every=1, lr=50.0, clip=None, optimizer="sgd", steps=40)
     found = {}
@@ -338,8 +338,8 @@ def test_compiled_sampling_draws_what_eager_sampling_draws(cell, options):
 def test_a_seed_reproduces_the_text_on_mlx():
     from mlxrnn.lm.model import LanguageModel, language_model_config
     from mlxrnn.lm.sampling import sample
-    from mlxrnn.lm.tokenizers import make_tokenizer
-    from mlxrnn.lm.vocabulary import Vocabulary
+    from mlxrnn.text.tokenizers import make_tokenizer
+    from mlxrnn.text.vocabulary import Vocabulary
 
     vocab = Vocabulary.build(list("abcdefgh \n"), level="char")
     config = language_model_config(len(vocab), cell="gru", hidden_size=8, num_layers=1, embed_size=4, seed=1)

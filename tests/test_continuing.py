@@ -18,15 +18,15 @@ from mlxrnn_cli.main import cli
 
 from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.io.checkpoint import load_checkpoint
-from mlxrnn.lm.corpus import bundled_corpus_path
-from mlxrnn.lm.init_from import source_architecture, transplant_weights
 from mlxrnn.lm.model import LanguageModel, language_model_config, load_language_model
-from mlxrnn.lm.option_files import read_options_file
-from mlxrnn.lm.options import TrainOptions, option_fields
-from mlxrnn.lm.run import LanguageModelRun, train_language_model
-from mlxrnn.lm.tokenizers import make_tokenizer
-from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.sequence_model import SequenceModel
+from mlxrnn.run.init_from import source_architecture, transplant_weights
+from mlxrnn.run.loop import LanguageModelRun, train_language_model
+from mlxrnn.run.option_files import read_options_file
+from mlxrnn.run.options import TrainOptions, option_fields
+from mlxrnn.text.corpus import bundled_corpus_path
+from mlxrnn.text.tokenizers import make_tokenizer
+from mlxrnn.text.vocabulary import Vocabulary
 
 try:  # TOML: the standard library from Python 3.11, tomli before it
     import tomllib  # noqa: F401

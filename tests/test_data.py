@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlxrnn.errors import ConfigError, DataError
-from mlxrnn.lm.batching import LMBatcher
-from mlxrnn.lm.corpus import bundled_corpus_path, read_text, split_by_fraction
-from mlxrnn.lm.tokenizers import CharTokenizer, WordTokenizer, make_tokenizer
-from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.nn.sequences import EOS, PAD, UNK, pad_sequences
+from mlxrnn.text.batching import LMBatcher
+from mlxrnn.text.corpus import bundled_corpus_path, read_text, split_by_fraction
+from mlxrnn.text.tokenizers import CharTokenizer, WordTokenizer, make_tokenizer
+from mlxrnn.text.vocabulary import Vocabulary
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -21,9 +21,9 @@ import pytest
 
 from mlxrnn.errors import ConfigError
 from mlxrnn.io.checkpoint import load_checkpoint
-from mlxrnn.lm.batching import LMBatcher
-from mlxrnn.lm.corpus import bundled_corpus_path
-from mlxrnn.lm.run import LanguageModelRun, TrainOptions
+from mlxrnn.run.loop import LanguageModelRun, TrainOptions
+from mlxrnn.text.batching import LMBatcher
+from mlxrnn.text.corpus import bundled_corpus_path
 from mlxrnn.training.distributed import DataParallel, ShardedBatcher, ShardedDropoutRNG, init_distributed
 
 try:
@@ -46,7 +46,7 @@ WORKER = textwrap.dedent(
     import json, sys
     import numpy as np
     from mlxrnn.training.distributed import init_distributed
-    from mlxrnn.lm.run import LanguageModelRun, TrainOptions
+    from mlxrnn.run.loop import LanguageModelRun, TrainOptions
 
     options, run_dir, out = TrainOptions(**json.loads(sys.argv[1])), sys.argv[2], sys.argv[3]
     dist = init_distributed()

@@ -17,11 +17,11 @@ import pytest
 import mlxrnn
 from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.io.checkpoint import load_checkpoint
-from mlxrnn.lm.corpus import bundled_corpus_path
 from mlxrnn.lm.model import load_language_model
-from mlxrnn.lm.run import TrainingDiverged, TrainOptions, train_language_model
 from mlxrnn.lm.sampling import sample, score
 from mlxrnn.models.decoding import SamplingOptions, draw_tokens, next_token_distribution
+from mlxrnn.run.loop import TrainingDiverged, TrainOptions, train_language_model
+from mlxrnn.text.corpus import bundled_corpus_path
 
 SMALL = dict(layers=1, hidden=24, embed=8, seq_len=16, batch_size=4, eval_every=5, log_every=1)
 
@@ -341,7 +341,7 @@ def test_token_stepper_equals_full_forward(tmp_path, small_corpus, embed):
 def test_word_vocabulary_counts_only_the_training_split(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat sat\n" * 90 + "zebra zebra zebra\n" * 10, encoding="utf-8")  # zebra: last 10% only
-    from mlxrnn.lm.run_data import build_vocabulary
+    from mlxrnn.run.data import build_vocabulary
 
     _, vocab, _ = build_vocabulary(TrainOptions(corpus=str(corpus), level="word", val_frac=0.1), corpus.read_text())
     assert "cat" in vocab and "zebra" not in vocab

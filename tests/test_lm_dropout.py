@@ -12,11 +12,11 @@ import pytest
 
 from mlxrnn import SequenceModel, SequenceModelConfig
 from mlxrnn.io.checkpoint import load_checkpoint
-from mlxrnn.lm.corpus import bundled_corpus_path
-from mlxrnn.lm.options import TrainOptions
-from mlxrnn.lm.run import train_language_model
 from mlxrnn.nn.dropout import dropout_mask
+from mlxrnn.run.loop import train_language_model
+from mlxrnn.run.options import TrainOptions
 from mlxrnn.testing import assert_gradients_close, numerical_gradient
+from mlxrnn.text.corpus import bundled_corpus_path
 
 V, B, T = 7, 3, 4
 #: one entry per kind of dropout (and the combinations a word model uses): config overrides

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from mlxrnn_cli.main import cli
 
 from mlxrnn.errors import ConfigError
-from mlxrnn.lm.corpus import bundled_corpus_path
-from mlxrnn.lm.options import TrainOptions
-from mlxrnn.lm.run import train_language_model
 from mlxrnn.nn.schedules import CosineSchedule, PlateauSchedule, make_schedule
+from mlxrnn.run.loop import train_language_model
+from mlxrnn.run.options import TrainOptions
+from mlxrnn.text.corpus import bundled_corpus_path
 
 
 class _Optimizer:

@@ -25,10 +25,10 @@ import pytest
 import mlxrnn
 from mlxrnn import get_backend, make_recurrent
 from mlxrnn.errors import ConfigError
-from mlxrnn.lm.corpus import bundled_corpus_path
 from mlxrnn.lm.model import load_language_model
 from mlxrnn.nn.scan import SEQUENTIAL_FROM_WIDTH, chunk_length, linear_scan
 from mlxrnn.testing import available_backends
+from mlxrnn.text.corpus import bundled_corpus_path
 
 MIN_CELLS = [("mingru", {}), ("minlstm", {"forget_bias": 1.0})]
 IDS = ["mingru", "minlstm"]

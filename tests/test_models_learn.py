@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import mlxrnn
-from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.nn.sequences import SPECIAL_TOKENS, pad_sequences
+from mlxrnn.text.vocabulary import Vocabulary
 
 _TASKS_PATH = Path(__file__).resolve().parents[1] / "examples" / "tasks.py"
 _spec = importlib.util.spec_from_file_location("mlxrnn_example_tasks", _TASKS_PATH)

@@ -18,8 +18,9 @@ from mlxrnn_cli.options import CELL_FLAGS, flag_name, flags_of, options_from_fla
 from mlxrnn_cli.train import train
 
 from mlxrnn.errors import FIELD_REFERENCE, ConfigError, DataError
-from mlxrnn.lm.options import TrainOptions, option_choices, option_default, option_fields
 from mlxrnn.nn.cells import CELLS, cell_option_names
+from mlxrnn.run.option_declarations import option_choices, option_default
+from mlxrnn.run.options import TrainOptions, option_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the train command's own parameters: how to run, not what to train (not stored in options.json)
@@ -198,7 +199,7 @@ def _raised_strings(path: Path) -> list[str]:
     return pieces
 
 
-@pytest.mark.parametrize("package", ["lm", "io", "training"])
+@pytest.mark.parametrize("package", ["text", "lm", "run", "io", "training"])
 def test_library_messages_name_fields_not_cli_flags(package):
     """The library does not know the CLI's flags; literal command lines to run are the exception."""
     offenders = []

@@ -22,10 +22,10 @@ from mlxrnn_cli.main import cli
 
 from mlxrnn.errors import DataError, MissingExtra
 from mlxrnn.lm.gradflow import compare_fresh_cells, text_batch
-from mlxrnn.lm.metrics import read_run_metrics, unique_names
-from mlxrnn.lm.run import TrainOptions, train_language_model
 from mlxrnn.plot import require_matplotlib
 from mlxrnn.plot.bench import plot_bench_ratios, ratio_rows
+from mlxrnn.run.loop import TrainOptions, train_language_model
+from mlxrnn.run.metrics import read_run_metrics, unique_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -279,5 +279,5 @@ def test_figures_script_regenerates_them(tmp_path):
 
 def test_nothing_imports_matplotlib_until_a_figure_is_drawn():
     code = ("import sys, mlxrnn, mlxrnn.plot, mlxrnn.plot.curves, mlxrnn.plot.gradflow, mlxrnn.plot.bench, "
-            "mlxrnn.lm.metrics, mlxrnn.lm.gradflow, mlxrnn_cli.main; sys.exit('matplotlib' in sys.modules)")
+            "mlxrnn.run.metrics, mlxrnn.lm.gradflow, mlxrnn_cli.main; sys.exit('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

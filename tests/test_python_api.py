@@ -14,7 +14,7 @@ from mlxrnn_cli.main import cli
 
 import mlxrnn
 from mlxrnn import CheckpointError, ConfigError
-from mlxrnn.lm.corpus import bundled_corpus_path
+from mlxrnn.text.corpus import bundled_corpus_path
 
 SMALL = dict(layers=1, hidden=24, embed=8, seq_len=16, batch_size=4, eval_every=5, log_every=2, backend="numpy")
 

@@ -36,15 +36,14 @@ from mlxrnn_cli.main import cli
 from mlxrnn import mlx_installed
 from mlxrnn.errors import CheckpointError, ConfigError, DataError, MLXRNNError, ShapeError
 from mlxrnn.io.checkpoint import load_checkpoint, save_checkpoint
-from mlxrnn.lm import run as lm_train
-from mlxrnn.lm.corpus import bundled_corpus_path, read_text
 from mlxrnn.lm.evaluation import evaluate_ids
 from mlxrnn.lm.model import language_model_config, load_language_model
-from mlxrnn.lm.run import Interrupted, TrainingDiverged, TrainOptions, train_language_model
-from mlxrnn.lm.tokenizers import CharTokenizer, WordTokenizer, make_tokenizer
-from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
 from mlxrnn.nn.optim import Adam
+from mlxrnn.run.loop import Interrupted, TrainingDiverged, TrainOptions, train_language_model
+from mlxrnn.text.corpus import bundled_corpus_path, read_text
+from mlxrnn.text.tokenizers import CharTokenizer, WordTokenizer, make_tokenizer
+from mlxrnn.text.vocabulary import Vocabulary
 from mlxrnn.training.trainer import Trainer
 
 TINY = dict(layers=1, hidden=16, embed=8, seq_len=16, batch_size=4, eval_every=3, log_every=1, dropout=0.0)
@@ -600,13 +599,15 @@ def test_gradient_norms_and_clip_rate_are_logged(tmp_path, corpus):
 
 
 def test_ctrl_c_during_the_final_evaluation_saves_and_exits_cleanly(tmp_path, corpus, monkeypatch):
-    original = lm_train.evaluate_windows
+    from mlxrnn.run import records
+
+    original = records.evaluate_windows
 
     def interrupted_evaluation(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)  # arrives while the (only, final) evaluation runs
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lm_train, "evaluate_windows", interrupted_evaluation)
+    monkeypatch.setattr(records, "evaluate_windows", interrupted_evaluation)
     run = tmp_path / "run"
     with pytest.raises(Interrupted, match="SIGINT received: saved step 4") as stop:
         train_language_model(TrainOptions(corpus=str(corpus), steps=4, backend="numpy",

@@ -31,11 +31,11 @@ from mlxrnn_cli.main import cli
 
 from mlxrnn.errors import CheckpointError, ConfigError, DataError, Interrupted
 from mlxrnn.io.checkpoint import load_checkpoint
-from mlxrnn.lm.corpus import read_text
 from mlxrnn.lm.model import load_language_model
-from mlxrnn.lm.run import TrainOptions, train_language_model
 from mlxrnn.lm.sampling import MAX_KEPT_TOKENS, sample
 from mlxrnn.models.decoding import SamplingOptions
+from mlxrnn.run.loop import TrainOptions, train_language_model
+from mlxrnn.text.corpus import read_text
 from tests.test_reliability import TINY, TINY_FLAGS, assert_clean, char_run, corpus, invoke
 
 __all__ = ["char_run", "corpus"]  # module fixtures shared with test_reliability

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from mlxrnn.errors import ConfigError, DataError, MLXRNNError, ShapeError
 from mlxrnn.lm.model import load_language_model
-from mlxrnn.lm.options import TrainOptions
-from mlxrnn.lm.run_data import build_vocabulary, encode_corpus, load_corpus, make_batchers
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
 from mlxrnn.nn.layers import GRU, LSTM, RNN
 from mlxrnn.nn.losses import binary_cross_entropy_with_logits
 from mlxrnn.nn.optim import Adam
+from mlxrnn.run.data import build_vocabulary, encode_corpus, load_corpus, make_batchers
+from mlxrnn.run.options import TrainOptions
 from mlxrnn.testing import available_backends
 from mlxrnn.training.trainer import Trainer
 from tests.test_reliability import FUZZ, char_run, corpus

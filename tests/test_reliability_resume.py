@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from mlxrnn.errors import CheckpointError, ConfigError, DataError
 from mlxrnn.io.checkpoint import load_checkpoint
-from mlxrnn.lm.run import TrainOptions, train_language_model
+from mlxrnn.run.loop import TrainOptions, train_language_model
 from tests.test_reliability import (
     FUZZ,
     JSON_VALUES,

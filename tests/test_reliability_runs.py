@@ -26,7 +26,7 @@ import pytest
 from mlxrnn.errors import CheckpointError, DataError, TrainingDiverged, WriteError
 from mlxrnn.io import files, run_directory
 from mlxrnn.io.checkpoint import load_checkpoint
-from mlxrnn.lm.run import LanguageModelRun, TrainOptions, train_language_model
+from mlxrnn.run.loop import LanguageModelRun, TrainOptions, train_language_model
 from tests.test_reliability import TINY, TINY_FLAGS, assert_clean_process, char_run, corpus, run_process, tree_digest
 
 __all__ = ["char_run", "corpus"]  # module fixtures shared with test_reliability

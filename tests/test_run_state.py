@@ -15,10 +15,10 @@ import pytest
 
 from mlxrnn.errors import CheckpointError, ConfigError, Interrupted
 from mlxrnn.io.checkpoint import load_checkpoint
-from mlxrnn.lm.corpus import bundled_corpus_path
-from mlxrnn.lm.run import TrainOptions, train_language_model
-from mlxrnn.lm.run_state import RunState, legacy_schedule_state
 from mlxrnn.nn.schedules import CosineSchedule, PlateauSchedule, Schedule, make_schedule
+from mlxrnn.run.loop import TrainOptions, train_language_model
+from mlxrnn.run.state import RunState, legacy_schedule_state
+from mlxrnn.text.corpus import bundled_corpus_path
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lm_run_v1"
 SMALL = dict(layers=1, hidden=16, embed=8, seq_len=8, batch_size=3, backend="numpy")

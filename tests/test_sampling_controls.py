@@ -17,11 +17,11 @@ import pytest
 import mlxrnn.lm.sampling as sampling_module
 from mlxrnn.lm.model import LanguageModel, language_model_config
 from mlxrnn.lm.sampling import sample
-from mlxrnn.lm.tokenizers import CharTokenizer
-from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.decoding import SamplingOptions, draw_tokens, next_token_distribution
 from mlxrnn.models.sequence_model import SequenceModel
 from mlxrnn.testing import available_backends
+from mlxrnn.text.tokenizers import CharTokenizer
+from mlxrnn.text.vocabulary import Vocabulary
 
 
 def reference_distribution(logits, temperature=1.0, top_k=None, top_p=None, banned=()) -> np.ndarray:

@@ -19,18 +19,18 @@ from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.io.checkpoint import load_checkpoint
 from mlxrnn.lm.evaluation import evaluate_text
 from mlxrnn.lm.model import load_language_model
-from mlxrnn.lm.options import TrainOptions
-from mlxrnn.lm.run import train_language_model
-from mlxrnn.lm.run_data import build_vocabulary
 from mlxrnn.lm.sampling import sample, score
-from mlxrnn.lm.tokenizers import (
+from mlxrnn.nn.sequences import EOS, UNK
+from mlxrnn.run.data import build_vocabulary
+from mlxrnn.run.loop import train_language_model
+from mlxrnn.run.options import TrainOptions
+from mlxrnn.text.tokenizers import (
     CharTokenizer,
     WhitespaceTokenizer,
     WordTokenizer,
     make_tokenizer,
     tokenizer_from_dict,
 )
-from mlxrnn.nn.sequences import EOS, UNK
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: pre-tokenized text as the classic word corpora ship it: one sentence a line, <unk> and N in it

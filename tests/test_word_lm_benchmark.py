@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mlxrnn.lm.model import language_model_config
-from mlxrnn.lm.options import TrainOptions, option_fields
 from mlxrnn.models.sequence_model import SequenceModel
+from mlxrnn.run.options import TrainOptions, option_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_TORCH = importlib.util.find_spec("torch") is not None

@@ -35,7 +35,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .numba_pointwise import _JIT, _tanh
+from .numba_scalar import JIT as _JIT
+from .numba_scalar import tanh as _tanh
 
 MINGRU, MINLSTM = 0, 1
 KINDS = {"mingru": MINGRU, "minlstm": MINLSTM}

@@ -24,38 +24,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit
 
-_JIT = {"cache": True, "nogil": True, "boundscheck": False, "error_model": "numpy"}
-
-
-def _tanh(x):  # replaced inside compiled code by the overload below
-    return math.tanh(x)
-
-
-@overload(_tanh, inline="always")
-def _tanh_overload(x):
-    if x == types.float32:
-        def tanh_float32(x):
-            # Clamp where tanh rounds to ±1 in float32 (a NaN stays NaN: tests check it).
-            y = min(max(x, np.float32(-7.90531110763549805)), np.float32(7.90531110763549805))
-            y2 = y * y
-            p = np.float32(-2.76076847742355e-16)
-            p = p * y2 + np.float32(2.00018790482477e-13)
-            p = p * y2 + np.float32(-8.60467152213735e-11)
-            p = p * y2 + np.float32(5.12229709037114e-08)
-            p = p * y2 + np.float32(1.48572235717979e-05)
-            p = p * y2 + np.float32(6.37261928875436e-04)
-            p = p * y2 + np.float32(4.89352455891786e-03)
-            q = np.float32(1.19825839466702e-06)
-            q = q * y2 + np.float32(1.18534705686654e-04)
-            q = q * y2 + np.float32(2.26843463243900e-03)
-            q = q * y2 + np.float32(4.89352518554385e-03)
-            return y * p / q
-
-        return tanh_float32
-    return lambda x: math.tanh(x)
+from . import numba_minimal
+from .numba_scalar import JIT as _JIT
+from .numba_scalar import tanh as _tanh
 
 
 @njit(**_JIT)
@@ -221,15 +194,11 @@ class NumbaKernels:
     # whole-sequence kernels of the minimal cells (minGRU, minLSTM): mlxrnn/backend/numba_minimal.py
     def minimal_forward(self, kind, x_proj, h0, mask, reverse):
         """x_proj (T, B, G·H), h0 (B, H), mask (T, B, 1) or None -> states h (B, T, H), time order."""
-        from .numba_minimal import minimal_forward
-
-        return minimal_forward(kind, x_proj, h0, mask, reverse)
+        return numba_minimal.minimal_forward(kind, x_proj, h0, mask, reverse)
 
     def minimal_backward(self, kind, x_proj, h0, h, mask, reverse, d_y, d_final, record=False):
         """-> (d x_proj (T, B, G·H), dL/dh0 (B, H), δ (T, B, H) when ``record`` else None)."""
-        from .numba_minimal import minimal_backward
-
-        return minimal_backward(kind, x_proj, h0, h, mask, reverse, d_y, d_final, record)
+        return numba_minimal.minimal_backward(kind, x_proj, h0, h, mask, reverse, d_y, d_final, record)
 
     def adam_update(self, grad, param, m, v, beta1, beta2, step_size, eps_hat, l2=0.0, decay=1.0):
         """One Adam/AdamW update in one pass -> (new param, new m, new v), fresh arrays (the

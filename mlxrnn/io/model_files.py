@@ -26,6 +26,7 @@ from mlxrnn.models.generator import SequenceGenerator
 from mlxrnn.models.seq2seq import Seq2Seq
 from mlxrnn.models.sequence_model import SequenceModel
 from mlxrnn.models.tagger import SequenceTagger
+from mlxrnn.models.task import provide
 
 #: checkpoint "kind" -> the model class that reads it (its ``config_class`` rebuilds the config)
 MODEL_KINDS: dict[str, type] = {
@@ -105,3 +106,8 @@ def _task_model(checkpoint: Checkpoint, model_class: type | None, xp: Any) -> An
     check_weights(checkpoint.weights, model.parameter_shapes())
     model.load_parameters(checkpoint.weights)
     return model
+
+
+# The models' save/load methods call these (mlxrnn/models/task.py: the models sit below io/).
+provide("save_model", save_model)
+provide("load_model", load_model)

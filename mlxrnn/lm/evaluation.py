@@ -1,7 +1,7 @@
 """Evaluating a language model: mean negative log-likelihood per token over a token stream.
 
 One loop serves every caller: the training run's validation (B parallel streams cut into
-windows by an :class:`~mlxrnn.lm.batching.LMBatcher`) and ``mlxrnn eval`` (one stream of a
+windows by an :class:`~mlxrnn.text.batching.LMBatcher`) and ``mlxrnn eval`` (one stream of a
 whole file). Windows are read in order and the recurrent state is carried from one to the
 next, as in training, so the model sees each token with all of its past:
 
@@ -18,13 +18,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlxrnn.errors import ConfigError, DataError, ShapeError
-from mlxrnn.lm.model import LanguageModel
 from mlxrnn.nn.losses import softmax_cross_entropy
+
+if TYPE_CHECKING:  # annotations only: the model imports this module, not the other way round
+    from mlxrnn.lm.model import LanguageModel
 
 
 def perplexity(loss: float) -> float:

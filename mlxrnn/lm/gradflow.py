@@ -18,11 +18,11 @@ import numpy as np
 
 from mlxrnn.errors import DataError
 from mlxrnn.lm.model import language_model_config, load_language_model
-from mlxrnn.lm.tokenizers import make_tokenizer
-from mlxrnn.lm.vocabulary import Vocabulary
 from mlxrnn.models.gradflow import GradientFlow, gradient_flow
 from mlxrnn.models.sequence_model import SequenceModel
 from mlxrnn.nn.module import check_positive_int
+from mlxrnn.text.tokenizers import make_tokenizer
+from mlxrnn.text.vocabulary import Vocabulary
 
 DEFAULT_CELLS = ("rnn", "gru", "lstm")
 

@@ -24,11 +24,13 @@ from mlxrnn.backend import get_backend
 from mlxrnn.errors import CheckpointError, MLXRNNError, ShapeError
 from mlxrnn.io.checkpoint import Checkpoint, check_weights, load_checkpoint, save_checkpoint
 from mlxrnn.io.model_files import register_loader
-from mlxrnn.lm.tokenizers import AnyTokenizer, tokenizer_from_dict
-from mlxrnn.lm.vocabulary import Vocabulary
+from mlxrnn.lm import evaluation, sampling
 from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.models.sequence_model import SequenceModel, SequenceModelConfig
 from mlxrnn.nn.layers import check_token_ids
+from mlxrnn.text.corpus import read_text
+from mlxrnn.text.tokenizers import AnyTokenizer, tokenizer_from_dict
+from mlxrnn.text.vocabulary import Vocabulary
 
 LM_KIND = "language_model"
 
@@ -121,12 +123,10 @@ class LanguageModel:
         ``seed`` makes the draw reproducible (the CLI's ``--seed`` gives the same text).
         Word models stop a sample at <EOS> (its end of line).
         """
-        from mlxrnn.lm.sampling import sample
-
         options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                                   allow_unk=allow_unk)
-        samples = sample(self, length=length, num_samples=1 if num_samples is None else num_samples, prime=prime,
-                         options=options, seed=seed, allow_unknown_prime=allow_unk)
+        samples = sampling.sample(self, length=length, num_samples=1 if num_samples is None else num_samples,
+                                  prime=prime, options=options, seed=seed, allow_unknown_prime=allow_unk)
         texts = samples.with_prime() if include_prime else samples.texts
         return texts[0] if num_samples is None else texts
 
@@ -135,21 +135,15 @@ class LanguageModel:
         :class:`~mlxrnn.lm.sampling.SentenceScore` (``log_prob``, ``mean_log_prob``, ``perplexity``,
         ``num_tokens``, ``tokens``; ``to_dict()`` is the CLI's JSON), or a list of them, in the
         order given, for a list of texts."""
-        from mlxrnn.lm.sampling import score
-
-        return score(self, [texts])[0] if isinstance(texts, str) else score(self, texts)
+        return sampling.score(self, [texts])[0] if isinstance(texts, str) else sampling.score(self, texts)
 
     def evaluate(self, text: str, window: int = 256) -> Any:
         """Loss, perplexity and bits per token of ``text`` (``mlxrnn eval``): an
         :class:`~mlxrnn.lm.evaluation.Evaluation`, whose ``to_dict()`` is the CLI's JSON."""
-        from mlxrnn.lm.evaluation import evaluate_text
-
-        return evaluate_text(self, text, window=window)
+        return evaluation.evaluate_text(self, text, window=window)
 
     def evaluate_file(self, path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> Any:
         """:meth:`evaluate` of a text file, read as ``mlxrnn eval RUN FILE`` reads it."""
-        from mlxrnn.lm.corpus import read_text
-
         return self.evaluate(read_text(path, encoding=encoding, errors=errors))
 
     @property

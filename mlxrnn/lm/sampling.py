@@ -17,18 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.lm.evaluation import perplexity
-from mlxrnn.lm.model import LanguageModel
-from mlxrnn.lm.tokenizers import make_tokenizer
 from mlxrnn.models.decoding import MAX_BATCH_PROBABILITIES, SamplingOptions, draw_tokens, next_token_distribution
 from mlxrnn.nn.sequences import UNK
+from mlxrnn.text.tokenizers import make_tokenizer
 
 #: the most tokens :func:`sample` keeps to return (about 0.5 GB of ids and text at this size)
 MAX_KEPT_TOKENS = 10_000_000
+
+if TYPE_CHECKING:  # annotations only: the model imports this module, not the other way round
+    from mlxrnn.lm.model import LanguageModel
 
 
 def banned_ids(lm: LanguageModel, allow_unk: bool) -> list[int]:

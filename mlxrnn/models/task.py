@@ -13,7 +13,9 @@ weighs the same, however the batches fall):
 
 ``fit`` is the training loop of :mod:`mlxrnn.training.fit` and ``save``/``load`` the checkpoint
 files of :mod:`mlxrnn.io.model_files`. Those layers sit above the models (they import them), so
-the methods import them when called: the models never need them to be imported.
+they hand their functions down with :func:`provide` when they are imported, and the methods call
+what was provided: this layer never imports a layer above it. ``import mlxrnn`` imports both
+(and importing any ``mlxrnn.*`` module imports ``mlxrnn`` first), so every model has them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,21 @@ import numpy as np
 
 from mlxrnn.models.datasets import Dataset
 from mlxrnn.nn.losses import binary_cross_entropy_with_logits, mean_squared_error, softmax_cross_entropy
+
+_PROVIDED: dict[str, Callable[..., Any]] = {}
+
+
+def provide(name: str, function: Callable[..., Any]) -> None:
+    """Hand a layer above's implementation of ``fit``, ``save`` or ``load`` down to every model."""
+    if name not in ("fit", "save_model", "load_model"):
+        raise ValueError(f"nothing called {name!r} is provided to the models")
+    _PROVIDED[name] = function
+
+
+def _provided(name: str) -> Callable[..., Any]:
+    if name not in _PROVIDED:  # only while mlxrnn itself is half imported
+        raise RuntimeError(f"{name} is not available yet: import mlxrnn first")
+    return _PROVIDED[name]
 
 Sums = dict[str, tuple[float, float]]  #: metric -> (summed value, count)
 
@@ -82,23 +99,18 @@ class TaskModel:
         ``[EarlyStopping(patience=3), RestoreBestWeights()]``, ``verbose`` None draws a progress
         bar only when stderr is a terminal.
         """
-        from mlxrnn.training.fit import fit
-
-        return fit(self, train, validation, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                   clip_norm=clip_norm, callbacks=callbacks, shuffle=shuffle, seed=seed, verbose=verbose)
+        return _provided("fit")(self, train, validation, epochs=epochs, batch_size=batch_size,
+                                optimizer=optimizer, lr=lr, clip_norm=clip_norm, callbacks=callbacks, shuffle=shuffle,
+                                seed=seed, verbose=verbose)
 
     def save(self, directory: str | Path) -> Path:
         """Write the model to a new checkpoint directory (safetensors + JSON, atomic, no pickle)."""
-        from mlxrnn.io.model_files import save_model
-
-        return save_model(self, directory)
+        return _provided("save_model")(self, directory)
 
     @classmethod
     def load(cls, path: str | Path, backend: Any = None, dtype: str = "float32", tag: str = "best") -> Any:
         """A model saved by :meth:`save` (a checkpoint directory, or a run directory's ``tag``)."""
-        from mlxrnn.io.model_files import load_model
-
-        return load_model(path, backend=backend, dtype=dtype, tag=tag, expected=cls)
+        return _provided("load_model")(path, backend=backend, dtype=dtype, tag=tag, expected=cls)
 
     # --- description ------------------------------------------------------------------------------
     def summary(self, print_fn: Callable[[str], Any] = print) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from mlxrnn.errors import ConfigError
-from mlxrnn.lm.metrics import RunMetrics
 from mlxrnn.plot import require_matplotlib, save_figure
+from mlxrnn.run.metrics import RunMetrics
 
 X_AXES = ("step", "minutes")
 

@@ -182,7 +182,7 @@ class DataParallel:
 
 
 class ShardedBatcher:
-    """Rows ``rows`` of every window of an :class:`~mlxrnn.lm.batching.LMBatcher` shared by all processes."""
+    """Rows ``rows`` of every window of an :class:`~mlxrnn.text.batching.LMBatcher` shared by all processes."""
 
     def __init__(self, batcher, rows: slice):
         self.batcher, self.rows = batcher, rows

@@ -28,6 +28,7 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError, TrainingDiverged
 from mlxrnn.models.datasets import Dataset
+from mlxrnn.models.task import provide
 from mlxrnn.nn.module import check_positive_int
 from mlxrnn.nn.optim import Optimizer, make_optimizer
 from mlxrnn.training.callbacks import ProgressBar
@@ -158,3 +159,7 @@ def _each(callbacks: list[Any], hook: str, *args: Any) -> None:
         method = getattr(callback, hook, None)
         if method is not None:
             method(*args)
+
+
+# Every task model's ``fit`` method calls this (mlxrnn/models/task.py: the models sit below training/).
+provide("fit", fit)

@@ -25,7 +25,7 @@ import numpy as np
 
 from mlxrnn.errors import CheckpointError, ConfigError
 from mlxrnn.lm.model import LanguageModel, load_language_model
-from mlxrnn.lm.tokenizers import DEFAULT_UNK_TOKEN
+from mlxrnn.text.tokenizers import DEFAULT_UNK_TOKEN
 
 __all__ = ["load_source", "load_weights_of", "source_architecture", "transplant_weights"]
 

@@ -2,7 +2,7 @@
 
 The corpus splits contiguously (the last ``val_frac`` of the tokens validates, nanoGPT style),
 or separate `valid` (and `test`) files are read as corpora come; each part is read as parallel
-streams by an :class:`~mlxrnn.lm.batching.LMBatcher`.
+streams by an :class:`~mlxrnn.text.batching.LMBatcher`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import DataError
-from mlxrnn.lm.batching import LMBatcher
-from mlxrnn.lm.corpus import bundled_corpus_path, read_text, split_by_fraction
-from mlxrnn.lm.options import TrainOptions
-from mlxrnn.lm.tokenizers import make_tokenizer
-from mlxrnn.lm.vocabulary import Vocabulary
+from mlxrnn.run.options import TrainOptions
+from mlxrnn.text.batching import LMBatcher
+from mlxrnn.text.corpus import bundled_corpus_path, read_text, split_by_fraction
+from mlxrnn.text.tokenizers import make_tokenizer
+from mlxrnn.text.vocabulary import Vocabulary
 from mlxrnn.training.distributed import DataParallel
 
 

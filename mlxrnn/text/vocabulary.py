@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import ConfigError, DataError, ShapeError
-from mlxrnn.lm.tokenizers import LEVELS, _check_level
 from mlxrnn.nn.sequences import EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, is_integer
+from mlxrnn.text.tokenizers import LEVELS, _check_level
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -94,7 +94,7 @@ class Vocabulary:
         ``min_count`` times, up to ``max_size`` tokens in all (the old ones always stay).
 
         A model trained on this vocabulary can start from one trained on the old: rows
-        ``0..len(self)-1`` keep their meaning (see :mod:`mlxrnn.lm.init_from`).
+        ``0..len(self)-1`` keep their meaning (see :mod:`mlxrnn.run.init_from`).
         """
         if max_size is not None and (not is_integer(max_size) or max_size < 4):
             raise ConfigError(f"max vocabulary size must be an integer >= 4, got {max_size!r}")

@@ -27,7 +27,7 @@ class RunState:
     """A run's position and memory, saved in every checkpoint (``meta["training"]["state"]``).
 
     ``carry`` is saved too, but as tensors beside the optimizer's (see
-    :mod:`mlxrnn.lm.carried_state`); every other field is a JSON scalar.
+    :mod:`mlxrnn.run.carried_state`); every other field is a JSON scalar.
     """
 
     step: int = 0  #: updates done

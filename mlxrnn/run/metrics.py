@@ -1,6 +1,6 @@
 """Reading a training run's ``metrics.jsonl`` back: the curves behind ``mlxrnn plot``.
 
-:class:`~mlxrnn.lm.run.LanguageModelRun` appends one JSON object per line: ``start`` (options,
+:class:`~mlxrnn.run.loop.LanguageModelRun` appends one JSON object per line: ``start`` (options,
 backend), ``train`` every ``--log-every`` steps (loss, grad_norm, clip_rate, lr,
 tokens_per_second, elapsed seconds), ``eval`` (val_loss, val_perplexity, val_bpc for character
 models, lr, and elapsed since this version) and a closing ``end``, ``interrupted`` or

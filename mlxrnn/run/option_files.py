@@ -1,6 +1,6 @@
 """Training settings from a file: a run's ``options.json``, or a user's JSON or TOML.
 
-The keys are the :class:`~mlxrnn.lm.options.TrainOptions` field names, as ``options.json``
+The keys are the :class:`~mlxrnn.run.options.TrainOptions` field names, as ``options.json``
 stores them (``val_frac``; ``val-frac`` is accepted too). A cell's own options (``activation``,
 ``variant``, ``peephole``) may sit at the top level or in a ``cell_options`` table. A run's
 ``options.json`` (``{"options": {...}, "vocab_size": ...}``) gives its ``options``. Values are
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mlxrnn.errors import ConfigError, DataError
-from mlxrnn.lm.options import option_fields, option_optional, option_type
 from mlxrnn.nn.cells import CELLS, cell_option_names
+from mlxrnn.run.options import option_fields, option_optional, option_type
 
 __all__ = ["read_options_file"]
 

@@ -1,6 +1,6 @@
 """Resuming a run: the training part of a checkpoint, checked whole before anything is restored.
 
-A checkpoint written by :meth:`~mlxrnn.lm.run.LanguageModelRun.save` holds, beside the model::
+A checkpoint written by :meth:`~mlxrnn.run.loop.LanguageModelRun.save` holds, beside the model::
 
     meta["training"] = {
         "options":       {field: value} of TrainOptions
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import CheckpointError, ConfigError, DataError
-from mlxrnn.lm.options import TrainOptions
-from mlxrnn.lm.run_data import load_corpus
-from mlxrnn.lm.run_state import LEGACY_SCHEDULE_KEYS, RunState, legacy_schedule_state
+from mlxrnn.run.data import load_corpus
+from mlxrnn.run.options import TrainOptions
+from mlxrnn.run.state import LEGACY_SCHEDULE_KEYS, RunState, legacy_schedule_state
 
 #: every key of meta["training"] and its JSON type
 TRAINING_KEYS: dict[str, type] = {

@@ -1,0 +1,155 @@
+"""How a run begins: a new run (its vocabulary, model, optimizer and first records), one started
+from another run's weights (``init_from``), or one resumed from its last checkpoint, exactly.
+
+A mixin of :class:`~mlxrnn.run.loop.LanguageModelRun`, which holds the state these methods set:
+``options``, ``lm``, ``ids`` and the batchers, ``trainer``, ``optimizer``, ``schedule``, ``state``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Collection
+from dataclasses import asdict
+
+import numpy as np
+
+from mlxrnn.errors import ConfigError, DataError
+from mlxrnn.io.checkpoint import check_weights, load_checkpoint
+from mlxrnn.io.run_directory import OPTIONS_FILE
+from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
+from mlxrnn.nn.optim import make_optimizer
+from mlxrnn.nn.schedules import make_schedule
+from mlxrnn.run.carried_state import split_carried_state
+from mlxrnn.run.data import (
+    build_vocabulary,
+    encode_corpus,
+    load_corpus,
+    load_split_files,
+    make_batchers,
+)
+from mlxrnn.run.init_from import load_source, load_weights_of, source_architecture
+from mlxrnn.run.option_declarations import option_changes
+from mlxrnn.run.options import TrainOptions
+from mlxrnn.run.resume import (
+    check_training_meta,
+    damaged,
+    restore_rng,
+    restored_state,
+    resume_corpus,
+    saved_options,
+    schedule_state,
+)
+from mlxrnn.run.state import RunState
+from mlxrnn.training.trainer import Trainer
+
+
+class RunSetup:
+    """Building, starting and restoring a run (see the module docstring)."""
+
+    def _build(self, options: TrainOptions, text: str, vocab, tokenizer) -> None:
+        self.options = options
+        config = language_model_config(len(vocab), **options.model_settings())
+        from mlxrnn.models.sequence_model import SequenceModel
+
+        self.lm = LanguageModel(SequenceModel(config, backend=options.backend), vocab, tokenizer)
+        self.ids = encode_corpus(vocab, tokenizer, text)  # compact: 1-2 bytes a token
+        valid = self.split_files.get("valid")
+        val_ids = encode_corpus(vocab, tokenizer, valid[0]) if valid else None
+        self.train_batches, self.val_batches = make_batchers(options, self.ids, self.dist, val_ids=val_ids)
+        extra = {"weight_decay": options.weight_decay} if options.weight_decay else {}
+        self.optimizer = make_optimizer(options.optimizer, options.lr, **extra)
+        self.schedule = make_schedule(
+            options.schedule, options.lr, decay=options.lr_decay, patience=options.decay_patience,
+            min_lr=options.min_lr, at_floor=options.at_min_lr, warmup=options.warmup,
+        )
+        self.trainer = Trainer(
+            self.lm.model,
+            self.optimizer,
+            clip_norm=options.clip,
+            rng=self.dist.dropout_rng(np.random.default_rng(options.seed + 12345)),
+            grad_transform=self.dist.average_step if self.dist.size > 1 else None,
+            compile=bool(options.compile),
+        )
+
+    def _start(self, options: TrainOptions, replaced: tuple[str, ...], init_from=None, given=None) -> None:
+        if options.corpus is not None:  # saved absolute, so a resume works from any directory
+            options = dataclasses.replace(options, corpus=os.path.abspath(options.corpus))
+        source = None
+        if init_from is not None:  # the source's architecture, vocabulary and weights
+            source, source_step = load_source(init_from, self.run_dir)
+            options = options.initialized_from(source_architecture(source), given).validate()
+        text, self.corpus_sha = load_corpus(options)
+        self.split_files = load_split_files(options)
+        valid = self.split_files.get("valid")
+        tokenizer, vocab = build_vocabulary(options, text, valid[0] if valid else None,
+                                            base=source.vocab if source else None)[:2]  # tokens freed
+        self._build(options, text, vocab, tokenizer)
+        if source is not None:
+            added = load_weights_of(source, self.lm)
+            self.how_started["init_from"] = {"run": str(init_from), "step": source_step, "new_tokens": added}
+            self.log(
+                f"starting from the weights of {init_from}" + (f" (step {source_step})" if source_step else "")
+                + f"; vocabulary: its {len(source.vocab)} tokens + {added} new from this corpus (fresh rows)"
+            )
+        self.state = RunState()
+        if self.dist.is_main:  # the corpus and the model are usable: only now does the new run begin
+            self.directory.start(replaced)  # beside the old run, if it replaces one (see RunDirectory)
+            self.directory.write_json(
+                OPTIONS_FILE, {"options": asdict(options), "vocab_size": len(vocab), **self.how_started}
+            )
+
+    def _restore(self, new_options: TrainOptions, given: Collection[str] | None) -> None:
+        checkpoint = load_checkpoint(self.run_dir, tag="last")
+        meta = checkpoint.meta
+        saved = check_training_meta(meta, self.run_dir)  # every key and type, before anything is used
+        world = saved.get("world_size", 1)
+        if world != self.dist.size:
+            raise ConfigError(
+                f"{self.run_dir} was trained by {world} process(es), this is {self.dist.size}; "
+                f"resume it with as many (mlx.launch -n {world} ... --distributed)"
+            )
+        # Given resumable settings apply from the next step; changing any other is refused. CORPUS
+        # may move: a given path is accepted when its text is the one the run started on.
+        started_with = saved_options(saved, self.run_dir)
+        options = started_with.resumed_with(new_options, given).validate()
+        changes = option_changes(started_with, options)
+        moved = options.corpus if "corpus" in changes else None
+        options, text, self.corpus_sha = resume_corpus(options, moved, saved["corpus_sha256"])
+        self.split_files = load_split_files(options)
+        for name, (_, sha) in self.split_files.items():
+            if sha != saved.get("split_files_sha256", {}).get(name):
+                raise DataError(
+                    f"the `{name}` file {getattr(options, name)} changed since this run started; "
+                    "resume with the original file or start a new run"
+                )
+        fresh = language_model_from_meta(meta, backend=options.backend)
+        try:
+            self._build(options, text, fresh.vocab, fresh.tokenizer)
+        except ConfigError as error:  # the saved options do not fit the saved model
+            raise damaged(self.run_dir, f"its options do not build its model ({error})") from None
+        model = self.lm.model
+        check_weights(checkpoint.weights, model.parameter_shapes())
+        model.load_parameters(checkpoint.weights)
+        xp = self.lm.xp
+        optimizer_tensors, carry = split_carried_state(xp, checkpoint.optimizer_tensors)
+        self.optimizer.load_state_dict(xp, saved["optimizer"], optimizer_tensors, shapes=model.parameter_shapes())
+        schedule = schedule_state(saved, self.run_dir)
+        if "schedule" in changes:  # the new schedule takes over at the current rate, keeping the best loss
+            schedule = {**schedule, "name": options.schedule, "base_lr": self.optimizer.lr}
+        self.schedule.load_state_dict(schedule)
+        if "lr" in changes:  # a new rate replaces the (decayed) current one and the schedule's base
+            self.optimizer.lr = self.schedule.base_lr = options.lr
+        restore_rng(self.trainer.rng, saved["rng"], self.run_dir)
+        rnn, rows = model.rnn, options.batch_size * self.dist.size
+        self.state = restored_state(saved["state"], carry, len(self.train_batches), rnn.state_size,
+                                    (rnn.num_layers * rnn.num_directions, rows, rnn.hidden_size), self.run_dir)
+        self.state.carry = self.dist.shard_state(carry)  # the checkpoint holds every process's rows
+        if self.dist.is_main:
+            self.directory.trim_metrics(self.state.step)  # the steps after the checkpoint are done again
+        self.how_started.update(resumed=True, changed=changes)
+        applied = ", ".join(f"`{name}` {old!r} → {new!r}" for name, (old, new) in changes.items())
+        self.log(
+            f"resuming {self.run_dir} at step {self.state.step} (epoch {self.state.epoch})"
+            + (f" with {applied}" if applied else "")
+        )
