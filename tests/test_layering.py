@@ -148,3 +148,12 @@ def test_the_reader_sees_every_kind_of_import(tmp_path, source, expected):
 def test_a_circle_and_an_upward_import_are_found():
     graph = {"mlxrnn.models.task": {"mlxrnn.training.fit"}, "mlxrnn.training.fit": {"mlxrnn.models.task"}}
     assert circles(graph) == [["mlxrnn.models.task", "mlxrnn.training.fit"]]
+
+
+def test_every_file_is_readable_in_one_sitting():
+    """A module that grows past 400 lines has grown two jobs; a test file past 600, two topics."""
+    limits = {"mlxrnn": 400, "cli": 400, "tests": 600}
+    long = [f"{path.relative_to(ROOT)}: {n} lines (limit {limit})"
+            for folder, limit in limits.items() for path in sorted((ROOT / folder).rglob("*.py"))
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > limit]
+    assert not long, "split these by job:\n" + "\n".join(long)

@@ -36,7 +36,7 @@ from mlxrnn.lm.sampling import MAX_KEPT_TOKENS, sample
 from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.run.loop import TrainOptions, train_language_model
 from mlxrnn.text.corpus import read_text
-from tests.test_reliability import TINY, TINY_FLAGS, assert_clean, char_run, corpus, invoke
+from tests.reliability_support import TINY, TINY_FLAGS, assert_clean, char_run, corpus, invoke
 
 __all__ = ["char_run", "corpus"]  # module fixtures shared with test_reliability
 

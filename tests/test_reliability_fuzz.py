@@ -27,7 +27,7 @@ from mlxrnn.io.checkpoint import load_checkpoint, save_run_checkpoint
 from mlxrnn.io.checkpoint.pointers import pointer_target
 from mlxrnn.io.run_directory import RunDirectory
 from mlxrnn.run.loop import TrainOptions, train_language_model
-from tests.test_reliability import FUZZ, JSON_VALUES, TINY, char_run, corpus
+from tests.reliability_support import FUZZ, JSON_VALUES, TINY, char_run, corpus
 from tests.test_reliability_files import no_hang
 
 __all__ = ["char_run", "corpus"]  # module fixtures shared with test_reliability

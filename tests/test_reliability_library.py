@@ -27,7 +27,7 @@ from mlxrnn.run.data import build_vocabulary, encode_corpus, load_corpus, make_b
 from mlxrnn.run.options import TrainOptions
 from mlxrnn.testing import available_backends
 from mlxrnn.training.trainer import Trainer
-from tests.test_reliability import FUZZ, char_run, corpus
+from tests.reliability_support import FUZZ, char_run, corpus
 
 __all__ = ["char_run", "corpus"]  # module fixtures shared with test_reliability
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from mlxrnn.errors import CheckpointError, ConfigError, DataError
 from mlxrnn.io.checkpoint import load_checkpoint
 from mlxrnn.run.loop import TrainOptions, train_language_model
-from tests.test_reliability import (
+from tests.reliability_support import (
     FUZZ,
     JSON_VALUES,
     TINY,

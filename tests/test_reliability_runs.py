@@ -27,7 +27,7 @@ from mlxrnn.errors import CheckpointError, DataError, TrainingDiverged, WriteErr
 from mlxrnn.io import files, run_directory
 from mlxrnn.io.checkpoint import load_checkpoint
 from mlxrnn.run.loop import LanguageModelRun, TrainOptions, train_language_model
-from tests.test_reliability import TINY, TINY_FLAGS, assert_clean_process, char_run, corpus, run_process, tree_digest
+from tests.reliability_support import TINY, TINY_FLAGS, assert_clean_process, char_run, corpus, run_process, tree_digest
 
 __all__ = ["char_run", "corpus"]  # module fixtures shared with test_reliability
 
