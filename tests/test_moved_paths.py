@@ -69,3 +69,13 @@ def test_no_alias_shadows_a_public_name_of_the_package():
     aliases = {name.split(".")[1] for name in [*_moved.MODULES, *_moved.NAMES] if name.count(".") == 1}
     clashes = {name for name in aliases & set(mlxrnn.__all__) if name != "interop"}  # interop: the same module
     assert not clashes
+
+
+def test_the_changelog_describes_this_version():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text(encoding="utf-8")
+    released = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", text, flags=re.M)
+    assert released and released[0] == mlxrnn.__version__, "add a CHANGELOG.md entry for the new version"
+    assert re.search(r"^### (Added|Changed|Deprecated|Removed|Fixed|Security)$", text, flags=re.M)
