@@ -68,7 +68,7 @@ MUTATIONS = [
     Mutation("sha256-skipped",
              'if hashlib.sha256(data).hexdigest() != entry["sha256"]:',
              "if False:",
-             ("tests/test_checkpoint.py",), "loading skips the checkpoint's sha256 check"),
+             ("tests/test_checkpoint.py", "tests/test_checkpoint_damage.py"), "loading skips the checkpoint's sha256 check"),
     # --- more of the same kind --------------------------------------------------------------------
     Mutation("unk-not-banned",
              "        banned.append(lm.vocab.unk_id)", "        pass",
