@@ -20,27 +20,9 @@ import pytest
 from mlxrnn.backend import get_backend
 from mlxrnn.errors import CheckpointError, ConfigError
 from mlxrnn.io.interop import from_keras, from_mlx_nn, from_torch
-
-from .test_interop import (
-    HAS_KERAS,
-    KERAS_CASES,
-    KERAS_IDS,
-    TORCH_MODES,
-    B,
-    D,
-    H,
-    T,
-    _keras_weights,
-    _max_error,
-    _mlx_module,
-    _run_mlx_nn,
-    _run_ours,
-    _run_torch,
-    _torch_module,
-    keras_reference_stack,
-    needs_mlx,
-    needs_torch,
-)
+from tests.interop_support import HAS_KERAS, TORCH_MODES, B, D, H, T, max_error, needs_mlx, needs_torch, run_ours
+from tests.test_interop import _mlx_module, _run_mlx_nn, _run_torch, _torch_module
+from tests.test_interop_keras import KERAS_CASES, KERAS_IDS, _keras_weights, keras_reference_stack
 
 # Keras 3 without TensorFlow runs on JAX; set before the first `import keras` of the session.
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -73,10 +55,10 @@ def test_torch_module_gives_its_own_mode_nonlinearity_and_dropout(mode):
     if mode.startswith("RNN"):
         assert layer.cell_options["activation"] == mode[4:].lower()
     x = np.random.default_rng(22).normal(size=(B, T, D))
-    (ours, ours_state), (ref, ref_state) = _run_ours(layer, x), _run_torch(module, x)
-    assert _max_error(ours, ref) <= 1e-5
+    (ours, ours_state), (ref, ref_state) = run_ours(layer, x), _run_torch(module, x)
+    assert max_error(ours, ref) <= 1e-5
     for a, b in zip(ours_state, ref_state, strict=True):
-        assert _max_error(a, b) <= 1e-5
+        assert max_error(a, b) <= 1e-5
 
 
 @needs_torch
@@ -154,8 +136,8 @@ def test_torch_round_trip_from_a_module_without_mode():
     again = _torch_module("GRU", num_layers=2, bidirectional=True, dtype="float32", seed=25)
     again.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch(layer).items()})
     x = np.random.default_rng(26).normal(size=(B, T, D))
-    assert _max_error(_run_torch(again, x)[0], _run_torch(module, x)[0]) <= 1e-6
-    assert _max_error(_run_ours(layer, x)[0], _run_torch(module, x)[0]) <= 1e-4
+    assert max_error(_run_torch(again, x)[0], _run_torch(module, x)[0]) <= 1e-6
+    assert max_error(run_ours(layer, x)[0], _run_torch(module, x)[0]) <= 1e-4
 
 
 # --- dtype against a backend object ----------------------------------------------------------
@@ -187,7 +169,7 @@ def test_mlx_nn_module_gives_its_own_kind_and_nonlinearity(kind):
     if kind.startswith("rnn"):
         assert layer.cell_options["activation"] == kind[4:]
     x = np.random.default_rng(29).normal(size=(B, T, D))
-    assert _max_error(_run_ours(layer, x)[0], _run_mlx_nn(module, x)[0]) <= 1e-4
+    assert max_error(run_ours(layer, x)[0], _run_mlx_nn(module, x)[0]) <= 1e-4
 
 
 @needs_mlx
@@ -250,7 +232,7 @@ def test_keras_cell_from_the_shapes(kind, activation, reset_after, layout):
     ref, _ = keras_reference_stack(
         per_layer, kind, x, bidirectional, activation=activation, reset_after=bool(reset_after)
     )
-    assert _max_error(_run_ours(inferred, x)[0], ref) <= 1e-5
+    assert max_error(run_ours(inferred, x)[0], ref) <= 1e-5
 
 
 def _keras_layer(kind, activation, reset_after, bidirectional, **extra):
@@ -274,7 +256,7 @@ if IN_KERAS_CHILD and HAS_KERAS:  # defined (and so collected) only in the child
         ours = from_keras(layer, backend="numpy")  # kind, activation, reset_after and merge_mode from the layer
         assert ours.merge == ("sum" if bidirectional else "concat")
         x = np.random.default_rng(32).normal(size=(B, T, D)).astype(np.float32)
-        assert _max_error(_run_ours(ours, x)[0], keras.ops.convert_to_numpy(layer(x))) <= 1e-4
+        assert max_error(run_ours(ours, x)[0], keras.ops.convert_to_numpy(layer(x))) <= 1e-4
 
 
     def test_keras_stack_of_layer_objects_and_refusals():
@@ -288,7 +270,7 @@ if IN_KERAS_CHILD and HAS_KERAS:  # defined (and so collected) only in the child
         expected = keras.ops.convert_to_numpy(second(first(x)))  # builds the second layer
         stacked = from_keras([first, second], backend="numpy")
         assert stacked.num_layers == 2 and stacked.bidirectional
-        assert _max_error(_run_ours(stacked, x)[0], expected) <= 1e-4
+        assert max_error(run_ours(stacked, x)[0], expected) <= 1e-4
         with pytest.raises(ConfigError, match="must share their settings"):
             from_keras([first, _keras_layer("LSTM", "tanh", None, False)])
         with pytest.raises(ConfigError, match="go_backwards=True"):
