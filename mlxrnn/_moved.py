@@ -110,7 +110,8 @@ NAMES: dict[str, dict[str, str]] = {
         "mlxrnn.nn.layers": "GRU LSTM RNN Recurrent RecurrentCache lengths_to_mask make_recurrent",
     },
     "mlxrnn.lm": {
-        "mlxrnn.lm.model": "LM_KIND LanguageModel language_model_config language_model_from_meta load_language_model",
+        "mlxrnn.lm.model": "LanguageModel language_model_from_meta load_language_model",
+        "mlxrnn.lm.network": "LM_KIND language_model_config",
     },
     "mlxrnn.lm_train": {
         "mlxrnn.run.carried_state": "CARRY_PREFIX carried_state_tensors split_carried_state",

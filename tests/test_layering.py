@@ -1,8 +1,8 @@
 """The package's import graph, read from the source with ``ast``: no circles, nothing imported upward.
 
 Folders are layers; a module may import its own layer and the layers below it, never one above,
-at module level or inside a function (a call-time import is still a dependency). Imports under
-``if TYPE_CHECKING:`` never run and only name types for annotations, so they are not edges.
+at module level, inside a function (a call-time import is still a dependency) or under
+``if TYPE_CHECKING:`` (a type named in an annotation is a dependency of the reader too).
 The layer order is written once, here; README.md's Layout section shows the same list.
 """
 
@@ -41,22 +41,13 @@ def layer_of(module: str) -> str:
     return "(package)" if len(parts) == 1 else parts[1]
 
 
-def _under_type_checking(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
-    while node in parents:
-        node = parents[node]
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            return True
-    return False
-
-
 def imports_of(module: str, path: Path, known: set[str]) -> set[str]:
     """The package modules ``module`` imports anywhere in its file (module or function level)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Import | ast.ImportFrom) or _under_type_checking(node, parents):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
             continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -135,7 +126,8 @@ def test_nothing_imports_a_layer_above_it():
     ("def f():\n    from mlxrnn.training.fit import fit\n", {"mlxrnn.training.fit"}),
     ("import mlxrnn.nn.cells\n", {"mlxrnn.nn.cells"}),
     ("from . import numba_minimal\n", {"mlxrnn.backend.numba_minimal"}),
-    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from mlxrnn.lm.model import LanguageModel\n", set()),
+    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from mlxrnn.lm.model import LanguageModel\n",
+     {"mlxrnn.lm.model"}),
 ])
 def test_the_reader_sees_every_kind_of_import(tmp_path, source, expected):
     """The checks above are only as good as this reader: each import form it must catch."""

@@ -18,15 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from mlxrnn.errors import ConfigError, DataError, ShapeError
+from mlxrnn.lm.network import LanguageNetwork
 from mlxrnn.nn.losses import softmax_cross_entropy
-
-if TYPE_CHECKING:  # annotations only: the model imports this module, not the other way round
-    from mlxrnn.lm.model import LanguageModel
 
 
 def perplexity(loss: float) -> float:
@@ -90,7 +88,7 @@ class Evaluation:
 
 
 def evaluate_windows(
-    lm: LanguageModel,
+    lm: LanguageNetwork,
     windows: Iterable[tuple[np.ndarray, np.ndarray]],
     dist: Any = None,
     progress: Callable[[int], None] | None = None,
@@ -116,7 +114,7 @@ def evaluate_windows(
     return Evaluation(total / count, int(count), lm.level, lm.tokenizer.kind)
 
 
-def _stream_windows(lm: LanguageModel, ids: np.ndarray, window: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _stream_windows(lm: LanguageNetwork, ids: np.ndarray, window: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One stream as (1, window) windows: targets ids[t], inputs ids[t-1] (the start token first)."""
     inputs_all = np.concatenate([[lm.start_id], ids[:-1]]).astype(np.int32)
     for start in range(0, ids.size, window):
@@ -124,7 +122,7 @@ def _stream_windows(lm: LanguageModel, ids: np.ndarray, window: int) -> Iterator
 
 
 def evaluate_ids(
-    lm: LanguageModel, ids: np.ndarray, window: int = 256, progress: Callable[[int, int], None] | None = None
+    lm: LanguageNetwork, ids: np.ndarray, window: int = 256, progress: Callable[[int, int], None] | None = None
 ) -> Evaluation:
     """Mean NLL of ids[t] given ids[<t] over a whole stream (the first token given the start token).
 
@@ -145,7 +143,7 @@ def evaluate_ids(
     return evaluate_windows(lm, _stream_windows(lm, ids, window), progress=report)
 
 
-def evaluate_text(lm: LanguageModel, text: str, **kwargs: Any) -> Evaluation:
+def evaluate_text(lm: LanguageNetwork, text: str, **kwargs: Any) -> Evaluation:
     """:func:`evaluate_ids` of ``text`` encoded with the model's tokenizer and vocabulary, with
     its out-of-vocabulary count."""
     tokens = lm.tokenizer.tokenize(text)

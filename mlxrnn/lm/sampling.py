@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.lm.evaluation import perplexity
+from mlxrnn.lm.network import LanguageNetwork
 from mlxrnn.models.decoding import MAX_BATCH_PROBABILITIES, SamplingOptions, draw_tokens, next_token_distribution
 from mlxrnn.nn.sequences import UNK
 from mlxrnn.text.tokenizers import make_tokenizer
@@ -30,11 +30,8 @@ from mlxrnn.text.tokenizers import make_tokenizer
 #: the most tokens :func:`sample` keeps to return (about 0.5 GB of ids and text at this size)
 MAX_KEPT_TOKENS = 10_000_000
 
-if TYPE_CHECKING:  # annotations only: the model imports this module, not the other way round
-    from mlxrnn.lm.model import LanguageModel
 
-
-def banned_ids(lm: LanguageModel, allow_unk: bool) -> list[int]:
+def banned_ids(lm: LanguageNetwork, allow_unk: bool) -> list[int]:
     banned = [lm.vocab.pad_id]
     if not allow_unk:
         banned.append(lm.vocab.unk_id)
@@ -43,7 +40,7 @@ def banned_ids(lm: LanguageModel, allow_unk: bool) -> list[int]:
     return banned
 
 
-def encode_prime(lm: LanguageModel, prime: str) -> np.ndarray:
+def encode_prime(lm: LanguageNetwork, prime: str) -> np.ndarray:
     """Prime text → ids, refusing tokens the vocabulary does not know (they would read as <UNK>)."""
     tokens = lm.tokenizer.tokenize(prime)
     if lm.level == "word" and tokens and tokens[-1] == "<EOS>" and not prime.endswith("\n"):
@@ -77,7 +74,7 @@ class Samples:
 
 
 def sample(
-    lm: LanguageModel,
+    lm: LanguageNetwork,
     length: int = 200,
     num_samples: int = 1,
     prime: str = "",
@@ -158,7 +155,7 @@ def sample(
     return Samples(generated, texts, prime, lm.level)
 
 
-def _numpy_stream(lm: LanguageModel, context: np.ndarray, options: SamplingOptions, banned: list[int],
+def _numpy_stream(lm: LanguageNetwork, context: np.ndarray, options: SamplingOptions, banned: list[int],
                   rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Feed ``context`` (B, T), then yield the drawn ids (B,) of every step; the host path, drawn
     from ``rng`` (the next step runs only when the caller asks for the next ids)."""
@@ -170,7 +167,7 @@ def _numpy_stream(lm: LanguageModel, context: np.ndarray, options: SamplingOptio
         logits, state = step(tokens, state)
 
 
-def _token_text(lm: LanguageModel, token_id: int) -> str:
+def _token_text(lm: LanguageNetwork, token_id: int) -> str:
     token = lm.vocab.id_to_token(token_id)
     if lm.level == "char":
         return token
@@ -235,7 +232,7 @@ class SentenceScore:
         }
 
 
-def score(lm: LanguageModel, texts: Sequence[str]) -> list[SentenceScore]:
+def score(lm: LanguageNetwork, texts: Sequence[str]) -> list[SentenceScore]:
     """log p(text) by the chain rule for each text; unknown words score as <UNK> (and are
     flagged in :attr:`SentenceScore.unknown`, since p(<UNK>) is not the word's probability).
 
