@@ -130,9 +130,9 @@ def test_weak_settings_are_warned_about_in_one_line_each(project):
     assert any("3 steps" in line for line in warnings), warnings
     assert any("--eval-every 200" in line and "no evaluation before the end" in line for line in warnings), warnings
     long = _train("data/train.txt", "--valid", "data/valid.txt", "--out", "runs/long", "--epochs", "2",
-                  *TINY, "--seq-len", "400")
+                  *TINY, "--seq-len", "1000")
     assert long.exit_code == 0, long.output
-    assert any("--seq-len 400" in line and "one window per epoch" in line
+    assert any("--seq-len 1000" in line and "one window per epoch" in line
                for line in long.stderr.splitlines() if line.startswith("warning:")), long.stderr
 
 

@@ -255,6 +255,9 @@ class TrainOptions:
                 f"`tokenizer` {self.tokenizer} makes {TOKENIZERS[self.tokenizer]}-level tokens, not {self.level}; "
                 f"drop `level` or choose `level` {TOKENIZERS[self.tokenizer]}"
             )
+        if self.tie and self.embed != self.hidden:  # said in the settings' names, not the model config's
+            raise ConfigError(f"`tie` shares the embedding with the output layer, so it needs `embed` = `hidden` "
+                              f"(`embed` {self.embed} vs `hidden` {self.hidden}); set both to one size")
         if self.min_lr is not None and self.min_lr > self.lr:
             raise ConfigError(f"`min_lr` ({self.min_lr:g}) must not exceed `lr` ({self.lr:g})")
         if self.lowercase and self.level == "char":  # refused rather than silently ignored

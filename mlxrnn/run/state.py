@@ -117,6 +117,7 @@ class Progress:
     lr: float
     val_loss: float | None = None
     event: str = "train"
+    level: str | None = None  #: the model's level ("char" or "word"): how a loss is best read
 
 
 @dataclass
