@@ -183,6 +183,7 @@ class SentenceScore:
     tokens: list[str]  #: the text's tokens as its tokenizer made them
     log_probs: list[float]  #: natural-log p(token | previous tokens), one per token
     unknown: list[bool] = field(default_factory=list)  #: per token: outside the vocabulary, scored as <UNK>
+    index: int = 0  #: its position among the texts scored together (the input order)
 
     @property
     def num_oov(self) -> int:
@@ -221,6 +222,7 @@ class SentenceScore:
 
     def to_dict(self) -> dict:
         return {
+            "index": self.index,
             "text": self.text,
             "log_prob": self.log_prob,
             "mean_log_prob": self.mean_log_prob,
@@ -245,7 +247,7 @@ def score(lm: LanguageModel, texts: Sequence[str]) -> list[SentenceScore]:
     if isinstance(texts, str):
         raise ConfigError("score takes a list of texts, not one string; wrap it: score(lm, [text])")
     results = []
-    for text in texts:
+    for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise ConfigError(f"texts to score must be strings, got {type(text).__name__} {text!r:.60}")
         tokens = lm.tokenizer.tokenize(text)
@@ -256,5 +258,5 @@ def score(lm: LanguageModel, texts: Sequence[str]) -> list[SentenceScore]:
         log_probs, _ = lm.log_probs(inputs)
         picked = log_probs[0, np.arange(len(ids)), ids]
         unknown = [token not in lm.vocab for token in tokens]
-        results.append(SentenceScore(text, list(tokens), [float(v) for v in picked], unknown))
+        results.append(SentenceScore(text, list(tokens), [float(v) for v in picked], unknown, index))
     return results

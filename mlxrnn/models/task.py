@@ -103,9 +103,10 @@ class TaskModel:
                                 optimizer=optimizer, lr=lr, clip_norm=clip_norm, callbacks=callbacks, shuffle=shuffle,
                                 seed=seed, verbose=verbose)
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the model to a new checkpoint directory (safetensors + JSON, atomic, no pickle)."""
-        return _provided("save_model")(self, directory)
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write the model to a new checkpoint directory (safetensors + JSON, atomic, no pickle);
+        ``overwrite=True`` replaces a model saved there before, atomically (never other files)."""
+        return _provided("save_model")(self, directory, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, backend: Any = None, dtype: str = "float32", tag: str = "best") -> Any:
