@@ -19,7 +19,7 @@ def _data(seed: int, rows: int = 24):
 
 
 def _model():
-    return mlxrnn.SequenceClassifier(input_size=3, hidden_size=8, num_classes=2, backend="numpy", seed=1)
+    return mlxrnn.SequenceClassifier(input_kind="dense", input_size=3, hidden_size=8, num_classes=2, backend="numpy", seed=1)
 
 
 def test_fit_prints_a_line_per_epoch_by_default_and_verbose_0_is_silent(capsys):

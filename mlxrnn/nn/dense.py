@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
-from mlxrnn.nn.checks import shape_error
+from mlxrnn.nn.checks import check_layer_input, shape_error
 from mlxrnn.nn.module import Module, check_positive_int
 
 
@@ -74,6 +74,10 @@ class Linear(Module):
 
     def forward(self, x: Any) -> tuple[Any, Any]:
         """x (..., D_in) → (y (..., D_out), x for :meth:`backward`); ``linear(x)`` is y."""
+        given = x
+        x = check_layer_input(x, "x")  # a list becomes an array, as models take it; other libraries' refused
+        if x is not given:
+            x = self.xp.from_numpy(x)
         if x.shape[-1] != self.in_features:
             raise shape_error("x", f"(..., {self.in_features})", x.shape)
         y = self.xp.matmul(x, self.params["W"])
@@ -102,6 +106,7 @@ def check_token_ids(xp: Any, ids: Any, vocab_size: int) -> Any:
     receive.
     """
     if not isinstance(ids, (np.ndarray, list, tuple)):
+        check_layer_input(ids, "token ids")  # a torch tensor's dtype says int too: refuse it here, in one line
         if "int" not in str(ids.dtype):  # dtype metadata (int32, mlx.core.uint8, ...): no device read
             raise ShapeError(f"token ids must be integers; got dtype {ids.dtype}")
         return ids

@@ -52,7 +52,7 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.nn.cells import Cell, cell_class, make_cell
-from mlxrnn.nn.checks import check_finite, shape_error
+from mlxrnn.nn.checks import check_finite, check_layer_input, shape_error
 from mlxrnn.nn.dense import Embedding, Linear, check_token_ids, one_hot
 from mlxrnn.nn.direction_loops import DIRECTION_NAMES, DirectionLoops, TokenInputs, _relayout
 from mlxrnn.nn.layer_inputs import LayerInputs, lengths_to_mask
@@ -225,6 +225,8 @@ class Recurrent(LayerInputs, SingleSteps, DirectionLoops, Module):
         """
         xp = self.xp
         tokens = folded = None
+        if not isinstance(x, TokenInputs):
+            x = check_layer_input(x, "x")  # lists as models take them; other libraries' arrays refused
         if isinstance(x, TokenInputs):
             tokens = self._check_tokens(x)
             folded = tokens.worth_folding(self.cells[0].gate_width)
