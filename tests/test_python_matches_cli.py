@@ -126,3 +126,14 @@ def test_sample_on_a_classifier_directory_says_what_it_holds(tmp_path):
     assert result.exit_code != 0
     line = result.stderr.strip().splitlines()[-1]
     assert "SequenceClassifier" in line and "mlxrnn.load" in line and "mlxrnn train" in line, line
+
+
+def test_the_readmes_python_block_runs_again_over_its_own_output(tmp_path, monkeypatch, capsys):
+    from tests.test_readme import _python_block
+
+    monkeypatch.chdir(tmp_path)  # it writes runs/ where it runs
+    first = mlxrnn.SequenceModel(input_kind="dense", input_size=1, hidden_size=16, output="last", output_size=1,
+                                 loss="binary_cross_entropy")
+    first.save("runs/signs")  # what a first run of the block left (model.save used to refuse it then)
+    exec(compile(_python_block("From Python"), "README.md", "exec"), {})
+    assert mlxrnn.load("runs/signs").numpy_parameters().keys() == first.numpy_parameters().keys()
