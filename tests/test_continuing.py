@@ -439,6 +439,7 @@ def test_every_setting_is_resumable_or_refused_on_purpose():
         "minutes",
         "eval_every",
         "log_every",
+        "tensorboard",  # where the records also go, not what is trained
         "schedule",
         "lr_decay",
         "patience",

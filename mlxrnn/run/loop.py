@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from mlxrnn.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingDiverged, WriteError
-from mlxrnn.io.run_directory import RunDirectory
+from mlxrnn.io.run_directory import TENSORBOARD_SUBDIR, RunDirectory
 from mlxrnn.run.options import TrainOptions
 from mlxrnn.run.plan import plan_warnings, run_plan
 from mlxrnn.run.records import RunRecords
 from mlxrnn.run.setup import RunSetup
 from mlxrnn.run.state import Progress, RunState, RunSummary
+from mlxrnn.run.tensorboard import TensorBoardLog, summary_writer_class
 from mlxrnn.training.distributed import DataParallel
 from mlxrnn.training.signals import deferred_signals
 
@@ -78,8 +79,11 @@ class LanguageModelRun(RunSetup, RunRecords):
         self.log = log if log and self.dist.is_main else (lambda message: None)
         self.on_metrics = metrics if metrics and self.dist.is_main else None
         self.how_started: dict[str, Any] = {}  #: how this session began, for the "start" record
+        self.tensorboard: TensorBoardLog | None = None  #: event files, when `tensorboard` asks for them
         if resume and init_from is not None:
             raise ConfigError("`resume` continues a run and `init_from` starts a new one; pass one of them")
+        if options.tensorboard:
+            summary_writer_class()  # missing: said before anything is written
         try:
             if resume:
                 if self.dist.is_main:
@@ -88,6 +92,8 @@ class LanguageModelRun(RunSetup, RunRecords):
             else:
                 replaced = self.directory.claim(force) if self.dist.is_main else ()
                 self._start(options.validate(), replaced, init_from, given)
+            if self.options.tensorboard and self.dist.is_main:
+                self.tensorboard = TensorBoardLog(self.directory.writing / TENSORBOARD_SUBDIR, self.state.step)
         except BaseException:
             self.close(failed=True)
             raise
@@ -95,6 +101,9 @@ class LanguageModelRun(RunSetup, RunRecords):
     def close(self, failed: bool = False) -> None:
         """Let other processes use the run directory; with ``failed``, first drop a forced
         replacement that has no checkpoint yet (the old run then stays as it was)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
         if failed:
             self.directory.abandon()
         self.directory.release()

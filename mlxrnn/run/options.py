@@ -175,6 +175,10 @@ class TrainOptions:
     log_every: int = setting(
         10, "Write a training record to metrics.jsonl every N steps.", check=at_least(1), resumable=True
     )
+    tensorboard: bool = setting(
+        False, "Also write TensorBoard event files to RUN/tensorboard (needs: pip install 'mlxrnn[tensorboard]').",
+        resumable=True,
+    )
     schedule: str = setting(
         "plateau",
         "Learning-rate schedule: decay on validation plateau, cosine, or constant.",

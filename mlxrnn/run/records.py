@@ -23,6 +23,8 @@ class RunRecords:
     def _metrics(self, record: dict) -> None:
         if self.dist.is_main:
             self.directory.append_metrics(record)
+            if self.tensorboard is not None:  # the same record as TensorBoard scalars (`tensorboard`)
+                self.tensorboard.record(record)
             if self.on_metrics is not None:
                 self.on_metrics(dict(record))  # a copy: the callback may keep or change it
 
