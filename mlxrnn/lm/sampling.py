@@ -192,10 +192,12 @@ class SentenceScore:
 
     @property
     def oov_rate(self) -> float:
+        """The fraction of tokens outside the vocabulary."""
         return self.num_unknown / max(len(self.tokens), 1)
 
     @property
     def num_unknown(self) -> int:
+        """Tokens outside the vocabulary, scored as <UNK>."""
         return sum(self.unknown)
 
     # The properties carry the names of the CLI's JSON keys (see to_dict); ``total`` and ``mean``
@@ -207,10 +209,12 @@ class SentenceScore:
 
     @property
     def mean_log_prob(self) -> float:
+        """log p per token: :attr:`log_prob` / :attr:`num_tokens`."""
         return self.log_prob / max(len(self.log_probs), 1)
 
     @property
     def num_tokens(self) -> int:
+        """Tokens scored (a word model's <EOS> included)."""
         return len(self.tokens)
 
     total = log_prob
@@ -218,9 +222,11 @@ class SentenceScore:
 
     @property
     def perplexity(self) -> float:
+        """exp(−:attr:`mean_log_prob`): the per-token perplexity of this text."""
         return perplexity(-self.mean_log_prob)
 
     def to_dict(self) -> dict:
+        """The record of ``mlxrnn score --json``: index, text, log p and its per-token forms, OOV, tokens."""
         return {
             "index": self.index,
             "text": self.text,

@@ -39,6 +39,7 @@ class Embedding(Module):
         return self.xp.take(self.params["weight"], ids, axis=0), ids
 
     def backward(self, d_out: Any, ids: Any) -> dict:
+        """The gradient of the table, rows of ``d_out`` (B, T, E) added up at the ``ids`` they came from."""
         flat = self.xp.reshape(d_out, (-1, self.embedding_dim))
         return {"weight": self.xp.scatter_add_rows(self.num_embeddings, self.xp.reshape(ids, (-1,)), flat)}
 
@@ -86,6 +87,7 @@ class Linear(Module):
         return y, x
 
     def backward(self, d_y: Any, x: Any) -> tuple[Any, dict]:
+        """(d_x, {"W": dW, "b": db}) from d_y, given the ``x`` :meth:`forward` returned."""
         xp = self.xp
         x2 = xp.reshape(x, (-1, self.in_features))
         d2 = xp.reshape(d_y, (-1, self.out_features))

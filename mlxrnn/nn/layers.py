@@ -152,6 +152,7 @@ class Recurrent(LayerInputs, SingleSteps, DirectionLoops, Module):
 
     @property
     def state_size(self) -> int:
+        """Arrays in the state: 2 for an LSTM (h, c), 1 otherwise."""
         return self.cells[0].state_size
 
     def extra_repr(self) -> str:
@@ -173,6 +174,7 @@ class Recurrent(LayerInputs, SingleSteps, DirectionLoops, Module):
         return self.input_size, self.output_size
 
     def config(self) -> dict:
+        """The constructor's settings (cell, sizes, layers, directions, dropout, cell options) as a dict."""
         return {
             "cell": self.cell_name,
             "input_size": self.input_size,

@@ -45,6 +45,7 @@ class TensorBoardLog:
         self.writer = writer_class(str(directory), purge_step=step or None, flush_secs=30)
 
     def record(self, record: dict[str, Any]) -> None:
+        """Write one metrics record as scalars at its step (see :data:`TAGS`)."""
         event, step = record.get("event"), record.get("step", 0)
         if event == "start" and isinstance(record.get("plan"), dict):
             self.writer.add_text("run/plan", record["plan"]["line"], step)
@@ -56,4 +57,5 @@ class TensorBoardLog:
             self.writer.flush()  # what a user looks at now is on disk now
 
     def close(self) -> None:
+        """Flush and close the event file."""
         self.writer.close()

@@ -34,12 +34,23 @@ from mlxrnn.nn.schedules import Schedule, make_schedule
 class Callback:
     """Base class: every hook, doing nothing (override the ones you need)."""
 
-    def on_train_begin(self, loop: Any) -> None: ...
-    def on_epoch_begin(self, loop: Any, epoch: int) -> None: ...
-    def on_batch_begin(self, loop: Any, batch: int) -> None: ...
-    def on_batch_end(self, loop: Any, batch: int, loss: float) -> None: ...
-    def on_epoch_end(self, loop: Any, epoch: int, logs: dict[str, float]) -> None: ...
-    def on_train_end(self, loop: Any) -> None: ...
+    def on_train_begin(self, loop: Any) -> None:
+        """Before the first epoch."""
+
+    def on_epoch_begin(self, loop: Any, epoch: int) -> None:
+        """Before epoch ``epoch`` (from 1)."""
+
+    def on_batch_begin(self, loop: Any, batch: int) -> None:
+        """Before batch ``batch`` (from 0 in each epoch)."""
+
+    def on_batch_end(self, loop: Any, batch: int, loss: float) -> None:
+        """After batch ``batch``, with its training loss."""
+
+    def on_epoch_end(self, loop: Any, epoch: int, logs: dict[str, float]) -> None:
+        """After epoch ``epoch``, with its logs (loss, accuracy, val_*); set ``loop.stop_training`` to stop."""
+
+    def on_train_end(self, loop: Any) -> None:
+        """After the last epoch, also when training stopped early or failed."""
 
 
 class _Monitor(Callback):

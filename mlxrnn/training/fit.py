@@ -51,6 +51,7 @@ class History:
         return self.history[metric]
 
     def record(self, epoch: int, logs: dict[str, float]) -> None:
+        """Append epoch ``epoch``'s logs (one value per metric)."""
         self.epochs.append(epoch)
         for name, value in logs.items():
             self.history.setdefault(name, []).append(value)
