@@ -148,7 +148,8 @@ def score_command(run, sentences, sentence_file, per_token, rank, encoding, enco
         return
     for position, s in enumerate(ranked, start=1):
         unknown = f"  [{s.num_unknown} of {len(s.tokens)} tokens scored as <UNK>]" if s.num_unknown else ""
-        click.echo(f"{position}. log p = {s.log_prob:9.3f}  ({s.mean_log_prob:.3f}/token, perplexity {s.perplexity:.2f})  "
+        click.echo(f"{position}. log p = {s.log_prob:9.3f}  ({s.mean_log_prob:.3f}/token, "
+                   f"perplexity {s.perplexity:.2f})  "
                    f"{s.text!r}{unknown}")
         if per_token:
             for token, lp, oov in zip(s.tokens, s.log_probs, s.unknown):

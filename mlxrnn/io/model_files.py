@@ -6,9 +6,10 @@
 :func:`save_model` writes a new directory atomically with
 :func:`~mlxrnn.io.checkpoint.save_checkpoint` (a temporary sibling, fsynced, renamed into place;
 an existing directory is replaced only with ``overwrite=True``, and only if it holds a saved
-model), so a crash never leaves half a model, and nothing is pickled. :func:`load` reads any of them back: a task model by its kind (:data:`MODEL_KINDS`), or a
-language model (run directory or checkpoint), whose loader :mod:`mlxrnn.lm.model` registers
-here with :func:`register_loader`, since the language model lives in a layer above this one.
+model), so a crash never leaves half a model, and nothing is pickled. :func:`load` reads any of
+them back: a task model by its kind (:data:`MODEL_KINDS`), or a language model (run directory or
+checkpoint), whose loader :mod:`mlxrnn.lm.model` registers here with :func:`register_loader`,
+since the language model lives in a layer above this one.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ from mlxrnn.errors import CheckpointError, ConfigError
 
 
 class Optimizer:
-    """Base class: a learning rate, a step count and per-parameter state ("slots", e.g. Adam's moments); :meth:`update` applies one step."""
+    """Base class: a learning rate, a step count and per-parameter state ("slots", e.g. Adam's
+    moments); :meth:`update` applies one step."""
     name = "optimizer"
 
     def __init__(self, lr: float):

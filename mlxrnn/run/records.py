@@ -29,7 +29,8 @@ class RunRecords:
                 self.on_metrics(dict(record))  # a copy: the callback may keep or change it
 
     def save(self, tags: tuple[str, ...] = ("last",)) -> Path:
-        """Save a checkpoint of the run (weights, optimizer, schedule, RNG, run state) under ``tags``; returns its path."""
+        """Save a checkpoint of the run (weights, optimizer, schedule, RNG, run state) under ``tags``;
+        returns its path."""
         xp = self.lm.xp
         carry = self.dist.gather_state(self.state.carry)  # a collective: every process calls save()
         if not self.dist.is_main:
