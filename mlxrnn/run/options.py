@@ -163,22 +163,16 @@ class TrainOptions:
         "Last fraction of the text kept for validation (unless `valid` names a file).",
         check=within(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"),
     )
-    #: `valid` and `test` are saved absolute and may move like CORPUS (the same text, by sha256)
-    valid: str | None = setting(
-        None, "Validation text file, used instead of the last `val_frac` of CORPUS.", resumable=True
-    )
-    test: str | None = setting(
-        None, "Test text file, evaluated with the best checkpoint when training ends (summary and metrics).",
-        resumable=True,
-    )
+    valid: str | None = setting(None, "Validation text file, used instead of the last `val_frac` of CORPUS.",
+                                resumable=True)
+    test: str | None = setting(None, "Test text file, evaluated with the best checkpoint when training ends "
+                               "(summary and metrics).", resumable=True)
     eval_every: int = setting(200, "Validate (and checkpoint) every N steps.", check=at_least(1), resumable=True)
     log_every: int = setting(
         10, "Write a training record to metrics.jsonl every N steps.", check=at_least(1), resumable=True
     )
-    tensorboard: bool = setting(
-        False, "Also write TensorBoard event files to RUN/tensorboard (needs: pip install 'mlxrnn[tensorboard]').",
-        resumable=True,
-    )
+    tensorboard: bool = setting(False, "Also write TensorBoard event files to RUN/tensorboard (needs: pip install "
+                                "'mlxrnn[tensorboard]').", resumable=True)
     schedule: str = setting(
         "plateau",
         "Learning-rate schedule: decay on validation plateau, cosine, or constant.",
