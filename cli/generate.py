@@ -110,39 +110,46 @@ def sample_command(
     help="Also score the lines of this file, one sentence per line ('-': standard input).",
 )
 @click.option("--per-token", is_flag=True, help="Also show every token's log-probability (<UNK> marked).")
+@click.option("--sort", "rank", is_flag=True, help="Rank the sentences, most probable first (default: input order).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of --file.")
 @encoding_errors_option
 @checkpoint_option
 @backend_option
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @handle_errors
-def score_command(run, sentences, sentence_file, per_token, encoding, encoding_errors, tag, backend, as_json):
-    """Score SENTENCES (and/or the lines of --file) by the chain rule and rank them, most
-    probable first. Words outside the vocabulary are scored as <UNK>: the out-of-vocabulary
-    rate is reported, and --per-token marks them.
+def score_command(run, sentences, sentence_file, per_token, rank, encoding, encoding_errors, tag, backend, as_json):
+    """Score SENTENCES (and/or the lines of --file) by the chain rule, in input order (--sort:
+    most probable first). Words outside the vocabulary are scored as <UNK>: the
+    out-of-vocabulary rate is reported, and --per-token marks them. With --json each record
+    has its "index" in the input (and "line", its line number in --file).
 
     \b
     Examples (the notes' speech-recognition choice):
       mlxrnn score runs/words "the apple and pear salad" "the apple and pair salad"
-      mlxrnn score runs/words --file candidates.txt --per-token
+      mlxrnn score runs/words --file candidates.txt --per-token --sort
       echo "the apple and pear salad" | mlxrnn score runs/words -f -
     """
     check_backend(backend)
     texts = list(sentences)
+    lines: list[int | None] = [None] * len(texts)  # line numbers in --file, for --json
     if sentence_file is not None:  # a bad file fails before the model is loaded
-        texts += read_sentences(sentence_file, encoding, encoding_errors)
+        numbered = read_numbered_sentences(sentence_file, encoding, encoding_errors)
+        texts += [text for _, text in numbered]
+        lines += [number for number, _ in numbered]
     if not texts:
         context = click.get_current_context()
         argument = next(param for param in context.command.params if param.name == "sentences")
         raise click.MissingParameter(ctx=context, param=argument)
     lm, _ = load_language_model(run, backend=backend, tag=tag)
-    ranked = sorted(score(lm, texts), key=lambda s: s.log_prob, reverse=True)
+    scores = score(lm, texts)
+    ranked = sorted(scores, key=lambda s: s.log_prob, reverse=True) if rank else scores
     if as_json:
-        echo_json([s.to_dict() for s in ranked])
+        echo_json([{**s.to_dict(), **({"line": lines[s.index]} if lines[s.index] else {})} for s in ranked])
         return
-    for rank, s in enumerate(ranked, start=1):
+    for position, s in enumerate(ranked, start=1):
         unknown = f"  [{s.num_unknown} of {len(s.tokens)} tokens scored as <UNK>]" if s.num_unknown else ""
-        click.echo(f"{rank}. log p = {s.log_prob:9.3f}  ({s.mean_log_prob:.3f}/token, perplexity {s.perplexity:.2f})  "
+        click.echo(f"{position}. log p = {s.log_prob:9.3f}  ({s.mean_log_prob:.3f}/token, "
+                   f"perplexity {s.perplexity:.2f})  "
                    f"{s.text!r}{unknown}")
         if per_token:
             for token, lp, oov in zip(s.tokens, s.log_probs, s.unknown):
@@ -156,14 +163,14 @@ def score_command(run, sentences, sentence_file, per_token, encoding, encoding_e
     )
 
 
-def read_sentences(path: str, encoding: str, errors: str) -> list[str]:
-    """The non-blank lines of ``path`` ('-': standard input), one sentence each."""
+def read_numbered_sentences(path: str, encoding: str, errors: str) -> list[tuple[int, str]]:
+    """(line number from 1, sentence) of the non-blank lines of ``path`` ('-': standard input)."""
     if path == "-":
         text = sys.stdin.read()
     else:
         text = read_text(path, encoding=encoding, errors=errors)
     lines = [line.strip() for line in text.replace("\r\n", "\n").split("\n")]
-    sentences = [line for line in lines if line]
+    sentences = [(number, line) for number, line in enumerate(lines, start=1) if line]
     if not sentences:
         raise DataError(f"{'standard input' if path == '-' else path} has no sentences (one per line)")
     return sentences

@@ -143,10 +143,10 @@ def resume_rule() -> str:
     ]
     return (
         "Continue the run in --out from its last checkpoint. Flags you leave out keep the run's values. "
-        f"Given, these apply from the next step and are logged: {', '.join(applied)} and CORPUS (its text must "
-        "be the same); a new --epochs/--steps/--minutes replaces the whole saved budget; --lr also resets a "
-        "decayed rate, and a new --schedule starts at the current rate. Any other flag that differs from the "
-        "run's (a model or data setting such as --hidden or --seq-len) is refused."
+        f"Given, these apply from the next step and are logged: {', '.join(applied)} and CORPUS (CORPUS, --valid "
+        "and --test may name the same text at another path); a new --epochs/--steps/--minutes replaces the whole "
+        "saved budget; --lr also resets a decayed rate, and a new --schedule starts at the current rate. Any "
+        "other flag that differs from the run's (a model or data setting such as --hidden or --seq-len) is refused."
     )
 
 

@@ -6,9 +6,11 @@ On a terminal it redraws one line; in a log file (not a TTY) it prints a line ev
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
+from mlxrnn.lm.evaluation import perplexity
 from mlxrnn.run.state import Progress
 
 
@@ -19,6 +21,18 @@ def format_duration(seconds: float | None) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def eval_line(p: Progress) -> str:
+    """"step 200: validation loss 4.6052 (perplexity 100.00)  (lr 0.002)": a word model's loss
+    with its perplexity, a character model's with its bits per character (how each is quoted)."""
+    if p.level == "char":
+        reading = f" ({p.val_loss / math.log(2):.3f} bits/char)"
+    elif p.level is not None:
+        reading = f" (perplexity {perplexity(p.val_loss):.2f})"
+    else:
+        reading = ""
+    return f"step {p.step}: validation loss {p.val_loss:.4f}{reading}  (lr {p.lr:.3g})"
 
 
 class ProgressBar:
@@ -40,7 +54,7 @@ class ProgressBar:
     def _draw(self, p: Progress) -> None:
         if p.event == "eval":
             self._newline()
-            self.stream.write(f"step {p.step}: validation loss {p.val_loss:.4f}  (lr {p.lr:.3g})\n")
+            self.stream.write(eval_line(p) + "\n")
             self.stream.flush()
             return
         now = time.monotonic()

@@ -11,7 +11,8 @@ From Python as from the command line:
     lm.score(["a sentence", "another"]), lm.evaluate(text)   # mlxrnn score / eval
     model = mlxrnn.SequenceClassifier(input_size=43, hidden_size=48)
     history = model.fit(train, validation=held_out, epochs=5, callbacks=[mlxrnn.EarlyStopping()])
-    model.save("models/sentiment"); mlxrnn.SequenceClassifier.load("models/sentiment")
+    model.save("models/sentiment", overwrite=True); mlxrnn.SequenceClassifier.load("models/sentiment")
+    ids, lengths = mlxrnn.pad_sequences([[5, 2, 9], [4]]); mlxrnn.from_torch(torch_lstm)   # data, interop
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mlxrnn.errors import (
     WriteError,
 )
 from mlxrnn.io import interop
+from mlxrnn.io.interop import from_keras, from_mlx_nn, from_torch, to_keras, to_mlx_nn, to_torch
 from mlxrnn.io.model_files import load
 from mlxrnn.lm.evaluation import Evaluation, evaluate_text
 from mlxrnn.lm.model import LanguageModel, load_language_model
@@ -50,6 +52,7 @@ from mlxrnn.nn.clip import clip_grad_norm, clip_grad_value, global_norm
 from mlxrnn.nn.layers import GRU, LSTM, RNN, Embedding, Linear, Recurrent, lengths_to_mask, make_recurrent, one_hot
 from mlxrnn.nn.losses import binary_cross_entropy_with_logits, mean_squared_error, softmax_cross_entropy
 from mlxrnn.nn.optim import SGD, Adam, AdamW, Optimizer, RMSProp, make_optimizer
+from mlxrnn.nn.sequences import pad_sequences
 from mlxrnn.run.loop import Progress, RunSummary, train_language_model
 from mlxrnn.run.options import TrainOptions
 from mlxrnn.training.callbacks import Callback, EarlyStopping, LearningRateSchedule, ProgressBar, RestoreBestWeights
@@ -77,4 +80,6 @@ __all__ = [
     "sample", "score", "evaluate_text", "Samples", "SentenceScore", "Evaluation", "SamplingOptions",
     # fit
     "History", "Callback", "EarlyStopping", "RestoreBestWeights", "LearningRateSchedule", "ProgressBar",
+    # data and other frameworks' weights
+    "pad_sequences", "from_torch", "to_torch", "from_keras", "to_keras", "from_mlx_nn", "to_mlx_nn",
 ]

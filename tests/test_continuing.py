@@ -116,7 +116,7 @@ def test_resume_applies_and_logs_the_optimisation_settings_given(tmp_path, corpu
     start = _records(run, "start")[-1]
     assert start["resumed"] is True
     assert start["changed"] == {"lr": [0.01, 0.003], "clip": [5.0, 1e-6], "steps": [4, 8], "patience": [None, 5]}
-    assert any("`lr` 0.01 → 0.003" in m and "`clip` 5.0 → 1e-06" in m for m in messages), messages
+    assert any("`lr` 0.01 → 0.003" in m and "`clip` 5 → 1e-06" in m for m in messages), messages
     resumed = [r for r in _records(run, "train") if r["step"] > 4]
     assert resumed[0]["lr"] == 0.003  # the new rate, not the saved (or a decayed) one
     assert all(r["clipped"] for r in resumed)  # a gradient norm above 1e-6 is always clipped now
@@ -429,6 +429,8 @@ def test_every_setting_is_resumable_or_refused_on_purpose():
     resumable = {spec.name for spec in fields(TrainOptions) if spec.metadata["resumable"]}
     assert resumable == {
         "corpus",
+        "valid",  # like CORPUS: the same text (sha256) at another path
+        "test",
         "lr",
         "weight_decay",
         "clip",
@@ -437,6 +439,7 @@ def test_every_setting_is_resumable_or_refused_on_purpose():
         "minutes",
         "eval_every",
         "log_every",
+        "tensorboard",  # where the records also go, not what is trained
         "schedule",
         "lr_decay",
         "patience",

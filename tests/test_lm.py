@@ -268,7 +268,7 @@ def test_cli_end_to_end(tmp_path, small_corpus):
     result = _cli("sample", run, "--length", "40", "--seed", "1", "--json")
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["samples"][0]) > 0
-    result = _cli("score", run, "the king", "zzqx", "--json")
+    result = _cli("score", run, "the king", "zzqx", "--json", "--sort")
     assert result.returncode == 0, result.stderr
     ranked = json.loads(result.stdout)
     assert sorted(r["text"] for r in ranked) == ["the king", "zzqx"]

@@ -23,6 +23,9 @@ Array = Any  # a numpy.ndarray or an mlx.core.array, depending on the backend
 
 @runtime_checkable
 class ArrayBackend(Protocol):
+    """What a backend offers: the array API standard's functions of these names (documented there)
+    and the few this project adds, each described where it is declared."""
+
     name: str  #: "numpy" or "mlx"
     dtype: Any  #: the backend's floating dtype object (float32 by default)
     dtype_name: str  #: "float32" or "float64"

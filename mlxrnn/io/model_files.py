@@ -5,10 +5,11 @@
 
 :func:`save_model` writes a new directory atomically with
 :func:`~mlxrnn.io.checkpoint.save_checkpoint` (a temporary sibling, fsynced, renamed into place;
-an existing directory is never replaced), so a crash never leaves half a model, and nothing is
-pickled. :func:`load` reads any of them back: a task model by its kind (:data:`MODEL_KINDS`), or a
-language model (run directory or checkpoint), whose loader :mod:`mlxrnn.lm.model` registers
-here with :func:`register_loader`, since the language model lives in a layer above this one.
+an existing directory is replaced only with ``overwrite=True``, and only if it holds a saved
+model), so a crash never leaves half a model, and nothing is pickled. :func:`load` reads any of
+them back: a task model by its kind (:data:`MODEL_KINDS`), or a language model (run directory or
+checkpoint), whose loader :mod:`mlxrnn.lm.model` registers here with :func:`register_loader`,
+since the language model lives in a layer above this one.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ def register_loader(kind: str, loader: Callable[[Checkpoint, Any], Any]) -> None
     LOADERS[kind] = loader
 
 
-def save_model(model: Any, directory: str | os.PathLike[str]) -> Path:
-    """Write ``model`` (one of :data:`MODEL_KINDS`) to the new directory ``directory``; returns it."""
+def save_model(model: Any, directory: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write ``model`` (one of :data:`MODEL_KINDS`) to the new directory ``directory``; returns it.
+    ``overwrite=True`` replaces a model saved there before, atomically (and never anything else)."""
     kind = getattr(model, "checkpoint_kind", None)
     if kind not in MODEL_KINDS:
         raise CheckpointError(f"cannot save a {type(model).__name__}: save one of "
                               f"{', '.join(cls.__name__ for cls in MODEL_KINDS.values())}")
     meta = {"kind": kind, "config": model.saved_config().to_dict()}
-    return save_checkpoint(directory, model.numpy_parameters(), meta)
+    return save_checkpoint(directory, model.numpy_parameters(), meta, overwrite=overwrite)
 
 
 def load(path: str | os.PathLike[str], backend: Any = None, dtype: str = "float32", tag: str = "best") -> Any:

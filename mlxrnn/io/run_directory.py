@@ -46,8 +46,10 @@ OPTIONS_FILE = "options.json"
 METRICS_FILE = "metrics.jsonl"
 #: each file a run writes, and a key its (first) JSON object always has
 _RUN_FILE_KEYS = {"last.json": "checkpoint", "best.json": "checkpoint", OPTIONS_FILE: "options", METRICS_FILE: "event"}
+#: TensorBoard event files of a run trained with `tensorboard` (mlxrnn.run.tensorboard)
+TENSORBOARD_SUBDIR = "tensorboard"
 #: what a run directory holds; ``force`` replaces exactly these and nothing else
-RUN_FILES = (CHECKPOINTS_SUBDIR, *_RUN_FILE_KEYS)
+RUN_FILES = (CHECKPOINTS_SUBDIR, TENSORBOARD_SUBDIR, *_RUN_FILE_KEYS)
 #: a run file being written (io.files.temporary_name), e.g. left by a process killed meanwhile
 RUN_TMP_RE = re.compile(r"^\.tmp-(?:[^/]+\.json|metrics\.jsonl)-(\d+)-[0-9a-f]{8}$")
 #: a metrics log longer than this is not read back (a run writes a few hundred bytes per record)
@@ -79,6 +81,8 @@ def is_run_entry(path: Path) -> bool:
         return all(STEP_DIR_RE.match(entry.name) or TMP_RE.match(entry.name) for entry in path.iterdir())
     if path.is_symlink():
         return False
+    if name == TENSORBOARD_SUBDIR:  # event files only, as the writer names them
+        return path.is_dir() and all(entry.name.startswith("events.out.tfevents.") for entry in path.iterdir())
     if name not in _RUN_FILE_KEYS or not path.is_file():  # is_file: a FIFO is never opened here
         return False
     if path.stat().st_size == 0:  # e.g. killed while writing it: nothing to lose

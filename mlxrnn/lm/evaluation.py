@@ -51,10 +51,12 @@ class Evaluation:
 
     @property
     def perplexity(self) -> float:
+        """exp(loss): the per-token perplexity."""
         return perplexity(self.loss)
 
     @property
     def bits_per_token(self) -> float:
+        """The loss in bits (loss / ln 2)."""
         return self.loss / math.log(2)
 
     @property

@@ -10,6 +10,8 @@ Checkpoints hold the model config, the tokenizer and the vocabulary (JSON) besid
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.backend import get_backend
-from mlxrnn.errors import CheckpointError, MLXRNNError
+from mlxrnn.errors import CheckpointError, ConfigError, MLXRNNError
 from mlxrnn.io.checkpoint import Checkpoint, check_weights, load_checkpoint, save_checkpoint
-from mlxrnn.io.model_files import register_loader
+from mlxrnn.io.model_files import MODEL_KINDS, register_loader
 from mlxrnn.lm import evaluation, sampling
 from mlxrnn.lm.network import LM_KIND, LanguageNetwork
 from mlxrnn.lm.network import language_model_config as language_model_config  # its documented home too
@@ -56,28 +58,31 @@ class LanguageModel(LanguageNetwork):
         checkpoint directory, as ``mlxrnn sample RUN`` loads it."""
         return load_language_model(path, backend=backend, tag=tag)[0]
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write the model (weights, config, vocabulary, tokenizer; no training state) to the new
-        checkpoint directory ``directory``, atomically; ``mlxrnn sample`` and :meth:`load` read it."""
-        return save_checkpoint(directory, self.model.numpy_parameters(), self.checkpoint_meta())
+        checkpoint directory ``directory``, atomically; ``mlxrnn sample`` and :meth:`load` read it.
+        ``overwrite=True`` replaces a model saved there before, in one step (never anything else)."""
+        return save_checkpoint(directory, self.model.numpy_parameters(), self.checkpoint_meta(), overwrite=overwrite)
 
     # --- what the CLI's sample, score and eval do ---------------------------------------------------
     def sample(self, length: int = 500, *, prime: str = "", num_samples: int | None = None,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                greedy: bool = False, allow_unk: bool = False, seed: int | None = None,
-               include_prime: bool = True) -> str | list[str]:
+               include_prime: bool = True, sentences: int | None = None) -> str | list[str]:
         """Generate ``length`` tokens after ``prime`` (``mlxrnn sample``, with the same options).
 
         Returns the prime followed by the generated text, as ``mlxrnn sample`` prints it, or only
         the generated text with ``include_prime=False`` (what its ``--json`` lists under
         "samples"). One string; with ``num_samples=k``, a list of k strings drawn as one batch.
         ``seed`` makes the draw reproducible (the CLI's ``--seed`` gives the same text).
-        Word models stop a sample at <EOS> (its end of line).
+        Word models stop a sample at <EOS> (its end of line); ``sentences=n`` goes on to the n-th
+        (character models: n lines), as ``--sentences`` does, ``length`` still bounding the tokens.
         """
         options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                                   allow_unk=allow_unk)
         samples = sampling.sample(self, length=length, num_samples=1 if num_samples is None else num_samples,
-                                  prime=prime, options=options, seed=seed, allow_unknown_prime=allow_unk)
+                                  prime=prime, options=options, seed=seed, allow_unknown_prime=allow_unk,
+                                  sentences=sentences)
         texts = samples.with_prime() if include_prime else samples.texts
         return texts[0] if num_samples is None else texts
 
@@ -88,14 +93,42 @@ class LanguageModel(LanguageNetwork):
         order given, for a list of texts."""
         return sampling.score(self, [texts])[0] if isinstance(texts, str) else sampling.score(self, texts)
 
-    def evaluate(self, text: str, window: int = 256) -> Any:
+    def evaluate(self, text: str | os.PathLike[str], window: int = 256) -> Any:
         """Loss, perplexity and bits per token of ``text`` (``mlxrnn eval``): an
-        :class:`~mlxrnn.lm.evaluation.Evaluation`, whose ``to_dict()`` is the CLI's JSON."""
+        :class:`~mlxrnn.lm.evaluation.Evaluation`, whose ``to_dict()`` is the CLI's JSON.
+
+        ``text`` is the text itself, or a file: a :class:`pathlib.Path`, or a string naming an
+        existing file (read as :meth:`evaluate_file` reads it). A one-word string that looks
+        like a path to a file that does not exist is refused: scoring the path's own characters
+        would be a wrong answer given without a word.
+        """
+        if isinstance(text, os.PathLike) or _names_a_file(text):
+            return self.evaluate_file(text)
+        if _looks_like_a_path(text):
+            raise ConfigError(
+                f"`text` {text!r} looks like a file path, but there is no such file; pass the text itself, or an "
+                "existing file (a pathlib.Path, or evaluate_file(path))"
+            )
         return evaluation.evaluate_text(self, text, window=window)
 
     def evaluate_file(self, path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> Any:
         """:meth:`evaluate` of a text file, read as ``mlxrnn eval RUN FILE`` reads it."""
-        return self.evaluate(read_text(path, encoding=encoding, errors=errors))
+        return evaluation.evaluate_text(self, read_text(path, encoding=encoding, errors=errors))
+
+
+def _names_a_file(text: Any) -> bool:
+    """Whether a string is the name of an existing file (one line, no NUL: never a text's body)."""
+    return isinstance(text, str) and 0 < len(text) < 4096 and "\n" not in text and "\0" not in text and (
+        os.path.isfile(text))
+
+
+def _looks_like_a_path(text: Any) -> bool:
+    """One word with a directory separator or a file suffix ("data/test.txt", "valid.tokens")."""
+    return isinstance(text, str) and bool(_PATH_LIKE.match(text.strip())) and not any(c.isspace() for c in text.strip())
+
+
+_PATH_LIKE = re.compile(r"^(?:\S*[/\\]\S+|\S+\.[A-Za-z][A-Za-z0-9]{0,5})$")
+
 
 def _damaged(what: str) -> CheckpointError:
     return CheckpointError(
@@ -175,6 +208,13 @@ def load_language_model(path: str | Path, backend: Any = None, tag: str = "best"
     Returns (language model, the Checkpoint). Raises CheckpointError on anything unusable.
     """
     checkpoint = load_checkpoint(path, tag=tag)
+    kind = checkpoint.meta.get("kind") if isinstance(checkpoint.meta, dict) else None
+    if isinstance(kind, str) and kind in MODEL_KINDS:  # e.g. `mlxrnn sample` on a classifier's directory
+        raise CheckpointError(
+            f"{path} holds a {MODEL_KINDS[kind].__name__} (a model saved with .save), not a language model: "
+            f"`mlxrnn sample`, `score` and `eval` read what `mlxrnn train` writes; open it in Python with "
+            f"mlxrnn.load({str(path)!r})"
+        )
     return _from_checkpoint(checkpoint, backend), checkpoint
 
 

@@ -78,10 +78,12 @@ class LanguageNetwork:
 
     @property
     def xp(self):
+        """The model's backend."""
         return self.model.xp
 
     @property
     def level(self) -> str:
+        """"char" or "word": what a token is."""
         return self.tokenizer.level
 
     @property
@@ -92,9 +94,11 @@ class LanguageNetwork:
         return self.vocab.eos_id
 
     def encode(self, text: str) -> np.ndarray:
+        """Text → token ids (1-D) with the model's tokenizer and vocabulary (unknown words → <UNK>)."""
         return self.vocab.encode(self.tokenizer.tokenize(text))
 
     def decode(self, ids) -> str:
+        """Token ids → text, as the tokenizer joins its tokens."""
         return self.tokenizer.detokenize(self.vocab.decode(ids))
 
     def next_token_logits(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
@@ -147,6 +151,7 @@ class LanguageNetwork:
         return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)), state
 
     def checkpoint_meta(self) -> dict:
+        """The JSON a checkpoint keeps beside the weights: kind, model config, vocabulary, tokenizer."""
         return {
             "kind": LM_KIND,
             "model_config": self.model.config.to_dict(),

@@ -180,6 +180,7 @@ class SentenceScore:
     tokens: list[str]  #: the text's tokens as its tokenizer made them
     log_probs: list[float]  #: natural-log p(token | previous tokens), one per token
     unknown: list[bool] = field(default_factory=list)  #: per token: outside the vocabulary, scored as <UNK>
+    index: int = 0  #: its position among the texts scored together (the input order)
 
     @property
     def num_oov(self) -> int:
@@ -188,10 +189,12 @@ class SentenceScore:
 
     @property
     def oov_rate(self) -> float:
+        """The fraction of tokens outside the vocabulary."""
         return self.num_unknown / max(len(self.tokens), 1)
 
     @property
     def num_unknown(self) -> int:
+        """Tokens outside the vocabulary, scored as <UNK>."""
         return sum(self.unknown)
 
     # The properties carry the names of the CLI's JSON keys (see to_dict); ``total`` and ``mean``
@@ -203,10 +206,12 @@ class SentenceScore:
 
     @property
     def mean_log_prob(self) -> float:
+        """log p per token: :attr:`log_prob` / :attr:`num_tokens`."""
         return self.log_prob / max(len(self.log_probs), 1)
 
     @property
     def num_tokens(self) -> int:
+        """Tokens scored (a word model's <EOS> included)."""
         return len(self.tokens)
 
     total = log_prob
@@ -214,10 +219,13 @@ class SentenceScore:
 
     @property
     def perplexity(self) -> float:
+        """exp(−:attr:`mean_log_prob`): the per-token perplexity of this text."""
         return perplexity(-self.mean_log_prob)
 
     def to_dict(self) -> dict:
+        """The record of ``mlxrnn score --json``: index, text, log p and its per-token forms, OOV, tokens."""
         return {
+            "index": self.index,
             "text": self.text,
             "log_prob": self.log_prob,
             "mean_log_prob": self.mean_log_prob,
@@ -242,7 +250,7 @@ def score(lm: LanguageNetwork, texts: Sequence[str]) -> list[SentenceScore]:
     if isinstance(texts, str):
         raise ConfigError("score takes a list of texts, not one string; wrap it: score(lm, [text])")
     results = []
-    for text in texts:
+    for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise ConfigError(f"texts to score must be strings, got {type(text).__name__} {text!r:.60}")
         tokens = lm.tokenizer.tokenize(text)
@@ -253,5 +261,5 @@ def score(lm: LanguageNetwork, texts: Sequence[str]) -> list[SentenceScore]:
         log_probs, _ = lm.log_probs(inputs)
         picked = log_probs[0, np.arange(len(ids)), ids]
         unknown = [token not in lm.vocab for token in tokens]
-        results.append(SentenceScore(text, list(tokens), [float(v) for v in picked], unknown))
+        results.append(SentenceScore(text, list(tokens), [float(v) for v in picked], unknown, index))
     return results

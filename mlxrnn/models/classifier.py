@@ -63,6 +63,7 @@ class SequenceClassifierConfig:
     seed: int = 0
 
     def validate(self) -> SequenceClassifierConfig:
+        """Check every field (ConfigError naming it); returns the config."""
         if self.input_kind not in INPUT_KINDS:
             raise ConfigError(f"input_kind must be one of {', '.join(INPUT_KINDS)}, got {self.input_kind!r}")
         if self.pooling not in POOLINGS:
@@ -85,6 +86,7 @@ class SequenceClassifierConfig:
         return self.head
 
     def to_dict(self) -> dict:
+        """The config as JSON-ready fields (what checkpoints store)."""
         return asdict(self)
 
     @classmethod
@@ -131,6 +133,7 @@ class SequenceClassifier(TaskModel, Module):
 
     @property
     def num_outputs(self) -> int:
+        """Logits per sequence: 1 for a sigmoid head, else ``num_classes``."""
         return 1 if self.config.head_kind == "sigmoid" else self.config.num_classes
 
     # --- forward ------------------------------------------------------------------------------

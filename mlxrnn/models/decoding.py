@@ -28,6 +28,7 @@ class SamplingOptions:
     allow_unk: bool = False
 
     def validate(self) -> SamplingOptions:
+        """Check the controls (ConfigError naming the field); returns the options."""
         if not (
             isinstance(self.temperature, (int, float)) and self.temperature > 0 and math.isfinite(self.temperature)
         ):

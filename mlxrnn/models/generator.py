@@ -63,6 +63,7 @@ class SequenceGeneratorConfig:
     seed: int = 0
 
     def validate(self) -> SequenceGeneratorConfig:
+        """Check every field (ConfigError naming it); returns the config."""
         if self.condition_kind not in CONDITION_KINDS:
             raise ConfigError(f"condition_kind must be 'class' or 'vector', got {self.condition_kind!r}")
         for label in ("condition_size", "vocab_size", "embed_size"):
@@ -82,6 +83,7 @@ class SequenceGeneratorConfig:
         return self
 
     def to_dict(self) -> dict:
+        """The config as JSON-ready fields (what checkpoints store)."""
         return asdict(self)
 
     @classmethod

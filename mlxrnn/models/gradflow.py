@@ -48,6 +48,7 @@ class GradientFlow:
 
     @property
     def time_steps(self) -> int:
+        """T, the steps the gradients were measured over."""
         return int(self.hidden_norms.shape[1])
 
     def steps_before_loss(self) -> np.ndarray:

@@ -75,6 +75,7 @@ class Seq2SeqConfig:
     seed: int = 0
 
     def validate(self) -> Seq2SeqConfig:
+        """Check every field (ConfigError naming it); returns the config."""
         for label in ("source_vocab_size", "target_vocab_size", "embed_size"):
             check_positive_int(label, getattr(self, label))
         self.recurrent.validate()
@@ -89,6 +90,7 @@ class Seq2SeqConfig:
         return self
 
     def to_dict(self) -> dict:
+        """The config as JSON-ready fields (what checkpoints store)."""
         return asdict(self)
 
     @classmethod

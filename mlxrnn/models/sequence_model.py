@@ -72,6 +72,7 @@ class SequenceModelConfig:
     output_dropout: float = 0.0  #: dropout on the features the head reads, training only
 
     def validate(self) -> SequenceModelConfig:
+        """Check every field (ConfigError naming it); returns the config."""
         if self.input_kind not in INPUT_KINDS:
             raise ConfigError(f"input_kind must be one of {', '.join(INPUT_KINDS)}, got {self.input_kind!r}")
         if self.output not in OUTPUT_KINDS:

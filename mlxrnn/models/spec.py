@@ -58,6 +58,7 @@ class RecurrentSpec:
     locked_dropout: bool = False  #: one dropout mask per sequence, shared across time (variational)
 
     def validate(self) -> RecurrentSpec:
+        """Check every field (ConfigError naming it); returns the spec."""
         cell_class(self.cell)  # a ConfigError naming the registered cells
         check_positive_int("hidden_size", self.hidden_size)
         check_positive_int("num_layers", self.num_layers)
@@ -93,6 +94,7 @@ class RecurrentSpec:
 
     @property
     def num_directions(self) -> int:
+        """2 for a bidirectional stack, else 1."""
         return 2 if self.bidirectional else 1
 
     @property
@@ -106,6 +108,7 @@ class RecurrentSpec:
         return self.hidden_size * self.num_directions
 
     def num_gates(self) -> int:
+        """The cell's fused gate blocks (1 RNN, 3 GRU, 4 LSTM)."""
         return self.sample_cell().num_gates
 
     def build(self, input_size: int, seed: int, backend: Any) -> Recurrent:
@@ -117,6 +120,7 @@ class RecurrentSpec:
         )
 
     def to_dict(self) -> dict:
+        """The spec as JSON-ready fields (what checkpoints store)."""
         return asdict(self)
 
     @classmethod

@@ -52,6 +52,7 @@ class SequenceTaggerConfig:
     seed: int = 0
 
     def validate(self) -> SequenceTaggerConfig:
+        """Check every field (ConfigError naming it); returns the config."""
         if self.input_kind not in INPUT_KINDS:
             raise ConfigError(f"input_kind must be one of {', '.join(INPUT_KINDS)}, got {self.input_kind!r}")
         if self.head not in HEADS:
@@ -64,6 +65,7 @@ class SequenceTaggerConfig:
 
     @property
     def head_kind(self) -> str:
+        """The resolved head: "sigmoid" or "softmax"."""
         if self.head == "auto":
             return "sigmoid" if self.num_tags == 2 else "softmax"
         return self.head
@@ -78,6 +80,7 @@ class SequenceTaggerConfig:
         ).validate()
 
     def to_dict(self) -> dict:
+        """The config as JSON-ready fields (what checkpoints store)."""
         return asdict(self)
 
     @classmethod

@@ -90,22 +90,23 @@ class TaskModel:
     def fit(self, train: Any, validation: Any = None, *, epochs: int = 1, batch_size: int = 32,
             optimizer: Any = "adam", lr: float | None = None, clip_norm: float | None = 5.0,
             callbacks: Sequence[Any] = (), shuffle: bool = True, seed: int = 0,
-            verbose: bool | None = None) -> Any:
+            verbose: bool | int | None = None, validation_data: Any = None) -> Any:
         """Train on ``train`` for ``epochs`` passes; returns the :class:`~mlxrnn.training.fit.History`.
 
         See :func:`mlxrnn.training.fit.fit` for every argument; in short: ``train`` and
         ``validation`` are datasets as :meth:`evaluate` takes them, ``optimizer`` a name ("adam",
         "sgd", ...) or an :class:`~mlxrnn.nn.optim.Optimizer`, ``callbacks`` e.g.
-        ``[EarlyStopping(patience=3), RestoreBestWeights()]``, ``verbose`` None draws a progress
-        bar only when stderr is a terminal.
+        ``[EarlyStopping(patience=3), RestoreBestWeights()]``; a line per epoch is printed unless
+        ``verbose=0``; ``validation_data=(x, y)`` is Keras's name for ``validation``.
         """
         return _provided("fit")(self, train, validation, epochs=epochs, batch_size=batch_size,
                                 optimizer=optimizer, lr=lr, clip_norm=clip_norm, callbacks=callbacks, shuffle=shuffle,
-                                seed=seed, verbose=verbose)
+                                seed=seed, verbose=verbose, validation_data=validation_data)
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the model to a new checkpoint directory (safetensors + JSON, atomic, no pickle)."""
-        return _provided("save_model")(self, directory)
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write the model to a new checkpoint directory (safetensors + JSON, atomic, no pickle);
+        ``overwrite=True`` replaces a model saved there before, atomically (never other files)."""
+        return _provided("save_model")(self, directory, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, backend: Any = None, dtype: str = "float32", tag: str = "best") -> Any:

@@ -123,12 +123,14 @@ class RNNCell(Cell):
 
 
     def step(self, xp, params: Params, x_proj, state: tuple) -> tuple[tuple, Cache]:
+        """One step: projected input x_proj (B, H) and state (h,) → ((h,), cache for :meth:`step_backward`)."""
         (h_prev,) = state
         rec = xp.matmul(h_prev, params["W_h"])
         h = xp.kernels.tanh_forward(rec, x_proj) if self.activation == "tanh" else xp.maximum(x_proj + rec, 0.0)
         return (h,), {"h_prev": h_prev, "h": h}
 
     def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
+        """BPTT through one step: d(new state) → (d x_proj, d(previous state))."""
         (d_h,) = d_state
         h = cache["h"]
         if self.activation == "tanh":
@@ -182,6 +184,7 @@ class GRUCell(Cell):
         return params
 
     def step(self, xp, params: Params, x_proj, state: tuple) -> tuple[tuple, Cache]:
+        """One step: projected input x_proj (B, 3H) and state (h,) → ((h,), cache for :meth:`step_backward`)."""
         (h_prev,) = state
         H = self.hidden_size
         W_h = params["W_h"]
@@ -211,6 +214,7 @@ class GRUCell(Cell):
         return {"u": update_reset[:, :H], "r": update_reset[:, H:]}
 
     def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
+        """BPTT through one step: d(new state) → (d x_proj, d(previous state))."""
         (d_h,) = d_state
         H = self.hidden_size
         W_h = params["W_h"]
@@ -293,6 +297,7 @@ class LSTMCell(Cell):
         return params
 
     def step(self, xp, params: Params, x_proj, state: tuple) -> tuple[tuple, Cache]:
+        """One step: projected input x_proj (B, 4H) and state (h, c) → ((h, c), cache for :meth:`step_backward`)."""
         h_prev, c_prev = state
         if not self.peephole:  # all the step's element-wise work is one fused kernel
             h, c, gates, tanh_c = xp.kernels.lstm_forward(xp.matmul(h_prev, params["W_h"]), x_proj, c_prev)
@@ -321,6 +326,7 @@ class LSTMCell(Cell):
         return {"u": update_forget[:, :H], "f": update_forget[:, H:], "o": cache["o"]}
 
     def step_backward(self, xp, params: Params, cache: Cache, d_state: tuple):
+        """BPTT through one step: d(new state) → (d x_proj, d(previous state))."""
         d_h, d_c = d_state
         if not self.peephole:
             d_pre, d_c_prev = xp.kernels.lstm_backward(d_h, d_c, cache["gates"], cache["tanh_c"], cache["c_prev"])

@@ -48,3 +48,28 @@ def check_finite(values: Any, what: str, advice: str, dtype: Any = None) -> None
 def shape_error(name: str, expected: str, got: Any) -> ShapeError:
     """The one wording of a wrong shape: "<name> must have shape <expected>; got (…)"."""
     return ShapeError(f"{name} must have shape {expected}; got {tuple(got)}")
+
+
+#: the modules whose arrays the backends use as they are (NumPy's, and MLX's on the MLX backend)
+_OWN_ARRAYS = ("numpy", "mlx")
+
+
+def check_layer_input(x: Any, name: str) -> Any:
+    """``x`` as a layer takes it: a NumPy array or the backend's own array as it is, a (nested)
+    list of numbers as a NumPy array, as the models take them. Another library's array (a torch
+    tensor, a JAX array) is refused in one line that says how to convert it: reading it through
+    NumPy would copy it silently, or fail deep inside the layer on a GPU tensor."""
+    if isinstance(x, (list, tuple)):
+        try:
+            array = np.asarray(x)
+        except ValueError:  # rows of different lengths
+            raise ShapeError(f"{name} is a ragged list (rows of different lengths); pad it first "
+                             "(mlxrnn.pad_sequences) and pass `lengths`") from None
+        if array.dtype.kind not in "biuf":
+            raise ShapeError(f"{name} must hold numbers, got a list of {array.dtype} values")
+        return array
+    if type(x).__module__.split(".")[0] not in _OWN_ARRAYS:
+        kind = f"{type(x).__module__.split('.')[0]}.{type(x).__name__}"
+        raise ShapeError(f"{name} is a {kind}; pass a NumPy array (tensor.numpy(), or .detach().cpu().numpy() "
+                         "for a tensor on a GPU) or a list")
+    return x

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
-from mlxrnn.nn.checks import shape_error
+from mlxrnn.nn.checks import check_layer_input, shape_error
 from mlxrnn.nn.module import Module, check_positive_int
 
 
@@ -39,6 +39,7 @@ class Embedding(Module):
         return self.xp.take(self.params["weight"], ids, axis=0), ids
 
     def backward(self, d_out: Any, ids: Any) -> dict:
+        """The gradient of the table, rows of ``d_out`` (B, T, E) added up at the ``ids`` they came from."""
         flat = self.xp.reshape(d_out, (-1, self.embedding_dim))
         return {"weight": self.xp.scatter_add_rows(self.num_embeddings, self.xp.reshape(ids, (-1,)), flat)}
 
@@ -74,6 +75,10 @@ class Linear(Module):
 
     def forward(self, x: Any) -> tuple[Any, Any]:
         """x (..., D_in) → (y (..., D_out), x for :meth:`backward`); ``linear(x)`` is y."""
+        given = x
+        x = check_layer_input(x, "x")  # a list becomes an array, as models take it; other libraries' refused
+        if x is not given:
+            x = self.xp.from_numpy(x)
         if x.shape[-1] != self.in_features:
             raise shape_error("x", f"(..., {self.in_features})", x.shape)
         y = self.xp.matmul(x, self.params["W"])
@@ -82,6 +87,7 @@ class Linear(Module):
         return y, x
 
     def backward(self, d_y: Any, x: Any) -> tuple[Any, dict]:
+        """(d_x, {"W": dW, "b": db}) from d_y, given the ``x`` :meth:`forward` returned."""
         xp = self.xp
         x2 = xp.reshape(x, (-1, self.in_features))
         d2 = xp.reshape(d_y, (-1, self.out_features))
@@ -102,6 +108,7 @@ def check_token_ids(xp: Any, ids: Any, vocab_size: int) -> Any:
     receive.
     """
     if not isinstance(ids, (np.ndarray, list, tuple)):
+        check_layer_input(ids, "token ids")  # a torch tensor's dtype says int too: refuse it here, in one line
         if "int" not in str(ids.dtype):  # dtype metadata (int32, mlx.core.uint8, ...): no device read
             raise ShapeError(f"token ids must be integers; got dtype {ids.dtype}")
         return ids

@@ -52,7 +52,7 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.nn.cells import Cell, cell_class, make_cell
-from mlxrnn.nn.checks import check_finite, shape_error
+from mlxrnn.nn.checks import check_finite, check_layer_input, shape_error
 from mlxrnn.nn.dense import Embedding, Linear, check_token_ids, one_hot
 from mlxrnn.nn.direction_loops import DIRECTION_NAMES, DirectionLoops, TokenInputs, _relayout
 from mlxrnn.nn.layer_inputs import LayerInputs, lengths_to_mask
@@ -152,6 +152,7 @@ class Recurrent(LayerInputs, SingleSteps, DirectionLoops, Module):
 
     @property
     def state_size(self) -> int:
+        """Arrays in the state: 2 for an LSTM (h, c), 1 otherwise."""
         return self.cells[0].state_size
 
     def extra_repr(self) -> str:
@@ -173,6 +174,7 @@ class Recurrent(LayerInputs, SingleSteps, DirectionLoops, Module):
         return self.input_size, self.output_size
 
     def config(self) -> dict:
+        """The constructor's settings (cell, sizes, layers, directions, dropout, cell options) as a dict."""
         return {
             "cell": self.cell_name,
             "input_size": self.input_size,
@@ -225,6 +227,8 @@ class Recurrent(LayerInputs, SingleSteps, DirectionLoops, Module):
         """
         xp = self.xp
         tokens = folded = None
+        if not isinstance(x, TokenInputs):
+            x = check_layer_input(x, "x")  # lists as models take them; other libraries' arrays refused
         if isinstance(x, TokenInputs):
             tokens = self._check_tokens(x)
             folded = tokens.worth_folding(self.cells[0].gate_width)

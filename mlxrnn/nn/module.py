@@ -31,6 +31,7 @@ class Module:
         self._children: dict[str, Module] = {}
 
     def add_child(self, name: str, module: Module) -> Module:
+        """Register ``module`` as a child called ``name`` (also set as an attribute); returns it."""
         self._children[name] = module
         setattr(self, name, module)
         return module
@@ -40,6 +41,7 @@ class Module:
         self.params = {name: self.xp.from_numpy(value) for name, value in arrays.items()}
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """(prefix, module) for this module and every descendant, depth first; prefixes end in "."."""
         yield prefix, self
         for name, child in self._children.items():
             yield from child.named_modules(f"{prefix}{name}.")
@@ -78,9 +80,11 @@ class Module:
                 module.params[name] = value
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{name: shape}`` of every parameter, named as :meth:`parameters` names them."""
         return {name: tuple(value.shape) for name, value in self.parameters().items()}
 
     def num_parameters(self) -> int:
+        """The number of scalar parameters in the whole tree."""
         return int(sum(int(np.prod(shape)) for shape in self.parameter_shapes().values()))
 
     def numpy_parameters(self) -> dict[str, np.ndarray]:

@@ -24,6 +24,8 @@ from mlxrnn.errors import CheckpointError, ConfigError
 
 
 class Optimizer:
+    """Base class: a learning rate, a step count and per-parameter state ("slots", e.g. Adam's
+    moments); :meth:`update` applies one step."""
     name = "optimizer"
 
     def __init__(self, lr: float):
@@ -34,6 +36,7 @@ class Optimizer:
         self.state: dict[str, dict[str, Any]] = {}
 
     def init_single(self, xp, param: Any) -> dict[str, Any]:
+        """The fresh state slots of one parameter (none for plain SGD)."""
         return {}
 
     def step_scalars(self) -> dict[str, float]:
@@ -43,6 +46,7 @@ class Optimizer:
     def apply_single(
         self, xp, grad: Any, param: Any, state: dict[str, Any], scalars: Mapping[str, Any]
     ) -> tuple[Any, dict[str, Any]]:
+        """One parameter's update: (grad, param, its slots, the step's scalars) → (new param, new slots)."""
         raise NotImplementedError
 
     def init_state(self, xp, params: Mapping[str, Any]) -> None:
@@ -62,10 +66,12 @@ class Optimizer:
         return new_params
 
     def state_arrays(self) -> list:
+        """Every state array of every parameter (what a compiled step carries)."""
         return [value for slots in self.state.values() for value in slots.values()]
 
     # --- checkpoints: scalars go to JSON, tensors to safetensors as "param/slot" -------------
     def state_dict(self, xp) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON scalars: name, step count, lr, hyper-parameters; {"param/slot": NumPy array}) for checkpoints."""
         scalars = {"name": self.name, "step_count": self.step_count, "lr": self.lr, "hyper": self.hyper()}
         tensors = {
             f"{name}/{slot}": xp.to_numpy(value) for name, slots in self.state.items() for slot, value in slots.items()
@@ -119,6 +125,7 @@ class Optimizer:
                     )
 
     def hyper(self) -> dict:
+        """The optimizer's hyper-parameters besides the learning rate, as saved in checkpoints."""
         return {}
 
 
@@ -252,6 +259,7 @@ OPTIMIZERS = {cls.name: cls for cls in (Adam, AdamW, SGD, RMSProp)}
 
 
 def make_optimizer(name: str, lr: float, **kwargs: Any) -> Optimizer:
+    """An optimizer by name ("sgd", "adam", "adamw", "rmsprop") with learning rate ``lr`` and its own keywords."""
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](lr=lr, **kwargs)

@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from mlxrnn.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingDiverged, WriteError
-from mlxrnn.io.run_directory import RunDirectory
+from mlxrnn.io.run_directory import TENSORBOARD_SUBDIR, RunDirectory
 from mlxrnn.run.options import TrainOptions
+from mlxrnn.run.plan import plan_warnings, run_plan
 from mlxrnn.run.records import RunRecords
 from mlxrnn.run.setup import RunSetup
 from mlxrnn.run.state import Progress, RunState, RunSummary
+from mlxrnn.run.tensorboard import TensorBoardLog, summary_writer_class
 from mlxrnn.training.distributed import DataParallel
 from mlxrnn.training.signals import deferred_signals
 
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 DIVERGENCE_FACTOR = 3.0
+#: steps of a session before it estimates the time left (the first ones are slow: compilation, caches)
+ETA_AFTER = 3
 
 
 class LanguageModelRun(RunSetup, RunRecords):
@@ -75,8 +79,11 @@ class LanguageModelRun(RunSetup, RunRecords):
         self.log = log if log and self.dist.is_main else (lambda message: None)
         self.on_metrics = metrics if metrics and self.dist.is_main else None
         self.how_started: dict[str, Any] = {}  #: how this session began, for the "start" record
+        self.tensorboard: TensorBoardLog | None = None  #: event files, when `tensorboard` asks for them
         if resume and init_from is not None:
             raise ConfigError("`resume` continues a run and `init_from` starts a new one; pass one of them")
+        if options.tensorboard:
+            summary_writer_class()  # missing: said before anything is written
         try:
             if resume:
                 if self.dist.is_main:
@@ -85,6 +92,8 @@ class LanguageModelRun(RunSetup, RunRecords):
             else:
                 replaced = self.directory.claim(force) if self.dist.is_main else ()
                 self._start(options.validate(), replaced, init_from, given)
+            if self.options.tensorboard and self.dist.is_main:
+                self.tensorboard = TensorBoardLog(self.directory.writing / TENSORBOARD_SUBDIR, self.state.step)
         except BaseException:
             self.close(failed=True)
             raise
@@ -92,6 +101,9 @@ class LanguageModelRun(RunSetup, RunRecords):
     def close(self, failed: bool = False) -> None:
         """Let other processes use the run directory; with ``failed``, first drop a forced
         replacement that has no checkpoint yet (the old run then stays as it was)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
         if failed:
             self.directory.abandon()
         self.directory.release()
@@ -125,8 +137,15 @@ class LanguageModelRun(RunSetup, RunRecords):
             by_epochs = int(math.ceil(stop["epochs"] * per_epoch))
             total_steps = by_epochs if total_steps is None else min(total_steps, by_epochs)
         budget = stop["minutes"] * 60.0 if stop["minutes"] is not None else None
+        if total_steps is not None and state.step >= total_steps:  # a finished run resumed as it was
+            raise ConfigError(self._nothing_to_train(stop, total_steps))
+        plan = run_plan(options, self.lm, per_epoch, total_steps, state.step, self.trainer.compiled, self.dist.size)
+        warnings = plan_warnings(options, plan, options.batch_size * self.dist.size)
+        for line in (plan["line"], *warnings):
+            self.log(line)
         started, start_step, tokens_run = time.perf_counter(), state.step, 0
         elapsed_before = state.elapsed
+        self._eta_origin = None  # (the time of) the step the ETA is measured from, once a few are done
         reason = "finished"
         self._metrics(
             {
@@ -137,6 +156,8 @@ class LanguageModelRun(RunSetup, RunRecords):
                 "backend": self.lm.xp.name,
                 "compiled": self.trainer.compiled,
                 "processes": self.dist.size,
+                "plan": plan,
+                "warnings": warnings,
                 **self.how_started,  # resumed (and what changed) or init_from
             }
         )
@@ -200,6 +221,7 @@ class LanguageModelRun(RunSetup, RunRecords):
                             self.optimizer.lr,
                             val_loss=val_loss,
                             event="eval",
+                            level=self.lm.level,
                         )
                     )
                     if early:
@@ -233,8 +255,12 @@ class LanguageModelRun(RunSetup, RunRecords):
         state = self.state
         done = state.step - start_step
         eta = None
-        if total_steps is not None:
-            eta = (total_steps - state.step) * now / max(done, 1)
+        # The first steps are slow (compilation, caches): the ETA is measured from step ETA_AFTER
+        # of the session on, so it does not promise minutes for a run of seconds.
+        if done == ETA_AFTER:
+            self._eta_origin = now
+        if total_steps is not None and done > ETA_AFTER and self._eta_origin is not None:
+            eta = (total_steps - state.step) * (now - self._eta_origin) / (done - ETA_AFTER)
         if budget is not None:
             eta = min(eta, budget - now) if eta is not None else budget - now
         state.clipped_since_record += bool(result.clipped)
@@ -256,7 +282,17 @@ class LanguageModelRun(RunSetup, RunRecords):
                 }
             )
             state.clipped_since_record = state.steps_since_record = 0
-        self.progress(Progress(state.step, total_steps, state.epoch, result.loss, speed, now, eta, lr))
+        self.progress(Progress(state.step, total_steps, state.epoch, result.loss, speed, now, eta, lr,
+                               level=self.lm.level))
+
+    def _nothing_to_train(self, stop: dict, total_steps: int) -> str:
+        """Why a resumed run has no step left, and which setting extends it."""
+        if stop["steps"] == total_steps:
+            limit = f"its step limit (`steps` {total_steps})"
+        else:
+            limit = f"its epoch limit (`epochs` {stop['epochs']:g}, {total_steps} steps)"
+        return (f"nothing to train: {self.run_dir} already reached {limit} at step {self.state.step}; give a new "
+                f"budget to go on, e.g. `steps` {2 * total_steps}, or `epochs`/`minutes`")
 
     def _check_divergence(self, loss: float, grad_norm: float, step: int) -> None:
         """Stop the run if step ``step`` (1-based: the step that produced ``loss``) diverged."""

@@ -163,14 +163,16 @@ class TrainOptions:
         "Last fraction of the text kept for validation (unless `valid` names a file).",
         check=within(lambda v: 0.0 < v < 1.0, "must be in (0, 1)"),
     )
-    valid: str | None = setting(None, "Validation text file, used instead of the last `val_frac` of CORPUS.")
-    test: str | None = setting(
-        None, "Test text file, evaluated with the best checkpoint when training ends (summary and metrics)."
-    )
+    valid: str | None = setting(None, "Validation text file, used instead of the last `val_frac` of CORPUS.",
+                                resumable=True)
+    test: str | None = setting(None, "Test text file, evaluated with the best checkpoint when training ends "
+                               "(summary and metrics).", resumable=True)
     eval_every: int = setting(200, "Validate (and checkpoint) every N steps.", check=at_least(1), resumable=True)
     log_every: int = setting(
         10, "Write a training record to metrics.jsonl every N steps.", check=at_least(1), resumable=True
     )
+    tensorboard: bool = setting(False, "Also write TensorBoard event files to RUN/tensorboard (needs: pip install "
+                                "'mlxrnn[tensorboard]').", resumable=True)
     schedule: str = setting(
         "plateau",
         "Learning-rate schedule: decay on validation plateau, cosine, or constant.",
@@ -251,6 +253,9 @@ class TrainOptions:
                 f"`tokenizer` {self.tokenizer} makes {TOKENIZERS[self.tokenizer]}-level tokens, not {self.level}; "
                 f"drop `level` or choose `level` {TOKENIZERS[self.tokenizer]}"
             )
+        if self.tie and self.embed != self.hidden:  # said in the settings' names, not the model config's
+            raise ConfigError(f"`tie` shares the embedding with the output layer, so it needs `embed` = `hidden` "
+                              f"(`embed` {self.embed} vs `hidden` {self.hidden}); set both to one size")
         if self.min_lr is not None and self.min_lr > self.lr:
             raise ConfigError(f"`min_lr` ({self.min_lr:g}) must not exceed `lr` ({self.lr:g})")
         if self.lowercase and self.level == "char":  # refused rather than silently ignored

@@ -11,11 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mlxrnn.io.checkpoint import load_checkpoint, save_run_checkpoint
-from mlxrnn.lm.evaluation import evaluate_windows, perplexity, unknown_rate
+from mlxrnn.lm.evaluation import evaluate_text, evaluate_windows, perplexity
 from mlxrnn.run.carried_state import carried_state_tensors
-from mlxrnn.run.data import (
-    evaluation_batcher,
-)
 from mlxrnn.run.state import schedule_log_line
 
 
@@ -26,10 +23,14 @@ class RunRecords:
     def _metrics(self, record: dict) -> None:
         if self.dist.is_main:
             self.directory.append_metrics(record)
+            if self.tensorboard is not None:  # the same record as TensorBoard scalars (`tensorboard`)
+                self.tensorboard.record(record)
             if self.on_metrics is not None:
                 self.on_metrics(dict(record))  # a copy: the callback may keep or change it
 
     def save(self, tags: tuple[str, ...] = ("last",)) -> Path:
+        """Save a checkpoint of the run (weights, optimizer, schedule, RNG, run state) under ``tags``;
+        returns its path."""
         xp = self.lm.xp
         carry = self.dist.gather_state(self.state.carry)  # a collective: every process calls save()
         if not self.dist.is_main:
@@ -98,29 +99,31 @@ class RunRecords:
         return f"early stopping: no improvement in {self.options.patience} evaluations"
 
     def evaluate_test(self) -> dict | None:
-        """The `test` file's loss under the best checkpoint (read back from the run directory)."""
+        """The `test` file's loss under the best checkpoint (read back from the run directory).
+
+        Measured as ``mlxrnn eval RUN FILE`` measures it (one stream from the start token, the
+        state carried through the whole file), so the two print the same number; the run's
+        validation loss is read as parallel streams (``batch_size`` of them), which start from a
+        zero state in several places and so differ slightly from an eval of the same file.
+        """
         test = self.split_files.get("test")
         if test is None:
             return None
         self.dist.barrier()  # rank 0 has written the best checkpoint
         best, last = load_checkpoint(self.run_dir, tag="best"), self.lm.model.parameters()
-        tokens = self.lm.tokenizer.tokenize(test[0])
-        ids = self.lm.vocab.encode(tokens)
-        what = f"the `test` file has {len(ids)} tokens"
-        batches = self.dist.shard_batcher(
-            evaluation_batcher(ids, self.options, self.dist, what, "use a longer `test` file", name="test file")
-        )
         self.lm.model.load_parameters(best.weights)
-        result = evaluate_windows(self.lm, batches, self.dist)
-        self.lm.model.load_parameters(last)  # the run's model stays the last one, as without a test file
+        try:
+            result = evaluate_text(self.lm, test[0])  # every process alike: the same number on each
+        finally:
+            self.lm.model.load_parameters(last)  # the run's model stays the last one, as without a test file
         record = {
             "event": "test",
             "step": self.state.step,
             "checkpoint_step": best.meta.get("training", {}).get("state", {}).get("step"),
             "test_loss": result.loss,
             "test_perplexity": perplexity(result.loss),
-            "num_tokens": len(ids),
-            "oov_rate": unknown_rate(tokens, self.lm.vocab)[1],
+            "num_tokens": result.num_tokens,
+            "oov_rate": result.oov_rate,
             "tokenizer": self.lm.tokenizer.kind,
         }
         if self.options.level == "char":

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.errors import CheckpointError, ConfigError, DataError
-from mlxrnn.run.data import load_corpus
+from mlxrnn.run.data import load_corpus, load_split_files
 from mlxrnn.run.options import TrainOptions
 from mlxrnn.run.state import LEGACY_SCHEDULE_KEYS, RunState, legacy_schedule_state
 
@@ -156,3 +156,47 @@ def resume_corpus(options: TrainOptions, given: str | None, saved_sha: str) -> t
             "resume with the original text or start a new run"
         )
     return options, text, sha
+
+
+def resume_split_files(options: TrainOptions, changes: dict, saved_shas: dict) -> tuple[TrainOptions, dict]:
+    """(options naming the `valid` and `test` files to use, {name: (text, sha256)}) for a resumed run.
+
+    Like CORPUS, a `valid` or `test` file given again may live at another path (recorded absolute
+    for later resumes) when its text hashes to the saved sha256; a run that had none takes none.
+    """
+    given = {name: os.path.abspath(getattr(options, name)) for name in ("valid", "test")
+             if name in changes and getattr(options, name)}
+    options = dataclasses.replace(options, **given)
+    files = {}
+    for name in ("valid", "test"):
+        path = getattr(options, name)
+        if not path:
+            continue
+        if name not in saved_shas:
+            raise DataError(f"this run was trained without a `{name}` file; leave `{name}` out to resume it, or "
+                            "start a new run")
+        if not os.path.exists(path):
+            raise DataError(f"the `{name}` file this run was trained with, {path}, is missing; pass its new path "
+                            f"as `{name}` (it is accepted if its text is the same)")
+        files[name] = load_split_files(dataclasses.replace(options, **{"valid": None, "test": None, name: path}))[name]
+        if files[name][1] != saved_shas[name]:
+            what = "is not the text this run was trained with" if name in given else "changed since this run started"
+            raise DataError(f"the `{name}` file {path} {what} (its sha256 differs); pass the original file, or "
+                            "start a new run")
+    return options, files
+
+
+#: how an unset budget reads in a log line ("`epochs` no epoch limit → 2", never Python's None)
+_NO_LIMIT = {"epochs": "no epoch limit", "steps": "no step limit", "minutes": "no time limit"}
+
+
+def shown_value(name: str, value: Any) -> str:
+    """A setting's value as a log line shows it: 2.0 as 2, None as "no epoch limit" (budgets) or
+    "none", text as it is typed (a path, a schedule name) and anything else as Python writes it."""
+    if value is None:
+        return _NO_LIMIT.get(name, "none")
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str):
+        return value
+    return repr(value)

@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError, DataError
+from mlxrnn.errors import ConfigError
 from mlxrnn.io.checkpoint import check_weights, load_checkpoint
 from mlxrnn.io.run_directory import OPTIONS_FILE
 from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
@@ -37,8 +37,10 @@ from mlxrnn.run.resume import (
     restore_rng,
     restored_state,
     resume_corpus,
+    resume_split_files,
     saved_options,
     schedule_state,
+    shown_value,
 )
 from mlxrnn.run.state import RunState
 from mlxrnn.training.trainer import Trainer
@@ -73,8 +75,10 @@ class RunSetup:
         )
 
     def _start(self, options: TrainOptions, replaced: tuple[str, ...], init_from=None, given=None) -> None:
-        if options.corpus is not None:  # saved absolute, so a resume works from any directory
-            options = dataclasses.replace(options, corpus=os.path.abspath(options.corpus))
+        # every file saved absolute, so a resume works from any directory
+        paths = {name: os.path.abspath(getattr(options, name)) for name in ("corpus", "valid", "test")
+                 if getattr(options, name) is not None}
+        options = dataclasses.replace(options, **paths)
         source = None
         if init_from is not None:  # the source's architecture, vocabulary and weights
             source, source_step = load_source(init_from, self.run_dir)
@@ -116,13 +120,7 @@ class RunSetup:
         changes = option_changes(started_with, options)
         moved = options.corpus if "corpus" in changes else None
         options, text, self.corpus_sha = resume_corpus(options, moved, saved["corpus_sha256"])
-        self.split_files = load_split_files(options)
-        for name, (_, sha) in self.split_files.items():
-            if sha != saved.get("split_files_sha256", {}).get(name):
-                raise DataError(
-                    f"the `{name}` file {getattr(options, name)} changed since this run started; "
-                    "resume with the original file or start a new run"
-                )
+        options, self.split_files = resume_split_files(options, changes, saved.get("split_files_sha256", {}))
         fresh = language_model_from_meta(meta, backend=options.backend)
         try:
             self._build(options, text, fresh.vocab, fresh.tokenizer)
@@ -148,7 +146,8 @@ class RunSetup:
         if self.dist.is_main:
             self.directory.trim_metrics(self.state.step)  # the steps after the checkpoint are done again
         self.how_started.update(resumed=True, changed=changes)
-        applied = ", ".join(f"`{name}` {old!r} → {new!r}" for name, (old, new) in changes.items())
+        applied = ", ".join(f"`{name}` {shown_value(name, old)} → {shown_value(name, new)}"
+                            for name, (old, new) in changes.items())
         self.log(
             f"resuming {self.run_dir} at step {self.state.step} (epoch {self.state.epoch})"
             + (f" with {applied}" if applied else "")

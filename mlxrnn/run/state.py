@@ -117,6 +117,7 @@ class Progress:
     lr: float
     val_loss: float | None = None
     event: str = "train"
+    level: str | None = None  #: the model's level ("char" or "word"): how a loss is best read
 
 
 @dataclass
@@ -137,6 +138,7 @@ class RunSummary:
 
     @property
     def best_val_perplexity(self) -> float | None:
+        """exp(best validation loss), per token of the run's tokenizer."""
         return None if self.best_val_loss is None else perplexity(self.best_val_loss)
 
     @property
@@ -145,6 +147,7 @@ class RunSummary:
         return None if self.level != "char" or self.best_val_loss is None else self.best_val_loss / math.log(2)
 
     def to_dict(self) -> dict:
+        """The summary as ``mlxrnn train --json`` prints it (with perplexities, and bits/char for characters)."""
         data = asdict(self)
         for name, loss in (("best_val", self.best_val_loss), ("test", self.test_loss)):
             if loss is None:

@@ -13,7 +13,7 @@ which a callback sets to end training after the current epoch):
     on_train_end(loop)                    always, also when training stops with an exception
 
 Here: :class:`EarlyStopping`, :class:`RestoreBestWeights`, :class:`LearningRateSchedule` and
-:class:`ProgressBar` (which ``fit`` adds by itself when stderr is a terminal).
+:class:`ProgressBar` (which ``fit`` adds by itself unless ``verbose=0``).
 """
 
 from __future__ import annotations
@@ -34,12 +34,23 @@ from mlxrnn.nn.schedules import Schedule, make_schedule
 class Callback:
     """Base class: every hook, doing nothing (override the ones you need)."""
 
-    def on_train_begin(self, loop: Any) -> None: ...
-    def on_epoch_begin(self, loop: Any, epoch: int) -> None: ...
-    def on_batch_begin(self, loop: Any, batch: int) -> None: ...
-    def on_batch_end(self, loop: Any, batch: int, loss: float) -> None: ...
-    def on_epoch_end(self, loop: Any, epoch: int, logs: dict[str, float]) -> None: ...
-    def on_train_end(self, loop: Any) -> None: ...
+    def on_train_begin(self, loop: Any) -> None:
+        """Before the first epoch."""
+
+    def on_epoch_begin(self, loop: Any, epoch: int) -> None:
+        """Before epoch ``epoch`` (from 1)."""
+
+    def on_batch_begin(self, loop: Any, batch: int) -> None:
+        """Before batch ``batch`` (from 0 in each epoch)."""
+
+    def on_batch_end(self, loop: Any, batch: int, loss: float) -> None:
+        """After batch ``batch``, with its training loss."""
+
+    def on_epoch_end(self, loop: Any, epoch: int, logs: dict[str, float]) -> None:
+        """After epoch ``epoch``, with its logs (loss, accuracy, val_*); set ``loop.stop_training`` to stop."""
+
+    def on_train_end(self, loop: Any) -> None:
+        """After the last epoch, also when training stopped early or failed."""
 
 
 class _Monitor(Callback):
@@ -177,14 +188,15 @@ class LearningRateSchedule(Callback):
 class ProgressBar(Callback):
     """One line per epoch; on a terminal, redrawn while the epoch runs (at most 10 times a second).
 
-    ``fit`` adds one by itself when ``verbose`` is True, or None and ``stream`` (stderr) is a
-    terminal; training in a script whose output goes to a file or a pipe stays silent.
+    ``fit`` adds one by itself unless ``verbose=0``: in a script whose output goes to a file or a
+    pipe it writes the epoch lines only, as Keras does.
     """
 
-    def __init__(self, stream: TextIO | None = None, width: int = 24):
+    def __init__(self, stream: TextIO | None = None, width: int = 24, redraw: bool = True):
+        """``redraw=False``: the epoch lines only, even on a terminal (``fit(verbose=2)``)."""
         self.stream = stream or sys.stderr
         self.width = width
-        self.is_tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.is_tty = redraw and hasattr(self.stream, "isatty") and self.stream.isatty()
         self._drawn = 0.0
         self._started = 0.0
         self._losses: list[float] = []

@@ -5,13 +5,18 @@ padded time axes cut to each batch's longest sequence, :mod:`mlxrnn.models.datas
 applies one :class:`~mlxrnn.training.trainer.Trainer` step per batch (forward, BPTT, clipping by
 global norm, the optimizer's update). After each epoch the :class:`History` records
 
-    loss     the mean of the epoch's batch losses, each weighted by its rows (as Keras reports it;
-             the weights change during the epoch, so this is no single model's loss)
-    val_*    ``model.evaluate(validation)`` with the epoch's final weights: exact averages over
-             every validation token or example (val_loss, val_accuracy)
+    loss      the mean of the epoch's batch losses, each weighted by its rows (as Keras reports it;
+              the weights change during the epoch, so this is no single model's loss)
+    accuracy  (models that predict classes) the training accuracy of the epoch's final weights,
+              measured over every training example in inference mode, so it compares directly
+              with val_accuracy (Keras's running mean over the epoch's batches would not); it
+              costs one forward pass over the training data per epoch
+    val_*     ``model.evaluate(validation)`` with the epoch's final weights: exact averages over
+              every validation token or example (val_loss, val_accuracy)
 
 Callbacks (:mod:`mlxrnn.training.callbacks`) see every epoch and batch; early stopping and
-restoring the best weights are callbacks. A progress bar is drawn when stderr is a terminal.
+restoring the best weights are callbacks. Like Keras, ``fit`` prints a line per epoch by default
+(on stderr; on a terminal a bar is redrawn while the epoch runs); ``verbose=0`` silences it.
 A NaN/Inf training loss puts back the weights the epoch started from and raises
 :class:`~mlxrnn.errors.TrainingDiverged`: a diverged step never leaves the model full of NaN.
 """
@@ -19,7 +24,6 @@ A NaN/Inf training loss puts back the weights the epoch started from and raises
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +51,7 @@ class History:
         return self.history[metric]
 
     def record(self, epoch: int, logs: dict[str, float]) -> None:
+        """Append epoch ``epoch``'s logs (one value per metric)."""
         self.epochs.append(epoch)
         for name, value in logs.items():
             self.history.setdefault(name, []).append(value)
@@ -74,7 +79,8 @@ class FitLoop:
 
 def fit(model: Any, train: Any, validation: Any = None, *, epochs: int = 1, batch_size: int = 32,
         optimizer: str | Optimizer = "adam", lr: float | None = None, clip_norm: float | None = 5.0,
-        callbacks: Sequence[Any] = (), shuffle: bool = True, seed: int = 0, verbose: bool | None = None) -> History:
+        callbacks: Sequence[Any] = (), shuffle: bool = True, seed: int = 0, verbose: bool | int | None = None,
+        validation_data: Any = None) -> History:
     """Train ``model`` on ``train`` for ``epochs`` passes; returns the :class:`History`.
 
     Args:
@@ -82,7 +88,8 @@ def fit(model: Any, train: Any, validation: Any = None, *, epochs: int = 1, batc
             SequenceGenerator); ``model.fit(...)`` calls this.
         train, validation: datasets: a dict of arrays with one row per example in the model's
             batch format, an (inputs, targets) pair, or a list of batch dicts
-            (:mod:`mlxrnn.models.datasets`). Without validation only "loss" is recorded.
+            (:mod:`mlxrnn.models.datasets`). Without validation no "val_*" is recorded.
+        validation_data: Keras's name for ``validation`` (e.g. ``validation_data=(x_val, y_val)``).
         epochs: passes over ``train``; batch_size: rows per batch (the last batch may be smaller).
         optimizer: a name ("adam", "adamw", "sgd", "rmsprop") built with ``lr`` (default 1e-3),
             or an :class:`~mlxrnn.nn.optim.Optimizer` (its moments carry over between fits).
@@ -90,12 +97,17 @@ def fit(model: Any, train: Any, validation: Any = None, *, epochs: int = 1, batc
         callbacks: e.g. ``[EarlyStopping(patience=3), RestoreBestWeights()]``.
         shuffle: a new order of the training examples every epoch (batch lists: of the batches).
         seed: seeds the shuffling and the dropout masks.
-        verbose: None draws a progress bar when stderr is a terminal, True always, False never.
+        verbose: a line per epoch on stderr (redrawn as a bar while the epoch runs when stderr is a
+            terminal): None, 1 or True; 2: the epoch lines only, never redrawn; 0 or False: silent.
     Raises:
         ConfigError/ShapeError: bad data or settings (before the first step);
         TrainingDiverged: the loss became NaN or Inf (the epoch's starting weights are restored).
         KeyboardInterrupt (Ctrl-C) stops at once; the model keeps the weights of the last finished step.
     """
+    if validation_data is not None:
+        if validation is not None:
+            raise ConfigError("give the validation set once: `validation` or `validation_data` (its Keras name)")
+        validation = validation_data
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     train_data = Dataset(train, model.pair_keys, name="train")
@@ -104,11 +116,11 @@ def fit(model: Any, train: Any, validation: Any = None, *, epochs: int = 1, batc
     trainer = Trainer(model, optimizer, clip_norm=clip_norm, rng=np.random.default_rng(seed + 1))
     shuffler = np.random.default_rng(seed)
     callbacks = list(callbacks)
-    if verbose or (verbose is None and getattr(sys.stderr, "isatty", lambda: False)()):
-        if not any(isinstance(callback, ProgressBar) for callback in callbacks):
-            callbacks.append(ProgressBar())
+    if (verbose is None or verbose) and not any(isinstance(callback, ProgressBar) for callback in callbacks):
+        callbacks.append(ProgressBar(redraw=verbose != 2))
     loop = FitLoop(model, trainer, epochs, train_data.num_batches(batch_size), val_data is not None)
     time_keys = model.time_keys()
+    measures_accuracy = None  # whether the model reports an accuracy: known after the first epoch
     try:
         _each(callbacks, "on_train_begin", loop)
         for epoch in range(1, epochs + 1):
@@ -131,6 +143,11 @@ def fit(model: Any, train: Any, validation: Any = None, *, epochs: int = 1, batc
                 loop.step += 1
                 _each(callbacks, "on_batch_end", loop, index, loss)
             logs = {"loss": loss_sum / rows_sum}
+            if measures_accuracy is not False:  # a forward pass over the training data, once an epoch
+                accuracy = model.evaluate(train_data, batch_size=batch_size).get("accuracy")
+                measures_accuracy = accuracy is not None
+                if measures_accuracy:
+                    logs["accuracy"] = accuracy
             if val_data is not None:
                 logs.update({f"val_{name}": value for name, value in
                              model.evaluate(val_data, batch_size=batch_size).items()})

@@ -66,14 +66,17 @@ class StepResult:
 
     @property
     def loss(self) -> float:
+        """The batch loss before the update (reading it waits for the step on MLX)."""
         return self._read()[0]
 
     @property
     def grad_norm(self) -> float:
+        """The global gradient norm before clipping."""
         return self._read()[1]
 
     @property
     def clipped(self) -> bool:
+        """Whether norm clipping scaled this step's gradients down."""
         norm = self.grad_norm
         return self.clip_norm is not None and math.isfinite(norm) and norm > self.clip_norm
 
@@ -134,6 +137,7 @@ class Trainer:
 
     @property
     def xp(self):
+        """The model's backend."""
         return self.model.xp
 
     @property

@@ -24,7 +24,7 @@ import numpy as np
 
 from mlxrnn.errors import CheckpointError
 from mlxrnn.io.checkpoint.format import META_FILE, file_entries, meta_document, prepare_files
-from mlxrnn.io.files import os_error_advice
+from mlxrnn.io.files import exchange_paths, os_error_advice
 
 # Temporary paths this process is writing right now; every other `.tmp-*-<our pid>-*` entry is
 # a leftover (e.g. from an earlier process that had the same pid, as happens in containers).
@@ -149,15 +149,57 @@ def save_checkpoint(
     weights: Mapping[str, np.ndarray],
     meta: dict,
     optimizer_tensors: Mapping[str, np.ndarray] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Atomically write a new checkpoint directory; it must not exist yet. Returns its path.
 
     ``meta`` must be JSON-serialisable with string keys and finite floats (tuples come back as
     lists). ``optimizer.safetensors`` is written only when ``optimizer_tensors`` is not None.
+    ``overwrite=True`` replaces a checkpoint directory already there (and nothing else, see
+    :func:`replace_checkpoint`).
     """
     directory = Path(directory)
     blobs, clean_meta = prepare_files(weights, meta, optimizer_tensors)
-    return publish(directory, blobs, clean_meta)
+    if overwrite and os.path.lexists(directory):
+        return replace_checkpoint(directory, blobs, clean_meta)
+    try:
+        return publish(directory, blobs, clean_meta)
+    except CheckpointError as error:
+        if "already exists" in str(error):  # say how to replace it, as the run directory's --force does
+            raise CheckpointError(f"{directory} already exists; pass overwrite=True to replace the model saved "
+                                  "there, or save to a new directory") from None
+        raise
+
+
+def replace_checkpoint(directory: Path, blobs: dict[str, bytes], meta: dict[str, Any]) -> Path:
+    """Replace the checkpoint directory ``directory`` by a new one, so that a reader (or a crash)
+    sees the old model or the new one, never a mixture: the new one is written complete beside
+    it, then the two are exchanged in one atomic ``renameat2`` (two renames where the system
+    cannot), and only then is the old one deleted. A directory that is not a saved model (no
+    meta.json) is refused untouched: ``overwrite`` must never delete someone's files."""
+    if os.path.islink(directory) or not os.path.isfile(directory / META_FILE):
+        raise CheckpointError(
+            f"{directory} is not a saved model (it has no {META_FILE}), so overwrite=True leaves it alone; "
+            "save to a new directory"
+        )
+    fresh = publish(directory.parent / tmp_name(f"new-{directory.name}"), blobs, meta)
+    try:
+        if exchange_paths(fresh, directory):
+            old = fresh  # the exchange left the old model under the temporary name
+        else:
+            old = directory.parent / tmp_name(f"old-{directory.name}")
+            os.rename(directory, old)
+            try:
+                os.rename(fresh, directory)
+            except OSError:
+                os.rename(old, directory)  # put the old model back: the save failed, nothing changed
+                raise
+        fsync_dir(directory.parent)
+    except OSError as exc:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise write_error(directory, exc) from exc
+    remove_tree(old)
+    return directory
 
 
 def remove_tree(path: Path) -> None:
