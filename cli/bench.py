@@ -7,6 +7,7 @@ import json
 import click
 
 from mlxrnn.backend import auto_choice
+from mlxrnn.backend.blas import blas_report
 from mlxrnn.bench.harness import IMPLS, OWN_IMPLS, BenchSettings, run_benchmarks, split_list
 from mlxrnn.bench.report import format_summary, format_table
 from mlxrnn.bench.sizes import CELLS, SIZES, TASKS
@@ -89,6 +90,11 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
         extra_notes=notes,
     )
     progress = None if quiet else (lambda line: click.echo(line, err=True))
+    if progress is not None:  # the kernel first: a pinned old one halves every numpy row
+        blas = blas_report()
+        progress("NumPy's BLAS: " + ("; ".join(blas["blas"]) if blas["blas"] else "unknown (no threadpoolctl)"))
+        if blas["blas_warning"]:
+            progress(blas["blas_warning"])
     report = run_benchmarks(settings, progress=progress)
     if output:
         write_file_atomically(output, json.dumps(report, indent=2), what="the report")

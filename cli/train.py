@@ -45,6 +45,19 @@ def _loss_text(loss: float | None, summary) -> str:
     return f"{loss:.4f} (perplexity {perplexity(loss):.2f} per token, {summary.tokenizer or 'words'} tokenizer)"
 
 
+def _choose_threads(options) -> str | None:
+    """Set the NumPy backend's BLAS threads for this run's per-step products and the machine's
+    load (mlxrnn/backend/threads.py); the one-line report, or None on MLX."""
+    from mlxrnn.backend import get_backend
+    from mlxrnn.backend.threads import threads_for_recurrent_loop
+    from mlxrnn.nn.cells import make_cell
+
+    if get_backend(options.backend).name != "numpy":
+        return None
+    gates = make_cell(options.cell, 1, 1, **options.cell_options).num_gates
+    return threads_for_recurrent_loop(options.batch_size, options.hidden, gates).describe()
+
+
 def default_run_dir(level: str, cell: str) -> str:
     return str(Path("runs") / f"{level}-{cell}-{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -137,8 +150,11 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
     flags = flags_of(click.get_current_context().command)
     # The run's log lines name settings by field (`min_lr`), as its errors do: show them as flags.
     log = (lambda message: click.echo(spell_fields(message, flags), err=True)) if not quiet else None
+    threads = _choose_threads(options)  # before any work: the load measured is the other processes'
     if not quiet:
         click.echo(f"run directory: {run_dir}", err=True)
+        if threads is not None:
+            click.echo(threads, err=True)
         if dist is not None:
             click.echo(
                 f"data-parallel over {dist.size} processes (--batch-size streams each); rank 0 prints and writes"
