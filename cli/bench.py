@@ -88,7 +88,7 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
         cells=split_list(cells), sizes=size_list, impls=impls, tasks=split_list(tasks), repeats=repeats,
         warmup=warmup, sample_tokens=sample_tokens, baseline=baseline, seed=seed, max_background=max_background,
         extra_notes=notes,
-    )
+    ).validate()  # a bad setting fails in one line before the report below
     progress = None if quiet else (lambda line: click.echo(line, err=True))
     if progress is not None:  # the kernel first: a pinned old one halves every numpy row
         blas = blas_report()

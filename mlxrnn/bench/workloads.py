@@ -141,7 +141,8 @@ class MlxrnnWorkload(Workload):
         self._finish(result.loss_array)  # the whole update, not only the loss, is done when this returns
 
     def forward(self) -> None:
-        logits, _, _ = self.model.forward(self.batch["inputs"])
+        # forward only, as evaluation and scoring run it (the peers time theirs without autograd)
+        logits, _, _ = self.model.forward(self.batch["inputs"], keep_cache=False)
         self.xp.eval(logits)
 
     def sample(self, num_tokens: int) -> None:

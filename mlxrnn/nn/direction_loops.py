@@ -35,6 +35,13 @@ def _relayout(xp: Any, a: Any, layout: str) -> Any:
     return xp.batch_fastest(a) if layout == "batch_fastest" else xp.row_major(a)
 
 
+def _fused_inference(cell: Any, loop_xp: Any) -> bool:
+    """Whether a forward-only pass of ``cell`` can run the fused LSTM inference loop: a plain LSTM
+    (no peepholes) on kernels that have it (NumPy's numba kernels)."""
+    return (cell.name == "lstm" and not getattr(cell, "peephole", False)
+            and hasattr(getattr(loop_xp, "kernels", None), "lstm_infer_sequence"))
+
+
 @dataclass(frozen=True)
 class TokenInputs:
     """Layer inputs given as rows of a table, x[b, t] = table[ids[b, t]]: an embedding lookup
@@ -71,9 +78,11 @@ class DirectionLoops:
     it reads the layer's ``xp``, ``cells``, ``hidden_size`` and ``_direction_params``)."""
 
     def _run_direction(self, layer: int, direction: int, inputs: Any, state: tuple, mask: Any,
-                       batch_major: bool = False):
+                       batch_major: bool = False, keep_cache: bool = True):
         xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]
         params = self._direction_params(layer, direction)
+        if not keep_cache and mask is None and _fused_inference(cell, loop_xp):
+            return self._infer_lstm_direction(layer, direction, inputs, state, batch_major)
         if isinstance(inputs, TokenInputs):  # layer 0 folds the lookup: project the table, gather rows
             T, B = int(inputs.ids.shape[0]), int(inputs.ids.shape[1])
             inputs_2d = TokenInputs(inputs.table, xp.reshape(inputs.ids, (T * B,)), True)
@@ -94,7 +103,7 @@ class DirectionLoops:
         if hasattr(cell, "sequence_forward"):  # the cell runs all T steps itself (e.g. a linear scan)
             projected = xp.reshape(projected, (T, B, cell.gate_width))
             out, state, whole = cell.sequence_forward(xp, params, projected, state, mask, reverse=direction == 1)
-            return out, state, _DirectionCache(inputs_2d, whole=whole)
+            return out, state, _DirectionCache(inputs_2d, whole=whole) if keep_cache else None
         projected = _relayout(xp, xp.reshape(projected, (T, B, cell.gate_width)), "batch_fastest")
         params["W_h"] = _relayout(xp, params["W_h"], "batch_fastest")  # the forward product's fast layout
         state = tuple(_relayout(xp, part, "batch_fastest") for part in state)
@@ -108,11 +117,36 @@ class DirectionLoops:
                 m = mask[t]
                 state = tuple(m * new + (1.0 - m) * old for new, old in zip(new_state, state))
                 outputs[t] = m * new_state[0]
-            dir_cache.steps.append(step_cache)
+            if keep_cache:  # forward only (evaluation): each step's cache is dropped at once
+                dir_cache.steps.append(step_cache)
+        dir_cache = dir_cache if keep_cache else None
         stack = getattr(xp, "stack_batch_major", None) if batch_major else None
         if stack is not None:  # the stack's public output: (B, T, H) in memory, no relayout later
             return stack(outputs), state, dir_cache
         return xp.reshape(xp.concat(outputs, axis=0), (T, B, self.hidden_size)), state, dir_cache
+
+    def _infer_lstm_direction(self, layer: int, direction: int, inputs: Any, state: tuple, batch_major: bool):
+        """Forward only, an LSTM on the numba kernels (``kernels.lstm_infer_sequence``): the same
+        numbers as the cached loop, without its caches, its per-step arrays and, for token inputs,
+        without gathering a (T, B, 4H) copy of the projected table's rows (the kernel reads them)."""
+        xp, loop_xp = self.xp, _loop_backend(self.xp)
+        params = self._direction_params(layer, direction)
+        W_h = _relayout(xp, params["W_h"], "batch_fastest")  # the cached loop's operand layout: same products
+        h0, c0 = (_relayout(xp, part, "batch_fastest") for part in state)
+        if isinstance(inputs, TokenInputs):
+            T = int(inputs.ids.shape[0])
+            table_proj = xp.matmul(inputs.table, params["W_x"]) + params["b"]  # (V, 4H)
+            sources = {"table": table_proj, "ids": inputs.ids}
+        else:
+            T, B = int(inputs.shape[0]), int(inputs.shape[1])
+            projected = loop_xp.matmul(xp.reshape(inputs, (T * B, -1)), params["W_x"])
+            projected += params["b"]
+            sources = {"x_proj": _relayout(xp, xp.reshape(projected, (T, B, -1)), "batch_fastest")}
+        order = list(range(T - 1, -1, -1)) if direction == 1 else list(range(T))
+        steps, h, c = loop_xp.kernels.lstm_infer_sequence(W_h, h0, c0, order, **sources)  # steps (T, H, B)
+        if batch_major:  # the stack's public output: (B, T, H) in memory, as stack_batch_major gives it
+            return xp.row_major(xp.permute_dims(steps, (2, 0, 1))).transpose(1, 0, 2), (h, c), None
+        return xp.permute_dims(steps, (0, 2, 1)), (h, c), None
 
     def _backward_direction(self, layer, direction, d_out, d_state, dir_cache: _DirectionCache, mask, record=None):
         xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]
