@@ -150,3 +150,25 @@ def test_train_says_which_threads_it_uses(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("threads: BLAS")]
     assert len(lines) == 1 and "MFLOP per step product" in lines[0], result.output
+
+
+def test_the_governor_follows_the_load_without_sleeping(monkeypatch):
+    for name in threads.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    now, busy, own = [0.0], [0.0], [0.0]
+    applied = []
+    flops = threads.recurrent_step_flops(64, 512, 4)
+    start = threads.choose_threads(flops, busy_cores=0.0, controllable=True)
+    governor = threads.ThreadGovernor(flops, start, interval=10.0, clock=lambda: now[0],
+                                      counters=lambda: (busy[0], own[0]), apply=applied.append)
+    assert start.blas == 2
+    now[0], busy[0], own[0] = 5.0, 10.0, 8.0  # too soon to look again
+    assert governor.tick() is None
+    now[0], busy[0], own[0] = 20.0, 60.0, 30.0  # others used (60 - 30) / 20 = 1.5 cores
+    changed = governor.tick()
+    assert changed is not None and changed.blas == 1 and applied == [changed]
+    now[0], busy[0], own[0] = 40.0, 100.0, 70.0  # ours alone: others idle again
+    assert governor.tick().blas == 2 and len(applied) == 2
+    now[0], busy[0], own[0] = 60.0, 140.0, 110.0
+    assert governor.tick() is None  # unchanged: nothing applied

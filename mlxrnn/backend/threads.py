@@ -116,6 +116,41 @@ def apply_threads(choice: ThreadChoice) -> int | None:
     return min(counts) if counts else None
 
 
+class ThreadGovernor:
+    """Chooses the BLAS threads again while a run goes on, as other processes come and go.
+
+    :meth:`tick` is cheap (two counters read) and meant to be called after every training step;
+    every ``interval`` seconds it takes the cores other processes used since its last look (all
+    busy CPU time less this process's own, BLAS threads included, over the wall time: no
+    sleeping) and applies a new :func:`choose_threads` when the count changes.
+    """
+
+    def __init__(self, step_flops: float, choice: ThreadChoice, interval: float = 10.0,
+                 clock=time.monotonic, counters=None, apply=None):
+        self.step_flops, self.choice, self.interval = step_flops, choice, interval
+        self._clock = clock
+        self._counters = counters or _busy_and_own_seconds
+        self._apply = apply or apply_threads
+        self._last = (clock(), self._counters())
+
+    def tick(self) -> ThreadChoice | None:
+        """The new choice when it changed (already applied), else None."""
+        now = self._clock()
+        if self.choice.blas is None or now - self._last[0] < self.interval:
+            return None
+        counters = self._counters()
+        (then, before), self._last = self._last, (now, counters)
+        if before is None or counters is None:
+            return None
+        busy = max(0.0, ((counters[0] - before[0]) - (counters[1] - before[1])) / (now - then))
+        choice = choose_threads(self.step_flops, busy_cores=busy)
+        if choice.blas == self.choice.blas:
+            return None
+        self.choice = choice
+        self._apply(choice)
+        return choice
+
+
 def recurrent_step_flops(batch: int, hidden: int, gates: int) -> float:
     """FLOPs of one time step's recurrent product (B, H) × (H, G·H)."""
     return 2.0 * batch * hidden * gates * hidden
@@ -123,7 +158,8 @@ def recurrent_step_flops(batch: int, hidden: int, gates: int) -> float:
 
 def threads_for_recurrent_loop(batch: int, hidden: int, gates: int, measure_load: bool = True) -> ThreadChoice:
     """Choose and apply the BLAS threads of a recurrent run (batch B, hidden H, G gates); the
-    returned choice's :meth:`~ThreadChoice.describe` is the run's one-line report."""
+    returned choice's :meth:`~ThreadChoice.describe` is the run's one-line report (a
+    :class:`ThreadGovernor` of the same FLOPs keeps it up to date as the load changes)."""
     flops = recurrent_step_flops(batch, hidden, gates)
     choice = choose_threads(flops)  # a user's variable or no threadpoolctl: nothing to measure
     if choice.blas is not None and measure_load:
