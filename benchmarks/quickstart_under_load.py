@@ -53,7 +53,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for load in ("quiet", "loaded"):
                 for name, threads in settings.items():
-                    busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(cores if load == "loaded" else 0)]
+                    count = cores if load == "loaded" else 0
+                    busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(count)]
                     try:
                         rate, line = run_quickstart(args.seconds, os.path.join(scratch, "run"), threads)
                     finally:

@@ -1,5 +1,6 @@
-"""``mlxrnn info``: versions, NumPy's BLAS (library, kernel, threads), usable backends, the device MLX computes on, which backend ``auto``
-picks and why, and which point-wise kernels the NumPy backend's time loop runs (numba or plain NumPy)."""
+"""``mlxrnn info``: versions, NumPy's BLAS (library, kernel, threads), usable backends, the device
+MLX computes on, which backend ``auto`` picks and why, and which point-wise kernels the NumPy
+backend's time loop runs (numba or plain NumPy)."""
 
 from __future__ import annotations
 
