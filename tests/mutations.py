@@ -86,7 +86,7 @@ MUTATIONS = [
              ("tests/test_compiled_sampling.py",), "the compiled sampler applies the temperature as a multiplication"),
     Mutation("forward-only-reads-one-row",
              "            rec[k, b] += table[ids[b], k]", "            rec[k, b] += table[ids[0], k]",
-             ("tests/test_forward_only.py",), "the fused forward-only LSTM reads the first sequence's token for all"),
+             ("tests/test_forward_only.py",), "the LSTM kernels that read the projected table's rows read the first sequence's row for all"),
 ]
 
 

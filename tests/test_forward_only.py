@@ -78,3 +78,36 @@ def test_forward_only_lstm_runs_the_fused_loop(monkeypatch):
     table = rnn.xp.from_numpy(np.ones((5, 4)))
     rnn.forward(TokenInputs(table, np.zeros((2, 3), dtype=np.int64), True), keep_cache=False)
     assert [sorted(k) for k in calls] == [["ids", "table"], ["x_proj"]]  # layer 0 reads table rows in the kernel
+
+
+@pytest.mark.skipif(not numba_installed(), reason="the row-reading step kernel is a numba kernel")
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_step_kernel_reading_table_rows_equals_gathering_them(monkeypatch, bidirectional):
+    """Training's folded lookup: the numba LSTM step reads the projected table's rows itself; the
+    outputs, states and every gradient are the ones of gathering the rows first, bit for bit."""
+    from mlxrnn.nn import direction_loops
+
+    xp = NumpyBackend("float32", kernels="numba")
+    rnn = Recurrent(6, 16, num_layers=2, bidirectional=bidirectional, cell="lstm", backend=xp, seed=4)
+    rng = np.random.default_rng(5)
+    table = xp.from_numpy(rng.standard_normal((9, 6)))
+    ids = rng.integers(0, 9, (4, 7))
+    d_out = rng.standard_normal((4, 7, rnn.output_size)).astype(np.float32)
+
+    def run():
+        out, state, cache = rnn.forward(TokenInputs(table, ids, True))
+        return out, state, rnn.backward(d_out, None, cache)
+
+    reading = run()
+    with monkeypatch.context() as patch:
+        patch.setattr(direction_loops, "_reads_rows", lambda cell, loop_xp: False)
+        gathering = run()
+    np.testing.assert_array_equal(reading[0], gathering[0])
+    for a, b in zip(reading[1], gathering[1]):
+        np.testing.assert_array_equal(a, b)
+    d_table, _, grads = reading[2]
+    d_table_ref, _, grads_ref = gathering[2]
+    np.testing.assert_array_equal(d_table, d_table_ref)
+    assert grads.keys() == grads_ref.keys()
+    for name in grads:
+        np.testing.assert_array_equal(grads[name], grads_ref[name], err_msg=name)

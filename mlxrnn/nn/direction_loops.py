@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mlxrnn.backend.pointwise import TableRows
+
 DIRECTION_NAMES = ("fwd", "bwd")
 
 
@@ -40,6 +42,24 @@ def _fused_inference(cell: Any, loop_xp: Any) -> bool:
     (no peepholes) on kernels that have it (NumPy's numba kernels)."""
     return (cell.name == "lstm" and not getattr(cell, "peephole", False)
             and hasattr(getattr(loop_xp, "kernels", None), "lstm_infer_sequence"))
+
+
+def _reads_rows(cell: Any, loop_xp: Any) -> bool:
+    """Whether the cell's step kernel reads a folded lookup's rows itself (a plain LSTM on kernels
+    with ``reads_table_rows``: NumPy's numba kernels), so the loop need not gather them first."""
+    return (cell.name == "lstm" and not getattr(cell, "peephole", False)
+            and getattr(getattr(loop_xp, "kernels", None), "reads_table_rows", False))
+
+
+@dataclass(frozen=True)
+class _StepRows:
+    """The folded lookup's projections by step: ``[t]`` is step t's TableRows (no copy made)."""
+
+    table: Any  # (V, G·H) projected table
+    ids: Any  # (T, B) time-major token ids, NumPy intp
+
+    def __getitem__(self, t: int) -> TableRows:
+        return TableRows(self.table, self.ids[t])
 
 
 @dataclass(frozen=True)
@@ -90,7 +110,12 @@ class DirectionLoops:
             # NumPy's time loop: gather straight into its batch-fastest layout; a whole-sequence
             # cell reads (t, b) rows, so it gets plain row-major rows.
             take = None if hasattr(cell, "sequence_forward") else getattr(xp, "take_batch_fastest", None)
-            projected = take(table_proj, inputs.ids) if take is not None else xp.take(table_proj, inputs.ids, axis=0)
+            if _reads_rows(cell, loop_xp):  # no gathered copy at all: the step's kernel reads the rows
+                projected = _StepRows(table_proj, np.ascontiguousarray(inputs.ids, dtype=np.intp))
+            elif take is not None:
+                projected = take(table_proj, inputs.ids)
+            else:
+                projected = xp.take(table_proj, inputs.ids, axis=0)
         else:
             T, B = int(inputs.shape[0]), int(inputs.shape[1])
             inputs_2d = xp.reshape(inputs, (T * B, -1))
@@ -104,7 +129,8 @@ class DirectionLoops:
             projected = xp.reshape(projected, (T, B, cell.gate_width))
             out, state, whole = cell.sequence_forward(xp, params, projected, state, mask, reverse=direction == 1)
             return out, state, _DirectionCache(inputs_2d, whole=whole) if keep_cache else None
-        projected = _relayout(xp, xp.reshape(projected, (T, B, cell.gate_width)), "batch_fastest")
+        if not isinstance(projected, _StepRows):
+            projected = _relayout(xp, xp.reshape(projected, (T, B, cell.gate_width)), "batch_fastest")
         params["W_h"] = _relayout(xp, params["W_h"], "batch_fastest")  # the forward product's fast layout
         state = tuple(_relayout(xp, part, "batch_fastest") for part in state)
         dir_cache = _DirectionCache(inputs_2d)
