@@ -3,8 +3,11 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/forward_sampling_threads_ab.py
     ... --sizes ref --cells lstm --repeats 15       # narrower, more repeats
 
-* forward: ``SequenceModel.forward`` with its BPTT caches (what evaluation ran before) against
-  ``keep_cache=False`` (evaluation, scoring, the bench's forward task now);
+* forward: ``SequenceModel.forward`` with its BPTT caches and the folded lookup's rows gathered
+  (what evaluation ran before) against ``keep_cache=False`` (evaluation, scoring, the bench's
+  forward task now);
+* training: the folded lookup's rows gathered before the loop against read by the LSTM kernel
+  (GRU and RNN rows: the same path twice, a check of the noise);
 * sampling at batch 1: the per-token NumPy path (``Recurrent.step`` + NumPy head and draw, a
   few dozen calls per token) against the compiled loop (:mod:`mlxrnn.lm.compiled_sampling`);
 * BLAS threads: a training step and a per-step product at 1 thread and at every core, to check
@@ -29,6 +32,7 @@ from mlxrnn.backend.blas import blas_report
 from mlxrnn.backend.threads import available_cores, recurrent_step_flops
 from mlxrnn.bench import workloads
 from mlxrnn.bench.sizes import CELL_OPTIONS, SIZES, num_gates
+from mlxrnn.nn import direction_loops
 
 
 def alternate(pair: dict, repeats: int) -> dict:
@@ -54,6 +58,19 @@ def numpy_path_sampling(workload, tokens: int) -> None:
         workloads.CompiledSampler.for_model = original
 
 
+def gathering_rows(fn):
+    """``fn`` with the folded lookup's rows gathered before the time loop (the path before issue
+    26) instead of read by the numba LSTM kernel."""
+    def run():
+        original = direction_loops._reads_rows
+        direction_loops._reads_rows = lambda cell, loop_xp: False
+        try:
+            fn()
+        finally:
+            direction_loops._reads_rows = original
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="ref,large")
@@ -72,10 +89,14 @@ def main() -> None:
         for cell in args.cells.split(","):
             work = workloads.MlxrnnWorkload(get_backend("numpy"), cell, shape)
             tokens = shape.batch * shape.steps
-            forward = alternate({"cached": lambda w=work: w.model.forward(w.batch["inputs"]),
+            forward = alternate({"cached": gathering_rows(lambda w=work: w.model.forward(w.batch["inputs"])),
                                  "forward-only": lambda w=work: w.model.forward(w.batch["inputs"], keep_cache=False)},
                                 args.repeats)
-            rows = [("forward tokens/s", tokens / forward["cached"], tokens / forward["forward-only"])]
+            rows = [("forward tokens/s (cached, rows gathered → forward only)", tokens / forward["cached"],
+                     tokens / forward["forward-only"])]
+            train = alternate({"gathered": gathering_rows(work.train_step), "read": work.train_step}, args.repeats)
+            rows.append(("train tokens/s (rows gathered → read by the LSTM kernel)", tokens / train["gathered"],
+                         tokens / train["read"]))
             sample = alternate({"numpy": lambda w=work: numpy_path_sampling(w, args.tokens),
                                 "compiled": lambda w=work: w.sample(args.tokens)}, args.repeats)
             rows.append(("batch-1 sampling tokens/s", args.tokens / sample["numpy"], args.tokens / sample["compiled"]))
