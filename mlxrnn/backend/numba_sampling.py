@@ -30,13 +30,26 @@ LSTM, GRU, RNN = 0, 1, 2
 
 @njit(**_JIT)
 def _product(x, weight, out):
-    """out = x @ weight: x (K,), weight (K, N) row-major; a row at a time, so the inner loop runs
-    along contiguous memory and vectorises."""
+    """out = x @ weight: x (K,), weight (K, N) row-major. Eight rows of the weight at a time, so
+    ``out`` is read and written once per eight rows while the inner loop runs along contiguous
+    memory and vectorises (17 us against 27 us a row at a time for 256 x 1024, in-process; the
+    same as OpenBLAS's sgemv from 512 x 2048 up, where reading the weight is all the time)."""
+    rows, width = weight.shape
     out[:] = 0.0
-    for k in range(weight.shape[0]):
+    k = 0
+    while k + 8 <= rows:
+        r0, r1, r2, r3 = weight[k], weight[k + 1], weight[k + 2], weight[k + 3]
+        r4, r5, r6, r7 = weight[k + 4], weight[k + 5], weight[k + 6], weight[k + 7]
+        a0, a1, a2, a3, a4, a5, a6, a7 = x[k], x[k + 1], x[k + 2], x[k + 3], x[k + 4], x[k + 5], x[k + 6], x[k + 7]
+        for n in range(width):
+            out[n] += (((a0 * r0[n] + a1 * r1[n]) + (a2 * r2[n] + a3 * r3[n]))
+                       + ((a4 * r4[n] + a5 * r5[n]) + (a6 * r6[n] + a7 * r7[n])))
+        k += 8
+    while k < rows:  # the last rows when K is not a multiple of 8
         xk = x[k]
-        for n in range(weight.shape[1]):
+        for n in range(width):
             out[n] += xk * weight[k, n]
+        k += 1
 
 
 @njit(**_JIT)
