@@ -172,3 +172,23 @@ def test_the_governor_follows_the_load_without_sleeping(monkeypatch):
     assert governor.tick().blas == 2 and len(applied) == 2
     now[0], busy[0], own[0] = 60.0, 140.0, 110.0
     assert governor.tick() is None  # unchanged: nothing applied
+
+
+def test_eval_score_and_sample_run_batch_one_products_on_one_thread(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from mlxrnn_cli.common import inference_threads
+
+    from mlxrnn.lm.model import LanguageModel, language_model_config
+    from mlxrnn.models.sequence_model import SequenceModel
+    from mlxrnn.text.tokenizers import CharTokenizer
+    from mlxrnn.text.vocabulary import Vocabulary
+
+    for name in threads.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    vocab = Vocabulary.build(list("abc \n"), level="char")
+    lm = LanguageModel(SequenceModel(language_model_config(len(vocab), hidden_size=64, num_layers=1), backend="numpy"),
+                       vocab, CharTokenizer())
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        inference_threads(lm, 1)
+        assert {row["num_threads"] for row in threadpoolctl.threadpool_info() if row["user_api"] == "blas"} == {1}
