@@ -7,6 +7,9 @@ dropout between layers; for each (layer, direction) it calls the two methods of
 * ``_run_direction``: the hoisted input projection P = X W_x + b (or, for token inputs, rows of
   the projected table), then either the cell's own whole-sequence pass (``sequence_forward``:
   minGRU, minLSTM) or ``cell.step`` over t in processing order, with the mask blend;
+* ``_infer_lstm_direction``: forward only (``keep_cache=False``) for a plain LSTM on the numba
+  kernels, the whole direction in ``kernels.lstm_infer_sequence`` (no caches, no per-step
+  arrays, a folded lookup's rows read inside the kernel; training's step kernel reads them too);
 * ``_backward_direction``: the same steps in reverse through ``cell.step_backward`` (or the
   cell's ``sequence_backward``), then ``_projection_grads`` — dW_x, db and dX as one GEMM each
   over all steps — and the cell's recurrent weight gradients.
