@@ -7,6 +7,7 @@ import json
 import click
 
 from mlxrnn.backend import auto_choice
+from mlxrnn.backend.blas import blas_report
 from mlxrnn.bench.harness import IMPLS, OWN_IMPLS, BenchSettings, run_benchmarks, split_list
 from mlxrnn.bench.report import format_summary, format_table
 from mlxrnn.bench.sizes import CELLS, SIZES, TASKS
@@ -87,8 +88,13 @@ def bench(cells, sizes, backends, peers, tasks, repeats, warmup, sample_tokens, 
         cells=split_list(cells), sizes=size_list, impls=impls, tasks=split_list(tasks), repeats=repeats,
         warmup=warmup, sample_tokens=sample_tokens, baseline=baseline, seed=seed, max_background=max_background,
         extra_notes=notes,
-    )
+    ).validate()  # a bad setting fails in one line before the report below
     progress = None if quiet else (lambda line: click.echo(line, err=True))
+    if progress is not None:  # the kernel first: a pinned old one halves every numpy row
+        blas = blas_report()
+        progress("NumPy's BLAS: " + ("; ".join(blas["blas"]) if blas["blas"] else "unknown (no threadpoolctl)"))
+        if blas["blas_warning"]:
+            progress(blas["blas_warning"])
     report = run_benchmarks(settings, progress=progress)
     if output:
         write_file_atomically(output, json.dumps(report, indent=2), what="the report")

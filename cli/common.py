@@ -181,3 +181,16 @@ class Application(click.Group):
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
+
+
+def inference_threads(lm, batch: int) -> None:
+    """BLAS threads for a loaded model's batch-``batch`` forward passes (eval, score, sample): by
+    the per-step product alone (mlxrnn/backend/threads.py), so batch 1 runs on one thread, which
+    is also what a busy machine needs; nothing on MLX or when the user set a thread variable."""
+    from mlxrnn.backend.threads import threads_for_recurrent_loop
+
+    if lm.xp.name != "numpy":
+        return
+    spec = lm.model.config.recurrent
+    gates = lm.model.rnn.cells[0].num_gates
+    threads_for_recurrent_loop(int(batch or 1), spec.hidden_size, gates, measure_load=False)

@@ -14,7 +14,7 @@ from mlxrnn.lm.sampling import MAX_KEPT_TOKENS, encode_prime, sample, score
 from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.text.corpus import read_text
 
-from .common import check_backend, echo_json, handle_errors
+from .common import check_backend, echo_json, handle_errors, inference_threads
 from .options import encoding_errors_option
 
 checkpoint_option = click.option(
@@ -76,6 +76,7 @@ def sample_command(
         if value is not None and value < minimum:
             raise ConfigError(f"{flag} must be an integer >= {minimum}, got {value}")
     lm, _ = load_language_model(run, backend=backend, tag=tag)
+    inference_threads(lm, num_samples)
     settings = dict(length=length, num_samples=num_samples, prime=prime, options=options, seed=seed,
                     allow_unknown_prime=allow_unk, sentences=sentences)
     if num_samples == 1:  # printed as drawn and never held, so any --length runs in constant memory
@@ -141,6 +142,7 @@ def score_command(run, sentences, sentence_file, per_token, rank, encoding, enco
         argument = next(param for param in context.command.params if param.name == "sentences")
         raise click.MissingParameter(ctx=context, param=argument)
     lm, _ = load_language_model(run, backend=backend, tag=tag)
+    inference_threads(lm, 1)  # one text at a time
     scores = score(lm, texts)
     ranked = sorted(scores, key=lambda s: s.log_prob, reverse=True) if rank else scores
     if as_json:
@@ -196,6 +198,7 @@ def eval_command(run, file, encoding, encoding_errors, tag, backend, as_json):
     check_backend(backend)
     text = read_text(file, encoding=encoding, errors=encoding_errors)  # a bad FILE fails before loading
     lm, _ = load_language_model(run, backend=backend, tag=tag)
+    inference_threads(lm, 1)  # one stream, windows of batch 1
     result = evaluate_text(lm, text)
     data = result.to_dict()
     if as_json:

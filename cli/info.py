@@ -1,5 +1,6 @@
-"""``mlxrnn info``: versions, usable backends, the device MLX computes on, which backend ``auto``
-picks and why, and which point-wise kernels the NumPy backend's time loop runs (numba or plain NumPy)."""
+"""``mlxrnn info``: versions, NumPy's BLAS (library, kernel, threads), usable backends, the device
+MLX computes on, which backend ``auto`` picks and why, and which point-wise kernels the NumPy
+backend's time loop runs (numba or plain NumPy)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 import mlxrnn
 from mlxrnn.backend import auto_choice, mlx_installed
+from mlxrnn.backend.blas import blas_report
 from mlxrnn.backend.kernels import kernel_choice, numba_installed
 from mlxrnn.errors import MLXRNNError
 
@@ -52,6 +54,7 @@ def collect_info() -> dict:
         info["numpy_kernels"], info["numpy_kernels_reason"] = kernels.name, kernels.reason
     except MLXRNNError as error:  # e.g. MLXRNN_KERNELS=numba without numba: report it, do not fail
         info["numpy_kernels"], info["numpy_kernels_reason"] = None, str(error)
+    info.update(blas_report())  # the BLAS under NumPy, its kernel and threads, a warning if pinned old
     return info
 
 
@@ -81,6 +84,12 @@ def info(as_json: bool) -> None:
         return
     click.echo(f"mlxrnn {data['mlxrnn']}  (Python {data['python']}, {data['platform']})")
     click.echo(f"numpy  {data['numpy']}")
+    if data["blas"] is None:
+        click.echo("numpy BLAS: cannot tell (pip install threadpoolctl, or mlxrnn[fast], to see it)")
+    for line in data["blas"] or []:
+        click.echo(f"numpy BLAS: {line}")
+    if data["blas_warning"]:
+        click.echo(data["blas_warning"])
     click.echo(f"mlx    {data['mlx'] or 'not installed (pip install mlxrnn[mlx])'}")
     if data["mlx_device"]:
         click.echo(f"mlx device: {data['mlx_device']}")

@@ -45,6 +45,35 @@ def _loss_text(loss: float | None, summary) -> str:
     return f"{loss:.4f} (perplexity {perplexity(loss):.2f} per token, {summary.tokenizer or 'words'} tokenizer)"
 
 
+def _choose_threads(options):
+    """Set the NumPy backend's BLAS threads for this run's per-step products and the machine's
+    load (mlxrnn/backend/threads.py); a ThreadGovernor that keeps the choice up to date (its
+    ``choice.describe()`` is the start line), or None on MLX."""
+    from mlxrnn.backend import get_backend
+    from mlxrnn.backend.threads import ThreadGovernor, recurrent_step_flops, threads_for_recurrent_loop
+    from mlxrnn.nn.cells import make_cell
+
+    if get_backend(options.backend).name != "numpy":
+        return None
+    gates = make_cell(options.cell, 1, 1, **options.cell_options).num_gates
+    choice = threads_for_recurrent_loop(options.batch_size, options.hidden, gates)
+    return ThreadGovernor(recurrent_step_flops(options.batch_size, options.hidden, gates), choice)
+
+
+def _governed(progress, governor, log):
+    """``progress`` that first lets the governor look at the load, logging a changed thread count."""
+    if governor is None or governor.choice.blas is None:
+        return progress
+
+    def report(p) -> None:
+        changed = governor.tick()
+        if changed is not None and log is not None:
+            log(changed.describe())
+        progress(p)
+
+    return report
+
+
 def default_run_dir(level: str, cell: str) -> str:
     return str(Path("runs") / f"{level}-{cell}-{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -137,8 +166,11 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
     flags = flags_of(click.get_current_context().command)
     # The run's log lines name settings by field (`min_lr`), as its errors do: show them as flags.
     log = (lambda message: click.echo(spell_fields(message, flags), err=True)) if not quiet else None
+    governor = _choose_threads(options)  # before any work: the load measured is the other processes'
     if not quiet:
         click.echo(f"run directory: {run_dir}", err=True)
+        if governor is not None:
+            click.echo(governor.choice.describe(), err=True)
         if dist is not None:
             click.echo(
                 f"data-parallel over {dist.size} processes (--batch-size streams each); rank 0 prints and writes"
@@ -152,7 +184,7 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
             run_dir,
             resume=resume,
             force=force,
-            progress=bar,
+            progress=_governed(bar, governor, log),
             log=log,
             distributed=dist,
             init_from=init_from,

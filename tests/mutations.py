@@ -51,8 +51,8 @@ MUTATIONS = [
              "state.window, state.epoch = 0, state.epoch + 1",
              ("tests/test_carried_state.py",), "the carried state is not reset when the batcher wraps to a new epoch"),
     Mutation("validation-forgets-state",
-             "    for inputs, targets in windows:\n        logits, state, _ = lm.model.forward(inputs, initial_state=state)",
-             "    for inputs, targets in windows:\n        logits, state, _ = lm.model.forward(inputs, initial_state=None)",
+             "    for inputs, targets in windows:\n        logits, state, _ = lm.model.forward(inputs, initial_state=state, ",
+             "    for inputs, targets in windows:\n        logits, state, _ = lm.model.forward(inputs, initial_state=None, ",
              ("tests/test_carried_state.py",), "validation does not carry the state between windows"),
     Mutation("evaluate-ids-forgets-state",  # validation and evaluate_ids share one evaluator: break the stream instead
              "        yield inputs_all[None, start : start + window], ids[None, start : start + window]",
@@ -81,6 +81,12 @@ MUTATIONS = [
              'row["ratio"] = row["tokens_per_s"] / base["tokens_per_s"]',
              'row["ratio"] = base["tokens_per_s"] / row["tokens_per_s"]',
              ("tests/test_bench.py", "-k", "ratio"), "bench ratios divide the baseline by the implementation"),
+    Mutation("compiled-temperature-multiplied",
+             "    z /= temperature", "    z *= temperature",
+             ("tests/test_compiled_sampling.py",), "the compiled sampler applies the temperature as a multiplication"),
+    Mutation("forward-only-reads-one-row",
+             "            rec[k, b] += table[ids[b], k]", "            rec[k, b] += table[ids[0], k]",
+             ("tests/test_forward_only.py",), "the LSTM kernels that read the projected table's rows read the first sequence's row for all"),
 ]
 
 

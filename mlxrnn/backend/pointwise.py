@@ -30,7 +30,18 @@ NumPy kernels reuse its memory); every other input is read only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """A step's input projection given as rows of a projected embedding table, x_proj[b] =
+    table[ids[b]] (table (V, G·H), ids (B,)): what a kernel with ``reads_table_rows`` accepts as
+    ``x_proj`` of ``lstm_forward``, reading the rows itself instead of a gathered (B, G·H) copy."""
+
+    table: Any
+    ids: Any
 
 
 def _blocks(a: Any, count: int, width: int) -> list:

@@ -1,4 +1,4 @@
-"""The machine a benchmark runs on: its facts (CPU, BLAS, versions, MLX device), its matrix
+"""The machine a benchmark runs on: its facts (CPU, BLAS library, kernel and threads, versions, MLX device), its matrix
 multiply speed as a yardstick (sgemm GFLOP/s), and waiting until it is quiet before timing.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mlxrnn.backend.blas import blas_report
 from mlxrnn.errors import MLXRNNError
 
 
@@ -57,6 +58,8 @@ def machine_info() -> dict:
         info["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
     except Exception:  # older NumPy: no dict mode
         info["numpy_blas"] = None
+    # what the build says above; what runs (kernel, threads) and whether the environment pins it:
+    info.update(blas_report())
     info["thread_env"] = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                      "MLXRNN_MALLOC", "MLXRNN_KERNELS") if k in os.environ}
     try:  # which point-wise kernels the ``numpy`` rows ran, and why

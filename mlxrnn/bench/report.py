@@ -52,6 +52,12 @@ def format_summary(report: dict) -> str:
     m = report["machine"]
     versions = ", ".join(f"{k} {m[k]}" for k in ("mlxrnn", "numpy", "mlx", "torch", "numba") if m.get(k))
     lines = [f"{m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}; {versions}"]
+    if m.get("blas"):
+        lines.append("NumPy's BLAS: " + "; ".join(m["blas"]))
+    elif "blas" in m:
+        lines.append("NumPy's BLAS: kernel and threads unknown (threadpoolctl is not installed)")
+    if m.get("blas_warning"):
+        lines.append(m["blas_warning"])
     if m.get("numpy_kernels"):
         lines.append(f"point-wise kernels of the numpy rows: {m['numpy_kernels']}")
     if m.get("mlx_device"):

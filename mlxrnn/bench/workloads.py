@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mlxrnn.bench.sizes import CELL_OPTIONS, Shape
+from mlxrnn.lm.compiled_sampling import CompiledSampler
 
 
 def lm_batch(shape: Shape, seed: int) -> dict[str, np.ndarray]:
@@ -141,7 +142,8 @@ class MlxrnnWorkload(Workload):
         self._finish(result.loss_array)  # the whole update, not only the loss, is done when this returns
 
     def forward(self) -> None:
-        logits, _, _ = self.model.forward(self.batch["inputs"])
+        # forward only, as evaluation and scoring run it (the peers time theirs without autograd)
+        logits, _, _ = self.model.forward(self.batch["inputs"], keep_cache=False)
         self.xp.eval(logits)
 
     def sample(self, num_tokens: int) -> None:
@@ -164,10 +166,20 @@ class MlxrnnWorkload(Workload):
 def sample_tokens(model: Any, num_tokens: int, rng: np.random.Generator, token: int = 0) -> list[int]:
     """Draw ``num_tokens`` from an embedding-input SequenceModel at batch 1 on the host, feeding each back.
 
+    On the numba kernels this is :class:`~mlxrnn.lm.compiled_sampling.CompiledSampler`, the
+    path of ``mlxrnn sample`` (softmax at temperature 1 and an inverse-CDF draw per token, as
+    the torch peer's softmax and multinomial; the first token is drawn after reading ``token``).
+    Otherwise:
+
     The per-token path is :meth:`mlxrnn.nn.layers.Recurrent.step` (no caches): layer 0's input
     projection of the whole embedding table is computed once, so a token's step starts from a
     row of it, and only the recurrence, the head and the draw remain per token.
     """
+    compiled = CompiledSampler.for_model(model)
+    if compiled is not None:  # what `mlxrnn sample` runs for one sample: step, softmax and draw compiled
+        logits, state = model.forward(np.array([[token]]), keep_cache=False)[:2]
+        stream = compiled.stream(np.asarray(logits[:, -1], dtype=np.float64), state, (), rng)
+        return [int(next(stream)[0]) for _ in range(num_tokens)]
     table = model.rnn.project_inputs(model.embedding.params["weight"])  # (V, G·H)
     head_w, head_b = model.head.params["W"], model.head.params["b"]
     # Gumbel-max: argmax(logits + G) with G ~ Gumbel(0, 1) is an exact draw from softmax(logits).

@@ -103,7 +103,7 @@ def evaluate_windows(
     """
     xp, state, total, count = lm.xp, None, 0.0, 0
     for inputs, targets in windows:
-        logits, state, _ = lm.model.forward(inputs, initial_state=state)
+        logits, state, _ = lm.model.forward(inputs, initial_state=state, keep_cache=False)  # no gradient buffers
         loss, _ = softmax_cross_entropy(xp, logits, targets, reduction="sum", gradient=False)
         total += xp.item(loss)
         count += targets.size

@@ -104,7 +104,7 @@ class LanguageNetwork:
     def next_token_logits(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
         """Feed ids (B, T); return the logits after the last step as NumPy (B, V) and the state."""
         # No dtype here: the model checks ids are integers in range (a cast could wrap 2**32 to 0).
-        logits, state, _ = self.model.forward(np.asarray(ids), initial_state=state)
+        logits, state, _ = self.model.forward(np.asarray(ids), initial_state=state, keep_cache=False)
         last = logits[:, -1, :]
         return self.xp.to_numpy(last).astype(np.float64), state
 
@@ -145,7 +145,7 @@ class LanguageNetwork:
 
     def log_probs(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
         """log p(· | prefix) at every step: ids (B, T) → (B, T, V) float64 NumPy, and the state."""
-        logits, state, _ = self.model.forward(np.asarray(ids), initial_state=state)
+        logits, state, _ = self.model.forward(np.asarray(ids), initial_state=state, keep_cache=False)
         logits = self.xp.to_numpy(logits).astype(np.float64)
         shifted = logits - logits.max(axis=-1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)), state

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlxrnn.errors import ConfigError, DataError
+from mlxrnn.lm.compiled_sampling import CompiledSampler
 from mlxrnn.lm.evaluation import perplexity
 from mlxrnn.lm.network import LanguageNetwork
 from mlxrnn.models.decoding import MAX_BATCH_PROBABILITIES, SamplingOptions, draw_tokens, next_token_distribution
@@ -158,8 +159,14 @@ def sample(
 def _numpy_stream(lm: LanguageNetwork, context: np.ndarray, options: SamplingOptions, banned: list[int],
                   rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Feed ``context`` (B, T), then yield the drawn ids (B,) of every step; the host path, drawn
-    from ``rng`` (the next step runs only when the caller asks for the next ids)."""
+    from ``rng`` (the next step runs only when the caller asks for the next ids; one sample on the
+    numba kernels runs :class:`~mlxrnn.lm.compiled_sampling.CompiledSampler`, a chunk of steps ahead)."""
     logits, state = lm.next_token_logits(context)
+    compiled = CompiledSampler.for_model(lm.model) if context.shape[0] == 1 else None
+    if compiled is not None:  # one sample on numba: step, controls and draw in one compiled loop
+        yield from compiled.stream(logits, state, banned, rng, options.temperature, options.top_k, options.top_p,
+                                   options.greedy)
+        return
     step = lm.token_stepper()  # the cache-free per-token path after the context
     while True:
         tokens = draw_tokens(next_token_distribution(logits, options, banned), rng, options.greedy)

@@ -199,8 +199,12 @@ class SequenceModel(TaskModel, Module):
         return self.head.params["W"]
 
     def forward(self, inputs: Any, initial_state: Any = None, lengths: Any = None, mask: Any = None,
-                training: bool = False, rng: np.random.Generator | None = None) -> tuple[Any, Any, dict]:
-        """Returns (logits, final_state, cache). Logits are (B, T, O) or (B, O); see the class doc."""
+                training: bool = False, rng: np.random.Generator | None = None,
+                keep_cache: bool = True) -> tuple[Any, Any, dict | None]:
+        """Returns (logits, final_state, cache). Logits are (B, T, O) or (B, O); see the class doc.
+
+        ``keep_cache=False``: forward only (evaluation, scoring, prediction), no gradient buffers;
+        the same logits and state, and the cache is None."""
         xp, c = self.xp, self.config
         embed_p = c.embed_dropout if training else 0.0
         # Without input dropout an embedding stays TokenInputs: the stack may fold the lookup.
@@ -210,7 +214,8 @@ class SequenceModel(TaskModel, Module):
             embed_mask = self._dropout(rng, embed_p, int(x.shape[0]), int(x.shape[1]), int(x.shape[2]))
             x = x * embed_mask  # (B, T, D)
         hidden, final_state, rnn_cache = self.rnn.forward(
-            x, initial_state=initial_state, lengths=lengths, mask=mask, training=training, rng=rng
+            x, initial_state=initial_state, lengths=lengths, mask=mask, training=training, rng=rng,
+            keep_cache=keep_cache,
         )
         if c.output == "sequence":
             features = hidden  # (B, T, H_out)
@@ -226,6 +231,8 @@ class SequenceModel(TaskModel, Module):
         logits = xp.reshape(logits, (*features.shape[:-1], logits.shape[-1]))
         if "b" in self.head.params:
             logits = logits + self.head.params["b"]
+        if not keep_cache:
+            return logits, final_state, None
         cache = {"encoded": encoded, "rnn": rnn_cache, "features": features, "final_state": final_state,
                  "embed_mask": embed_mask, "output_mask": output_mask}
         return logits, final_state, cache
@@ -296,7 +303,7 @@ class SequenceModel(TaskModel, Module):
 
     def metric_sums(self, batch: Mapping[str, Any]) -> Sums:
         logits, _, _ = self.forward(batch["inputs"], initial_state=batch.get("initial_state"),
-                                    lengths=batch.get("lengths"), mask=batch.get("mask"))
+                                    lengths=batch.get("lengths"), mask=batch.get("mask"), keep_cache=False)
         weights = self._loss_weights(batch, int(logits.shape[1]) if self.config.output == "sequence" else 0)
         return METRIC_SUMS[self.config.loss](self.xp, logits, batch["targets"], weights)
 
@@ -306,7 +313,7 @@ class SequenceModel(TaskModel, Module):
         or the inputs alone."""
         batch = batch if isinstance(batch, Mapping) else {"inputs": batch}
         logits, _, _ = self.forward(batch["inputs"], initial_state=batch.get("initial_state"),
-                                    lengths=batch.get("lengths"), mask=batch.get("mask"))
+                                    lengths=batch.get("lengths"), mask=batch.get("mask"), keep_cache=False)
         z = self.xp.to_numpy(logits)
         if self.config.loss == "cross_entropy":
             return z.argmax(axis=-1)

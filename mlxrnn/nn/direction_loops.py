@@ -7,6 +7,9 @@ dropout between layers; for each (layer, direction) it calls the two methods of
 * ``_run_direction``: the hoisted input projection P = X W_x + b (or, for token inputs, rows of
   the projected table), then either the cell's own whole-sequence pass (``sequence_forward``:
   minGRU, minLSTM) or ``cell.step`` over t in processing order, with the mask blend;
+* ``_infer_lstm_direction``: forward only (``keep_cache=False``) for a plain LSTM on the numba
+  kernels, the whole direction in ``kernels.lstm_infer_sequence`` (no caches, no per-step
+  arrays, a folded lookup's rows read inside the kernel; training's step kernel reads them too);
 * ``_backward_direction``: the same steps in reverse through ``cell.step_backward`` (or the
   cell's ``sequence_backward``), then ``_projection_grads`` — dW_x, db and dX as one GEMM each
   over all steps — and the cell's recurrent weight gradients.
@@ -22,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from mlxrnn.backend.pointwise import TableRows
+
 DIRECTION_NAMES = ("fwd", "bwd")
 
 
@@ -33,6 +38,31 @@ def _loop_backend(xp: Any) -> Any:
 def _relayout(xp: Any, a: Any, layout: str) -> Any:
     """``a`` in ``layout``: the protocol's ``batch_fastest`` or ``row_major`` (identities on MLX)."""
     return xp.batch_fastest(a) if layout == "batch_fastest" else xp.row_major(a)
+
+
+def _fused_inference(cell: Any, loop_xp: Any) -> bool:
+    """Whether a forward-only pass of ``cell`` can run the fused LSTM inference loop: a plain LSTM
+    (no peepholes) on kernels that have it (NumPy's numba kernels)."""
+    return (cell.name == "lstm" and not getattr(cell, "peephole", False)
+            and hasattr(getattr(loop_xp, "kernels", None), "lstm_infer_sequence"))
+
+
+def _reads_rows(cell: Any, loop_xp: Any) -> bool:
+    """Whether the cell's step kernel reads a folded lookup's rows itself (a plain LSTM on kernels
+    with ``reads_table_rows``: NumPy's numba kernels), so the loop need not gather them first."""
+    return (cell.name == "lstm" and not getattr(cell, "peephole", False)
+            and getattr(getattr(loop_xp, "kernels", None), "reads_table_rows", False))
+
+
+@dataclass(frozen=True)
+class _StepRows:
+    """The folded lookup's projections by step: ``[t]`` is step t's TableRows (no copy made)."""
+
+    table: Any  # (V, G·H) projected table
+    ids: Any  # (T, B) time-major token ids, NumPy intp
+
+    def __getitem__(self, t: int) -> TableRows:
+        return TableRows(self.table, self.ids[t])
 
 
 @dataclass(frozen=True)
@@ -71,9 +101,11 @@ class DirectionLoops:
     it reads the layer's ``xp``, ``cells``, ``hidden_size`` and ``_direction_params``)."""
 
     def _run_direction(self, layer: int, direction: int, inputs: Any, state: tuple, mask: Any,
-                       batch_major: bool = False):
+                       batch_major: bool = False, keep_cache: bool = True):
         xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]
         params = self._direction_params(layer, direction)
+        if not keep_cache and mask is None and _fused_inference(cell, loop_xp):
+            return self._infer_lstm_direction(layer, direction, inputs, state, batch_major)
         if isinstance(inputs, TokenInputs):  # layer 0 folds the lookup: project the table, gather rows
             T, B = int(inputs.ids.shape[0]), int(inputs.ids.shape[1])
             inputs_2d = TokenInputs(inputs.table, xp.reshape(inputs.ids, (T * B,)), True)
@@ -81,7 +113,12 @@ class DirectionLoops:
             # NumPy's time loop: gather straight into its batch-fastest layout; a whole-sequence
             # cell reads (t, b) rows, so it gets plain row-major rows.
             take = None if hasattr(cell, "sequence_forward") else getattr(xp, "take_batch_fastest", None)
-            projected = take(table_proj, inputs.ids) if take is not None else xp.take(table_proj, inputs.ids, axis=0)
+            if _reads_rows(cell, loop_xp):  # no gathered copy at all: the step's kernel reads the rows
+                projected = _StepRows(table_proj, np.ascontiguousarray(inputs.ids, dtype=np.intp))
+            elif take is not None:
+                projected = take(table_proj, inputs.ids)
+            else:
+                projected = xp.take(table_proj, inputs.ids, axis=0)
         else:
             T, B = int(inputs.shape[0]), int(inputs.shape[1])
             inputs_2d = xp.reshape(inputs, (T * B, -1))
@@ -94,8 +131,9 @@ class DirectionLoops:
         if hasattr(cell, "sequence_forward"):  # the cell runs all T steps itself (e.g. a linear scan)
             projected = xp.reshape(projected, (T, B, cell.gate_width))
             out, state, whole = cell.sequence_forward(xp, params, projected, state, mask, reverse=direction == 1)
-            return out, state, _DirectionCache(inputs_2d, whole=whole)
-        projected = _relayout(xp, xp.reshape(projected, (T, B, cell.gate_width)), "batch_fastest")
+            return out, state, _DirectionCache(inputs_2d, whole=whole) if keep_cache else None
+        if not isinstance(projected, _StepRows):
+            projected = _relayout(xp, xp.reshape(projected, (T, B, cell.gate_width)), "batch_fastest")
         params["W_h"] = _relayout(xp, params["W_h"], "batch_fastest")  # the forward product's fast layout
         state = tuple(_relayout(xp, part, "batch_fastest") for part in state)
         dir_cache = _DirectionCache(inputs_2d)
@@ -108,11 +146,36 @@ class DirectionLoops:
                 m = mask[t]
                 state = tuple(m * new + (1.0 - m) * old for new, old in zip(new_state, state))
                 outputs[t] = m * new_state[0]
-            dir_cache.steps.append(step_cache)
+            if keep_cache:  # forward only (evaluation): each step's cache is dropped at once
+                dir_cache.steps.append(step_cache)
+        dir_cache = dir_cache if keep_cache else None
         stack = getattr(xp, "stack_batch_major", None) if batch_major else None
         if stack is not None:  # the stack's public output: (B, T, H) in memory, no relayout later
             return stack(outputs), state, dir_cache
         return xp.reshape(xp.concat(outputs, axis=0), (T, B, self.hidden_size)), state, dir_cache
+
+    def _infer_lstm_direction(self, layer: int, direction: int, inputs: Any, state: tuple, batch_major: bool):
+        """Forward only, an LSTM on the numba kernels (``kernels.lstm_infer_sequence``): the same
+        numbers as the cached loop, without its caches, its per-step arrays and, for token inputs,
+        without gathering a (T, B, 4H) copy of the projected table's rows (the kernel reads them)."""
+        xp, loop_xp = self.xp, _loop_backend(self.xp)
+        params = self._direction_params(layer, direction)
+        W_h = _relayout(xp, params["W_h"], "batch_fastest")  # the cached loop's operand layout: same products
+        h0, c0 = (_relayout(xp, part, "batch_fastest") for part in state)
+        if isinstance(inputs, TokenInputs):
+            T = int(inputs.ids.shape[0])
+            table_proj = xp.matmul(inputs.table, params["W_x"]) + params["b"]  # (V, 4H)
+            sources = {"table": table_proj, "ids": inputs.ids}
+        else:
+            T, B = int(inputs.shape[0]), int(inputs.shape[1])
+            projected = loop_xp.matmul(xp.reshape(inputs, (T * B, -1)), params["W_x"])
+            projected += params["b"]
+            sources = {"x_proj": _relayout(xp, xp.reshape(projected, (T, B, -1)), "batch_fastest")}
+        order = list(range(T - 1, -1, -1)) if direction == 1 else list(range(T))
+        steps, h, c = loop_xp.kernels.lstm_infer_sequence(W_h, h0, c0, order, **sources)  # steps (T, H, B)
+        if batch_major:  # the stack's public output: (B, T, H) in memory, as stack_batch_major gives it
+            return xp.row_major(xp.permute_dims(steps, (2, 0, 1))).transpose(1, 0, 2), (h, c), None
+        return xp.permute_dims(steps, (0, 2, 1)), (h, c), None
 
     def _backward_direction(self, layer, direction, d_out, d_state, dir_cache: _DirectionCache, mask, record=None):
         xp, loop_xp, cell = self.xp, _loop_backend(self.xp), self.cells[layer]

@@ -211,7 +211,8 @@ class Recurrent(LayerInputs, SingleSteps, DirectionLoops, Module):
         lengths: Any = None,
         training: bool = False,
         rng: np.random.Generator | None = None,
-    ) -> tuple[Any, Any, RecurrentCache]:
+        keep_cache: bool = True,
+    ) -> tuple[Any, Any, RecurrentCache | None]:
         """Run the stack over a batch.
 
         Args:
@@ -221,9 +222,12 @@ class Recurrent(LayerInputs, SingleSteps, DirectionLoops, Module):
             mask: (B, T) 1 for valid steps, 0 for padding; or give ``lengths`` (B,) instead.
             training: enables dropout between layers.
             rng: the generator dropout masks are drawn from (default: the layer's own).
+            keep_cache: False runs forward only (evaluation, scoring): no per-step caches are
+                kept (a plain LSTM on the numba kernels runs a fused loop), the same outputs and
+                states, and the returned cache is None.
         Returns:
             outputs (B, T, H_out), zero at padded steps; final_state in the layout of
-            ``initial_state``; and the cache for :meth:`backward`.
+            ``initial_state``; and the cache for :meth:`backward` (None without ``keep_cache``).
         """
         xp = self.xp
         tokens = folded = None
@@ -260,7 +264,7 @@ class Recurrent(LayerInputs, SingleSteps, DirectionLoops, Module):
                 )
                 out, state, dir_cache = self._run_direction(
                     layer, direction, layer_input, state, step_mask,
-                    batch_major=layer == self.num_layers - 1 and self.num_directions == 1)
+                    batch_major=layer == self.num_layers - 1 and self.num_directions == 1, keep_cache=keep_cache)
                 cache.directions[(layer, direction)] = dir_cache
                 outputs.append(out)
                 for k in range(self.state_size):
@@ -277,7 +281,7 @@ class Recurrent(LayerInputs, SingleSteps, DirectionLoops, Module):
             layer_input = merged
         outputs = _relayout(xp, xp.permute_dims(layer_input, (1, 0, 2)), "row_major")  # (B, T, H_out)
         final_state = self._public_state([xp.stack(parts, axis=0) for parts in final_parts])
-        return outputs, final_state, cache
+        return outputs, final_state, cache if keep_cache else None
 
     # --- backward ---------------------------------------------------------------------------
     def backward(
