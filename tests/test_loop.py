@@ -120,3 +120,51 @@ def test_a_run_lets_go_of_its_directory_when_it_ends(tmp_path, corpus):
         RunLock(path)
     resumed.close()
     RunLock(path).release()
+
+
+class _Stub:
+    """What LanguageModelRun._check_divergence reads, and the records it writes."""
+
+    def __init__(self, run_dir, replacing=False, clip=5.0):
+        from types import SimpleNamespace
+
+        from mlxrnn.run.state import RunState
+
+        self.state, self.run_dir, self.records = RunState(), run_dir, []
+        self.directory = SimpleNamespace(replacing=replacing)
+        self.options = SimpleNamespace(clip=clip)
+        self.optimizer = SimpleNamespace(lr=0.002)
+
+    def _metrics(self, record):
+        self.records.append(record)
+
+    def check(self, loss, grad_norm=1.0, step=7):
+        LanguageModelRun._check_divergence(self, loss, grad_norm, step)
+
+
+def test_divergence_is_a_loss_over_three_times_the_first_or_not_finite(tmp_path):
+    from mlxrnn.errors import TrainingDiverged
+
+    run = _Stub(tmp_path)
+    with pytest.raises(TrainingDiverged, match="at step 1: the loss became nan"):
+        run.check(math.nan, step=1)  # a first loss that is not finite is no reference
+    assert run.state.initial_loss is None and run.records[-1] == {"event": "diverged", "step": 1, "loss": None}
+    run.check(2.0, step=2)
+    assert run.state.initial_loss == 2.0
+    run.check(6.0, step=3)  # exactly 3x: still training
+    run.check(0.5, step=4)
+    assert run.state.initial_loss == 2.0 and len(run.records) == 1
+    with pytest.raises(TrainingDiverged, match=r"training stopped at step 7: the loss rose to 6\.001 \(over 3× the first"):
+        run.check(6.001)
+    assert run.records[-1] == {"event": "diverged", "step": 7, "loss": 6.001}
+    with pytest.raises(TrainingDiverged, match="at step 8: the loss became inf;"):
+        run.check(math.inf, step=8)
+    with pytest.raises(TrainingDiverged, match="at step 9: the gradient norm became nan;") as error:
+        run.check(1.0, grad_norm=math.nan, step=9)
+    assert "no checkpoint had been saved yet; try a lower `lr` (now 0.002) or a smaller `clip` (now 5)" in str(error.value)
+    (tmp_path / "last.json").write_text("{}")
+    with pytest.raises(TrainingDiverged, match=f"the last good checkpoint is kept in {tmp_path}"):
+        run.check(math.inf)
+    unclipped = _Stub(tmp_path, replacing=True, clip=None)
+    with pytest.raises(TrainingDiverged, match=f"the run it was to replace in {tmp_path} is unchanged; .* or `clip` 5$"):
+        unclipped.check(math.nan)
