@@ -278,3 +278,26 @@ def test_a_fit_that_fails_in_its_first_epoch_ends_no_line_it_did_not_open():
             assert stream.shown + stream.pending == expected  # off a terminal nothing is drawn mid-epoch
         else:
             assert stream.shown.startswith("\r") and stream.shown.endswith("\n")  # the drawn line is ended
+
+
+class ScriptedLogs(Callback):
+    """Writes scripted values of one log entry per epoch."""
+
+    def __init__(self, name, values):
+        self.name, self.values = name, values
+
+    def on_epoch_end(self, loop, epoch, logs):
+        logs[self.name] = self.values[epoch - 1]
+
+
+@pytest.mark.parametrize("monitor,mode,best", [("val_accuracy", "auto", 2), ("val_accuracy", "max", 2),
+                                               ("val_accuracy", "min", 1), ("val_loss", "auto", 1),
+                                               ("val_loss", "max", 2), ("loss", "auto", 1)])
+def test_the_direction_of_improvement_follows_the_mode_and_the_metric(monitor, mode, best):
+    data = _data(4)
+    stopper = mlxrnn.EarlyStopping(monitor=monitor, mode=mode, patience=2)
+    restore = mlxrnn.RestoreBestWeights(monitor=monitor, mode=mode)
+    history = _classifier().fit(data, validation=data, epochs=5, lr=0.5, optimizer="sgd", verbose=False,
+                                callbacks=[ScriptedLogs(monitor, [0.5, 0.9, 0.7, 0.6, 0.8]), stopper, restore])
+    assert stopper.best_epoch == restore.best_epoch == best
+    assert history.epochs == list(range(1, best + 3))
