@@ -29,7 +29,6 @@ import ast
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile

@@ -86,7 +86,7 @@ def test_a_killed_replacements_siblings_are_tidied_and_live_ones_kept(tmp_path):
     run = tmp_path / "run"
     dead, live = _dead_pid(), os.getppid()
     leftovers = {name: tmp_path / name for name in (f".run.replacing-{dead}-0123abcd", f".run.replacing-{live}-0123abcd",
-                                                     f".other.replacing-{dead}-0123abcd", f".run.replacing-x-0123abcd")}
+                                                     f".other.replacing-{dead}-0123abcd", ".run.replacing-x-0123abcd")}
     for path in leftovers.values():
         path.mkdir()
     moved_aside = tmp_path / f".run.replaced-{dead}-89abcdef"
@@ -98,7 +98,7 @@ def test_a_killed_replacements_siblings_are_tidied_and_live_ones_kept(tmp_path):
     assert json.loads((run / "options.json").read_text()) == {"options": {"old": True}}
     assert not moved_aside.exists()
     names = sorted(path.name for path in tmp_path.iterdir())
-    assert names == sorted([".other.replacing-%d-0123abcd" % dead, f".run.replacing-{live}-0123abcd",
+    assert names == sorted([f".other.replacing-{dead}-0123abcd", f".run.replacing-{live}-0123abcd",
                             ".run.replacing-x-0123abcd", "run"])
     # a "replaced" sibling beside an existing run is a leftover: removed, the run kept
     stale = tmp_path / f".run.replaced-{dead}-00000000"

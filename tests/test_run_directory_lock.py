@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 from mlxrnn.errors import DataError
 from mlxrnn.io.run_directory import RunDirectory
 from mlxrnn.io.run_lock import RunLock
