@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 
@@ -64,7 +65,9 @@ def test_an_epoch_budget_stops_at_the_epochs_last_window(tmp_path, corpus):
 
 def test_the_token_rate_is_the_tokens_over_the_time_trained(tmp_path, corpus):
     run = tmp_path / "run"
+    started = time.perf_counter()
     summary = train_language_model(TrainOptions(corpus=str(corpus), steps=4, eval_every=2, **TINY), run)
+    wall = time.perf_counter() - started
     per_step = TINY["batch_size"] * TINY["seq_len"]
     for record in _records(run, "train"):
         assert record["tokens_per_second"] > 0
@@ -72,6 +75,8 @@ def test_the_token_rate_is_the_tokens_over_the_time_trained(tmp_path, corpus):
     last = _records(run, "train")[-1]
     # the summary's rate counts the evaluations' time too, so it is at most the last step's
     assert 0 < summary.tokens_per_second <= last["tokens_per_second"]
+    seconds = 4 * per_step / summary.tokens_per_second  # the session's time, evaluations included
+    assert last["elapsed"] <= seconds <= wall
 
 
 def test_a_cosine_schedule_sees_the_fraction_of_the_steps_done(tmp_path, corpus):
