@@ -138,7 +138,7 @@ def test_every_hook_is_called_in_order_with_its_counters():
     history = _classifier().fit(data, validation=data, epochs=2, batch_size=4, callbacks=[hooks], verbose=False)
     epoch = [[("batch_begin", e, 0, 2 * e - 2), ("batch_end", e, 0, 2 * e - 1),
               ("batch_begin", e, 1, 2 * e - 1), ("batch_end", e, 1, 2 * e)] for e in (1, 2)]
-    logs = ["loss", "val_accuracy", "val_loss"]
+    logs = ["accuracy", "loss", "val_accuracy", "val_loss"]  # training accuracy beside the loss, as Keras
     assert hooks.calls == [("train_begin",),
                            ("epoch_begin", 1), *epoch[0], ("epoch_end", 1, logs),
                            ("epoch_begin", 2), *epoch[1], ("epoch_end", 2, logs),

@@ -16,7 +16,7 @@ import pytest
 from mlxrnn.errors import DataError
 from mlxrnn.io.checkpoint import load_checkpoint
 from mlxrnn.io.run_lock import RunLock
-from mlxrnn.run.loop import LanguageModelRun, TrainOptions, train_language_model
+from mlxrnn.run.loop import ETA_AFTER, LanguageModelRun, TrainOptions, train_language_model
 from mlxrnn.text.corpus import bundled_corpus_path
 
 TINY = dict(layers=1, hidden=6, embed=4, seq_len=8, batch_size=2, log_every=1, dropout=0.0, backend="numpy")
@@ -104,13 +104,19 @@ def test_a_time_budget_alone_stops_the_run_and_reports_an_eta(tmp_path, corpus):
 
 
 def test_the_eta_of_a_step_budget_extrapolates_the_time_per_step(tmp_path, corpus):
+    """No estimate for the first ETA_AFTER steps (compilation, caches); then the time per step since
+    then times the steps left."""
     seen = []
-    train_language_model(TrainOptions(corpus=str(corpus), steps=4, eval_every=100, **TINY), tmp_path / "run",
+    train_language_model(TrainOptions(corpus=str(corpus), steps=6, eval_every=100, **TINY), tmp_path / "run",
                          progress=seen.append)
     train = [p for p in seen if p.event == "train"]
-    assert [p.step for p in train] == [1, 2, 3, 4] and all(p.total_steps == 4 for p in train)
+    assert [p.step for p in train] == [1, 2, 3, 4, 5, 6] and all(p.total_steps == 6 for p in train)
+    origin = train[ETA_AFTER - 1].elapsed
     for p in train:
-        assert p.eta_seconds == pytest.approx((4 - p.step) * p.elapsed / p.step)
+        if p.step <= ETA_AFTER:
+            assert p.eta_seconds is None
+        else:
+            assert p.eta_seconds == pytest.approx((6 - p.step) * (p.elapsed - origin) / (p.step - ETA_AFTER))
 
 
 def test_a_run_lets_go_of_its_directory_when_it_ends(tmp_path, corpus):
