@@ -91,7 +91,10 @@ class CompiledSampler:
         h, c = self.state_arrays(state)
         current = np.array(logits[0], dtype=np.float64)
         banned_ids = np.asarray(sorted(set(banned)), dtype=np.int64)
-        options = (float(temperature), int(top_k or 0), float(1.0 if top_p is None else top_p), bool(greedy))
+        # top_k past the vocabulary keeps every token (as on the NumPy path); clamped here because
+        # the compiled loop takes a 64-bit integer and the CLI accepts any size
+        top_k = min(int(top_k or 0), current.shape[0])
+        options = (float(temperature), top_k, float(1.0 if top_p is None else top_p), bool(greedy))
         size = 1
         while True:
             # The uniforms the NumPy path would take, one per token and in order (none when greedy).
