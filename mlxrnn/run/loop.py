@@ -286,12 +286,17 @@ class LanguageModelRun(RunSetup, RunRecords):
 
     def _finish_interrupted(self, signum: int, started: float, elapsed_before: float) -> None:
         self.state.elapsed = elapsed_before + time.perf_counter() - started
-        path = self.save(("last",))
+        replaced = self.run_dir if self.directory.replacing else None
+        path = self.save(("last",), interrupted=True)
         name = signal.Signals(signum).name
         self._metrics({"event": "interrupted", "step": self.state.step, "signal": name})
         self.dist.barrier()  # no process exits (mlx.launch then stops the rest) before rank 0 has saved
+        kept = ""
+        if replaced is not None and self.run_dir != replaced:
+            kept = (f" (the new run, kept beside the run in {replaced}, which `force` was to replace and which is "
+                    "unchanged)")
         raise Interrupted(
-            f"{name} received: saved step {self.state.step} to {path}; "
+            f"{name} received: saved step {self.state.step} to {path}{kept}; "
             f"continue with: mlxrnn train --resume --out {self.run_dir}",
             signum,
         )

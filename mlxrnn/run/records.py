@@ -29,7 +29,9 @@ class RunRecords:
             if self.on_metrics is not None:
                 self.on_metrics(dict(record))  # a copy: the callback may keep or change it
 
-    def save(self, tags: tuple[str, ...] = ("last",)) -> Path:
+    def save(self, tags: tuple[str, ...] = ("last",), interrupted: bool = False) -> Path:
+        """Write a checkpoint; a forced run's first one swaps it in place of the old run, unless
+        ``interrupted``: then it is kept beside the old run instead (:meth:`RunDirectory.set_aside`)."""
         xp = self.lm.xp
         carry = self.dist.gather_state(self.state.carry)  # a collective: every process calls save()
         if not self.dist.is_main:
@@ -56,6 +58,8 @@ class RunRecords:
             optimizer_tensors=tensors,
             tags=tags,
         )
+        if interrupted and self.directory.replacing:  # Ctrl-C is no reason to delete the old run
+            self.run_dir = self.directory.set_aside()
         self.directory.commit()  # a forced run takes the old one's place at its first checkpoint
         return self.run_dir / target.parent.name / target.name
 
