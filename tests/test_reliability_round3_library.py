@@ -120,12 +120,13 @@ VOCAB_CASES = {
 def test_vocabulary_entries_are_checked_on_load(case):
     level, tokens, says = VOCAB_CASES[case]
     with pytest.raises(DataError, match=says):
-        Vocabulary.from_dict({"level": level, "tokens": tokens})
+        Vocabulary.from_dict({"level": level, "tokens": tokens}).check_entries()
 
 
 def test_good_vocabularies_still_load():
     chars = Vocabulary.from_dict({"level": "char", "tokens": SPECIALS + ["a", "\n", " ", "é", "\U0001f600"]})
     words = Vocabulary.from_dict({"level": "word", "tokens": SPECIALS + ["the", "<unk>", "don't", "w" * MAX_WORD_CHARS]})
+    chars.check_entries(), words.check_entries()
     assert len(chars) == 8 and len(words) == 7
 
 
@@ -133,7 +134,7 @@ def test_building_a_word_vocabulary_leaves_endless_words_unknown():
     long = "w" * (MAX_WORD_CHARS + 1)
     vocab = Vocabulary.build(["the", long, long, "cat"], level="word")
     assert long not in vocab and "the" in vocab
-    assert Vocabulary.from_dict(vocab.to_dict()) == vocab
+    assert Vocabulary.from_dict(vocab.to_dict()).check_entries() == vocab
     extended = vocab.extended([long, "dog"])
     assert long not in extended and "dog" in extended
 
