@@ -154,7 +154,11 @@ class LanguageModelRun(RunSetup, RunRecords):
                     self._check_divergence(result.loss, result.grad_norm, step=state.step)
                     self._report_step(result, total_steps, budget, now, speed, start_step, lr)
 
+            was_stopped = state.stopped is not None  # a stopped run, resumed without what continues it
             while True:
+                if state.stopped is not None:
+                    reason = self._stop_reason(resumed=was_stopped)
+                    break
                 if total_steps is not None and state.step >= total_steps:
                     reason = "step limit reached" if stop["steps"] == total_steps else "epoch limit reached"
                     break
@@ -203,10 +207,9 @@ class LanguageModelRun(RunSetup, RunRecords):
                         )
                     )
                     if early:
-                        reason = self._stop_reason()
-                        break
+                        continue  # the decision is in state.stopped (and the checkpoint just saved)
             settle()
-            if state.step % options.eval_every != 0 or state.step == start_step:
+            if not was_stopped and (state.step % options.eval_every != 0 or state.step == start_step):
                 self.evaluate(scheduled=False)  # saves; a signal meanwhile is acted on just below
             _, signals = self.dist.agree(time.perf_counter() - started, received)
             if signals:

@@ -81,6 +81,8 @@ class RunRecords:
             patience = self.options.patience
             stop = stalled and patience is not None and self.schedule.bad_evals >= patience
             stop = stop or getattr(self.schedule, "exhausted", False)
+            if stop:  # in the checkpoint saved below: a resumed run keeps the decision
+                state.stopped = "min_lr" if getattr(self.schedule, "exhausted", False) else "patience"
         record = {
             "event": "eval",
             "step": state.step,
@@ -96,10 +98,17 @@ class RunRecords:
         self.save(("last", "best") if improved else ("last",))
         return val_loss, stop
 
-    def _stop_reason(self) -> str:
-        if getattr(self.schedule, "exhausted", False):
-            return f"learning rate at its floor `min_lr` ({self.optimizer.lr:.3g}) and validation stalled"
-        return f"early stopping: no improvement in {self.options.patience} evaluations"
+    def _stop_reason(self, resumed: bool = False) -> str:
+        """Why the run stopped (``resumed``: it had stopped before, and which setting continues it)."""
+        if self.state.stopped == "min_lr":
+            reason = f"learning rate at its floor `min_lr` ({self.optimizer.lr:.3g}) and validation stalled"
+            again = "`at_min_lr` continue (or a lower `min_lr`)"
+        else:
+            reason = f"early stopping: no improvement in {self.options.patience} evaluations"
+            again = "a larger `patience`"
+        if resumed:
+            reason += f" (the run stopped at step {self.state.step}; resume with {again} to train on)"
+        return reason
 
     def evaluate_test(self) -> dict | None:
         """The `test` file's loss under the best checkpoint (read back from the run directory)."""
