@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -250,10 +251,10 @@ def test_fuzz_metrics_records(edits, option_edits):
             raw[(index, key)] = value[1]  # a number JSON can write but Python's float cannot hold
             records[index][key] = "@RAW@"
         else:
-            records[index][key] = value
+            records[index][key] = copy.deepcopy(value)  # never the same object in two places
     for key, value in option_edits:
         if isinstance(records[0].get("options"), dict):
-            records[0]["options"][key] = value
+            records[0]["options"][key] = copy.deepcopy(value)
     lines = []
     for index, record in enumerate(records):
         line = json.dumps(record)
