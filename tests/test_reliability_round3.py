@@ -314,3 +314,34 @@ def test_mlx_filtering_never_leaves_only_banned_tokens():
             assert np.isneginf(z[:, 0]).all()
             assert [int(np.argmax(row)) for row in z] == [2, 1]
             assert (np.isfinite(z).sum(axis=1) >= 1).all()
+
+
+@pytest.mark.parametrize("where", ["__del__", "weakref callback"])
+def test_ctrl_c_inside_a_finalizer_is_not_lost(where):
+    """Python runs a signal's handler in whatever code runs when it arrives; a KeyboardInterrupt
+    raised inside a finalizer is printed as "Exception ignored" and dropped, and the command
+    trained on. The CLI's handler sends the signal again once ordinary code runs."""
+    import weakref
+
+    from mlxrnn_cli.common import interrupt_outside_finalizers
+
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)
+
+    class Target:
+        pass
+
+    previous = signal.signal(signal.SIGINT, interrupt_outside_finalizers)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if where == "__del__":
+                Finalized()  # released at once: its __del__ receives the Ctrl-C
+            else:
+                target = Target()
+                weakref.finalize(target, signal.raise_signal, signal.SIGINT)
+                del target
+            for _ in range(200):  # ordinary code: the signal sent again arrives here
+                time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGINT, previous)
