@@ -284,6 +284,7 @@ def test_fuzz_metrics_records(edits, option_edits):
             assert isinstance(summary["last_step"], int)
 
 
+CELL_OPTION_TYPES = {"peephole": bool, "forget_bias": (int, float), "variant": str, "activation": str}
 SETTING_NAMES = [spec.name for spec in option_fields()] + ["peephole", "variant", "activation", "forget_bias",
                                                             "val-frac", "nonsense"]
 
@@ -316,8 +317,12 @@ def test_fuzz_settings_files(settings, nested, wrapped, toml):
     specs = {spec.name: spec for spec in option_fields()}
     for name, value in read.items():
         assert name in specs
-        if name == "cell_options":
+        if name == "cell_options":  # every value of the type its cells take, as the flags give them
             assert isinstance(value, dict)
+            for option, item in value.items():
+                assert option in CELL_OPTION_TYPES, option
+                assert isinstance(item, CELL_OPTION_TYPES[option]) and (
+                    option == "peephole" or not isinstance(item, bool)), (option, item)
     try:
         options = TrainOptions(**read).validate()
     except ConfigError as error:
