@@ -205,9 +205,10 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, corpus, delay):
     _, stderr = process.communicate(timeout=120)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert process.returncode in (130, -signal.SIGINT), (process.returncode, stderr)
-    if process.returncode == 130:
+    if process.returncode == 130:  # one line: stopped while starting, or (a fast machine) saved a first step
         lines = stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("Error: ") and "interrupted" in lines[0], stderr
+        assert len(lines) == 1 and (lines[0].startswith("Error: ") and "interrupted" in lines[0]
+                                    or lines[0].startswith("SIGINT received: saved step")), stderr
 
 
 # --------------------------------------------------------------------------------------------
