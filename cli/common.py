@@ -13,7 +13,9 @@ import functools
 import io
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -145,6 +147,20 @@ def one_line_usage_error(error: click.UsageError) -> str:
     return f"{' '.join(error.format_message().split())}{hint}"
 
 
+def interrupt_outside_finalizers(signum: int, frame: Any) -> None:
+    """SIGINT as KeyboardInterrupt (Python's own handler), except when it lands inside a
+    finalizer (``__del__``, a weakref callback): Python would print "Exception ignored" there and
+    lose the Ctrl-C (e.g. while compiled kernels are being released during setup), so it is sent
+    again a moment later instead, when ordinary code runs."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename.endswith(("weakref.py", "_weakrefset.py")):
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
+
+
 class Application(click.Group):
     """The ``mlxrnn`` group: click's own errors (bad flag values, missing arguments) also print
     one line and exit 2, and Ctrl-C outside a command's own handling exits 130."""
@@ -153,6 +169,11 @@ class Application(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         guard_stdout()
+        handler = None
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            handler = signal.signal(signal.SIGINT, interrupt_outside_finalizers)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as error:
@@ -175,6 +196,9 @@ class Application(click.Group):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(EXIT_ERROR)
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGINT, handler)
         sys.exit(result if isinstance(result, int) else 0)
 
 

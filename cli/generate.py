@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import stat
 import sys
 
 import click
@@ -12,7 +15,7 @@ from mlxrnn.lm.evaluation import evaluate_text
 from mlxrnn.lm.model import load_language_model
 from mlxrnn.lm.sampling import MAX_KEPT_TOKENS, encode_prime, sample, score
 from mlxrnn.models.decoding import SamplingOptions
-from mlxrnn.text.corpus import read_text
+from mlxrnn.text.corpus import check_codec, decode_text, read_text
 
 from .common import check_backend, echo_json, handle_errors, inference_threads
 from .options import encoding_errors_option
@@ -165,10 +168,41 @@ def score_command(run, sentences, sentence_file, per_token, rank, encoding, enco
     )
 
 
+#: standard input longer than this is not read (sentences to score, not a corpus)
+MAX_STDIN_BYTES = 1 << 28
+
+
+def _standard_input() -> bytes | str:
+    """The bytes of standard input (its text where it has no bytes, as in some embeddings);
+    refused in one line when it is closed, a device other than a terminal, or too long."""
+    stdin = sys.stdin
+    if stdin is None:
+        raise DataError("standard input is closed; pipe the sentences in (... | mlxrnn score RUN -f -) or pass a file")
+    try:
+        mode = os.fstat(stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        mode = None
+    if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and not stdin.isatty():
+        raise DataError("standard input is a device, not text; pipe the sentences in or pass a file")
+    source = getattr(stdin, "buffer", stdin)
+    try:
+        data = source.read(MAX_STDIN_BYTES + 1)
+    except (OSError, ValueError) as error:  # ValueError: a closed file object
+        raise DataError(f"cannot read standard input: {getattr(error, 'strerror', None) or error}") from None
+    if len(data) > MAX_STDIN_BYTES:
+        raise DataError(f"standard input has more than {MAX_STDIN_BYTES:,} bytes; score a file with --file instead")
+    return data
+
+
 def read_numbered_sentences(path: str, encoding: str, errors: str) -> list[tuple[int, str]]:
-    """(line number from 1, sentence) of the non-blank lines of ``path`` ('-': standard input)."""
+    """(line number from 1, sentence) of the non-blank lines of ``path`` ('-': standard input,
+    read in ``encoding``)."""
     if path == "-":
-        text = sys.stdin.read()
+        check_codec(encoding, errors)  # a bad --encoding fails before waiting for input
+        data = _standard_input()
+        if not data.strip():
+            raise DataError("standard input has no sentences (one per line)")
+        text = data if isinstance(data, str) else decode_text(data, "standard input", encoding, errors)
     else:
         text = read_text(path, encoding=encoding, errors=errors)
     lines = [line.strip() for line in text.replace("\r\n", "\n").split("\n")]

@@ -3,23 +3,42 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
-import click
 
-import mlxrnn
+def _interrupted_while_starting(signum, frame) -> None:  # noqa: ANN001 - a signal handler
+    """Ctrl-C while the modules below still load (about a second): one line and exit 130, not a
+    KeyboardInterrupt traceback from deep inside an import. Nothing has been written yet."""
+    os.write(2, b"\nError: interrupted (Ctrl-C) while starting; nothing was written\n")
+    os._exit(130)
 
-# The command owns its process, so it may keep freed activation memory in the heap between
-# training steps (15-50% faster on Linux; see mlxrnn.backend.numpy_backend). Libraries importing
-# mlxrnn are left alone unless they opt in the same way.
-os.environ.setdefault("MLXRNN_MALLOC", "tuned")
 
-from .bench import bench
-from .common import Application
-from .generate import eval_command, sample_command, score_command
-from .gradflow import gradflow_command
-from .info import info
-from .plot import plot_command
-from .train import train
+_STARTING = threading.current_thread() is threading.main_thread() and (
+    signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not if Ctrl-C is ignored or handled already
+)
+if _STARTING:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+try:
+    import click
+
+    import mlxrnn
+
+    # The command owns its process, so it may keep freed activation memory in the heap between
+    # training steps (15-50% faster on Linux; see mlxrnn.backend.numpy_backend). Libraries importing
+    # mlxrnn are left alone unless they opt in the same way.
+    os.environ.setdefault("MLXRNN_MALLOC", "tuned")
+
+    from .bench import bench
+    from .common import Application
+    from .generate import eval_command, sample_command, score_command
+    from .gradflow import gradflow_command
+    from .info import info
+    from .plot import plot_command
+    from .train import train
+finally:
+    if _STARTING:  # from here on each command handles Ctrl-C itself (one line, exit 130)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @click.group(cls=Application, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -86,8 +86,13 @@ def format_summary(run: RunMetrics) -> str:
                      else f"perplexity {_fmt(s['best_val_perplexity'], '.1f')}")
         lines.append(f"  validation: best {_fmt(s['best_val_loss'])} nats ({secondary}) at step {s['best_val_step']}, "
                      f"last {_fmt(s['last_val_loss'])}  {sparkline(run.evals['val_loss'])}")
+    skipped = []
     if s["skipped_lines"]:
-        lines.append(f"  ({s['skipped_lines']} unreadable line(s) of metrics.jsonl skipped, e.g. one being written)")
+        skipped.append(f"{s['skipped_lines']} unreadable line(s) of metrics.jsonl skipped, e.g. one being written")
+    if s["bad_records"]:
+        skipped.append(f"{s['bad_records']} record(s) of metrics.jsonl with a missing or bad step or loss skipped")
+    if skipped:
+        lines.append(f"  ({'; '.join(skipped)})")
     return "\n".join(lines)
 
 

@@ -194,7 +194,7 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
         bar.close()
         if main:
             try:
-                click.echo(str(stop), err=True)
+                click.echo(spell_fields(str(stop), flags), err=True)
             except OSError:  # after SIGHUP the terminal may be gone; the exit status still says what happened
                 pass
         sys.exit(128 + stop.signal_number)

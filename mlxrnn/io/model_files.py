@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxrnn.backend import get_backend
-from mlxrnn.errors import CheckpointError, MLXRNNError
+from mlxrnn.errors import CheckpointError, ConfigError, MLXRNNError
 from mlxrnn.io.checkpoint import Checkpoint, check_weights, load_checkpoint, save_checkpoint
 from mlxrnn.models.classifier import SequenceClassifier
 from mlxrnn.models.generator import SequenceGenerator
@@ -65,8 +65,8 @@ def load(path: str | os.PathLike[str], backend: Any = None, dtype: str = "float3
     Raises:
         CheckpointError: (one line) missing, damaged, tampered with, or not an mlxrnn model.
     """
-    checkpoint = load_checkpoint(path, tag=tag)
-    kind = checkpoint.meta.get("kind")
+    checkpoint = load_checkpoint(_checked_path(path), tag=tag)
+    kind = _kind(checkpoint)
     xp = get_backend(backend, dtype)
     if kind in LOADERS:
         return LOADERS[kind](checkpoint, xp)
@@ -76,9 +76,9 @@ def load(path: str | os.PathLike[str], backend: Any = None, dtype: str = "float3
 def load_model(path: str | os.PathLike[str], backend: Any = None, dtype: str = "float32", tag: str = "best",
                expected: type | None = None) -> Any:
     """:func:`load`, refusing anything but an ``expected`` (e.g. ``SequenceTagger.load`` reads only taggers)."""
-    checkpoint = load_checkpoint(path, tag=tag)
-    kind = checkpoint.meta.get("kind")
-    model_class = MODEL_KINDS.get(kind) if isinstance(kind, str) else None
+    checkpoint = load_checkpoint(_checked_path(path), tag=tag)
+    kind = _kind(checkpoint)
+    model_class = MODEL_KINDS.get(kind)
     if expected is not None and model_class is not None and not issubclass(model_class, expected):
         raise CheckpointError(
             f"{checkpoint.path} holds a {model_class.__name__}, not a {expected.__name__}; load it with "
@@ -87,6 +87,27 @@ def load_model(path: str | os.PathLike[str], backend: Any = None, dtype: str = "
     if expected is not None and model_class is None and kind in LOADERS:
         raise CheckpointError(f"{checkpoint.path} holds a {kind}, not a {expected.__name__}; load it with mlxrnn.load")
     return _task_model(checkpoint, model_class, get_backend(backend, dtype))
+
+
+def _checked_path(path: Any) -> str | os.PathLike[str]:
+    """``path`` if it can name a directory, else a ConfigError saying what to pass."""
+    if isinstance(path, str) or (isinstance(path, os.PathLike) and isinstance(os.fspath(path), str)):
+        return path
+    raise ConfigError(
+        f"the path of a saved model must be a str or pathlib.Path (a checkpoint or run directory), got "
+        f"{type(path).__name__} {path!r:.40}"
+    )
+
+
+def _kind(checkpoint: Checkpoint) -> str:
+    """The checkpoint's model kind (a string: anything else is damage, said in one line)."""
+    kind = checkpoint.meta.get("kind")
+    if not isinstance(kind, str):
+        raise CheckpointError(
+            f"{checkpoint.path} has no model kind a string can name ({type(kind).__name__} {kind!r:.40}); the "
+            "checkpoint was modified or damaged - load another one"
+        )
+    return kind
 
 
 def _task_model(checkpoint: Checkpoint, model_class: type | None, xp: Any) -> Any:

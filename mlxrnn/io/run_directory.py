@@ -11,7 +11,12 @@ its first checkpoint is safely written (one atomic ``renameat2`` exchange on Lin
 renames); only then is the old run deleted. A failure before that (a bad setting, a full disk, a
 read-only directory, a divergence, Ctrl-C) removes the sibling and leaves the old run as it was;
 a process killed between the two renames leaves the old run in ``.NAME.replaced-<pid>-<hex>``,
-which the next start or resume puts back.
+which the next start or resume puts back. An *interrupted* replacement (Ctrl-C, SIGTERM) that has
+no checkpoint yet is not swapped in either: :meth:`RunDirectory.set_aside` saves it beside the old
+run as ``NAME.new`` (``NAME.new-2``, ... if taken), a run of its own that ``resume`` continues.
+
+The path is made absolute first, so a run replaced from inside itself (``--out .``) keeps
+writing to the new run after the swap, not to the deleted directory the process started in.
 
 Training holds an exclusive lock on the directory (:mod:`mlxrnn.io.run_lock`), so a second
 process is refused instead of overwriting the first one's checkpoints and log. Every write goes
@@ -113,7 +118,7 @@ class RunDirectory:
     def __init__(self, path: str | os.PathLike[str]):
         if os.fspath(path) == "":
             raise ConfigError("`run_dir` is empty; name the directory of the run")
-        self.path = Path(path)
+        self.path = Path(os.path.abspath(path))  # not relative to a working directory the swap may delete
         self.writing = self.path
         self._lock: RunLock | None = None
         self._sibling_lock: RunLock | None = None
@@ -256,6 +261,39 @@ class RunDirectory:
                           stacklevel=2)
         _own_siblings.discard(str(old))
         _own_siblings.discard(str(sibling))
+
+    def set_aside(self) -> Path:
+        """Keep a replacement that was interrupted before its first checkpoint as a run of its own
+        beside the old one (``NAME.new``, or ``NAME.new-2``, ...), which stays as it was; returns
+        where. Called once the interrupted run's checkpoint is written in the sibling."""
+        sibling = self._replacing
+        if sibling is None:
+            return self.path
+        real = self._real()
+        for number in range(1, 1000):
+            aside = real.parent / (f"{real.name}.new" if number == 1 else f"{real.name}.new-{number}")
+            if os.path.lexists(aside):
+                continue
+            try:
+                os.rename(sibling, aside)  # the same directory: the lock held on it goes along
+            except OSError as error:
+                if os.path.lexists(aside):
+                    continue  # taken meanwhile
+                raise WriteError(
+                    f"cannot keep the interrupted new run beside {self.path}: {os_error_advice(error)}; the previous "
+                    "run there is unchanged"
+                ) from None
+            break
+        else:
+            raise WriteError(f"cannot keep the interrupted new run beside {self.path}: {real.name}.new-1 to "
+                             f"{real.name}.new-999 all exist; delete some; the previous run there is unchanged")
+        try:
+            fsync_dir(real.parent)
+        except OSError:
+            pass
+        _own_siblings.discard(str(sibling))
+        self._replacing, self.path, self.writing = None, aside, aside
+        return aside
 
     def abandon(self) -> None:
         """Drop a replacement that never got a checkpoint (the old run stays as it was), or the

@@ -51,8 +51,11 @@ def filter_logits(logits: mx.array, options: SamplingOptions, banned: mx.array |
         probs = mx.softmax(z, axis=-1)
         order = mx.argsort(-probs, axis=-1)
         sorted_probs = mx.take_along_axis(probs, order, axis=-1)
-        # Keep a token if the mass before it is still short of p (the top token always stays).
+        # Keep a token if the mass before it is still short of p. The most likely (allowed) token
+        # always stays: a p that float32 rounds to 0 (1e-320) would otherwise keep none, and the
+        # argmax of an all −∞ row is <PAD>.
         keep_sorted = (mx.cumsum(sorted_probs, axis=-1) - sorted_probs) < options.top_p
+        keep_sorted = mx.logical_or(keep_sorted, mx.arange(vocab) == 0)
         keep = mx.take_along_axis(keep_sorted, mx.argsort(order, axis=-1), axis=-1)
         z = mx.where(keep, z, -mx.inf)
     return z

@@ -172,7 +172,7 @@ def language_model_from_meta(
     xp = get_backend(backend)
     try:
         config = SequenceModelConfig.from_dict(meta["model_config"])
-        vocab = Vocabulary.from_dict(meta["vocab"])
+        vocab = Vocabulary.from_dict(meta["vocab"]).check_entries()  # e.g. no 300,000-character "character"
         tokenizer = tokenizer_from_dict(meta["tokenizer"])
     except CheckpointError:
         raise

@@ -76,6 +76,19 @@ class Dataset:
     def __len__(self) -> int:
         return self.rows
 
+    def require(self, keys: Sequence[str]) -> None:
+        """ConfigError unless every batch has each of ``keys`` (e.g. a model's inputs and targets)."""
+        batches = self.batch_list if self.batch_list is not None else [{**self.arrays, **self.constants}]
+        for index, batch in enumerate(batches):
+            missing = [key for key in keys if key not in batch]
+            if missing:
+                where = self.name if self.batch_list is None else f"{self.name}[{index}]"
+                a, b = keys[0], keys[-1]
+                raise ConfigError(
+                    f"{where} has no {' or '.join(repr(k) for k in missing)}; pass a dict with both {a!r} and {b!r} "
+                    f"(one row per example), an ({a}, {b}) pair, or a list of such batch dicts"
+                )
+
     def num_batches(self, batch_size: int) -> int:
         if self.batch_list is not None:
             return len(self.batch_list)

@@ -62,6 +62,7 @@ def next_token_distribution(logits: np.ndarray, options: SamplingOptions, banned
         sorted_probs = np.take_along_axis(probs, order, axis=1)
         # Keep a token if the mass before it is still short of p (so the top token always stays).
         keep_sorted = (np.cumsum(sorted_probs, axis=1) - sorted_probs) < options.top_p
+        keep_sorted[:, 0] = True  # the most likely token, whatever p is (as on MLX)
         keep = np.zeros_like(keep_sorted)
         np.put_along_axis(keep, order, keep_sorted, axis=1)
         probs = np.where(keep, probs, 0.0)

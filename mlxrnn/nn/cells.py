@@ -284,6 +284,8 @@ class LSTMCell(Cell):
 
     def __init__(self, input_size: int, hidden_size: int, peephole: bool = False, forget_bias: float = 1.0):
         super().__init__(input_size, hidden_size)
+        if not isinstance(peephole, (bool, np.bool_)):  # "no" would be truthy: peepholes nobody asked for
+            raise ConfigError(f"LSTM peephole must be true or false, got {peephole!r:.40}")
         self.peephole = bool(peephole)
         self.forget_bias = check_forget_bias(forget_bias)
 

@@ -23,16 +23,22 @@ from mlxrnn.text.vocabulary import Vocabulary
 from mlxrnn.training.distributed import DataParallel
 
 
+def _check_name(path: str, what: str) -> None:
+    """Refuse a file name the run could not record (bytes that are not UTF-8, decoded with
+    surrogateescape), before anything is written rather than at the first checkpoint."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(
+            f"the {what} file name {os.fsencode(path)!r} is not valid UTF-8, so the run could not "
+            "record it; rename the file (or link it under a UTF-8 name)"
+        ) from None
+
+
 def load_corpus(options: TrainOptions) -> tuple[str, str]:
     """(text, sha256 of its UTF-8 bytes) of the configured corpus."""
     if options.corpus:
-        try:
-            options.corpus.encode("utf-8")
-        except UnicodeEncodeError:  # bytes that are not UTF-8 in the name (decoded with surrogateescape)
-            raise DataError(
-                f"the corpus file name {os.fsencode(options.corpus)!r} is not valid UTF-8, so the run could not "
-                "record it; rename the file (or link it under a UTF-8 name)"
-            ) from None
+        _check_name(options.corpus, "corpus")
     path = Path(options.corpus) if options.corpus else bundled_corpus_path()
     return _load(path, options)
 
@@ -40,6 +46,9 @@ def load_corpus(options: TrainOptions) -> tuple[str, str]:
 def load_split_files(options: TrainOptions) -> dict[str, tuple[str, str]]:
     """{"valid": (text, sha256), "test": ...} of the `valid` and `test` files that are given."""
     files = {"valid": options.valid, "test": options.test}
+    for name, path in files.items():
+        if path:
+            _check_name(path, f"`{name}`")
     return {name: _load(Path(path), options) for name, path in files.items() if path}
 
 

@@ -175,7 +175,11 @@ class LanguageModelRun(RunSetup, RunRecords):
                     self._check_divergence(result.loss, result.grad_norm, step=state.step)
                     self._report_step(result, total_steps, budget, now, speed, start_step, lr)
 
+            was_stopped = state.stopped is not None  # a stopped run, resumed without what continues it
             while True:
+                if state.stopped is not None:
+                    reason = self._stop_reason(resumed=was_stopped)
+                    break
                 if total_steps is not None and state.step >= total_steps:
                     reason = "step limit reached" if stop["steps"] == total_steps else "epoch limit reached"
                     break
@@ -225,10 +229,9 @@ class LanguageModelRun(RunSetup, RunRecords):
                         )
                     )
                     if early:
-                        reason = self._stop_reason()
-                        break
+                        continue  # the decision is in state.stopped (and the checkpoint just saved)
             settle()
-            if state.step % options.eval_every != 0 or state.step == start_step:
+            if not was_stopped and (state.step % options.eval_every != 0 or state.step == start_step):
                 self.evaluate(scheduled=False)  # saves; a signal meanwhile is acted on just below
             _, signals = self.dist.agree(time.perf_counter() - started, received)
             if signals:
@@ -322,12 +325,17 @@ class LanguageModelRun(RunSetup, RunRecords):
 
     def _finish_interrupted(self, signum: int, started: float, elapsed_before: float) -> None:
         self.state.elapsed = elapsed_before + time.perf_counter() - started
-        path = self.save(("last",))
+        replaced = self.run_dir if self.directory.replacing else None
+        path = self.save(("last",), interrupted=True)
         name = signal.Signals(signum).name
         self._metrics({"event": "interrupted", "step": self.state.step, "signal": name})
         self.dist.barrier()  # no process exits (mlx.launch then stops the rest) before rank 0 has saved
+        kept = ""
+        if replaced is not None and self.run_dir != replaced:
+            kept = (f" (the new run, kept beside the run in {replaced}, which `force` was to replace and which is "
+                    "unchanged)")
         raise Interrupted(
-            f"{name} received: saved step {self.state.step} to {path}; "
+            f"{name} received: saved step {self.state.step} to {path}{kept}; "
             f"continue with: mlxrnn train --resume --out {self.run_dir}",
             signum,
         )

@@ -6,7 +6,11 @@ tokens_per_second, elapsed seconds), ``eval`` (val_loss, val_perplexity, val_bpc
 models, lr, and elapsed since this version) and a closing ``end``, ``interrupted`` or
 ``diverged``. :func:`read_run_metrics` turns that into arrays, and is safe on a run that is
 still being written: a half-written last line is skipped, and so is any unreadable line (they
-are counted). A resumed run restarts from a checkpoint; records past the step it resumed from
+are counted). The log is untrusted input: it is read through the regular-file and size checks
+(a FIFO or a link to /dev/zero is refused in one line), and a train or eval record whose step
+(or validation loss) is not a finite number >= 0 is skipped and counted too; other fields that
+are not finite numbers read as NaN, and options of the wrong type are ignored. A resumed run
+restarts from a checkpoint; records past the step it resumed from
 belong to the abandoned stretch and are dropped, so each step appears once.
 """
 
@@ -20,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from mlxrnn.errors import DataError
+from mlxrnn.io.files import read_regular_file
+from mlxrnn.io.run_directory import METRICS_MAX_BYTES
 
 #: the columns of each record kind kept as arrays (a record without one gives NaN)
 TRAIN_FIELDS = ("step", "loss", "grad_norm", "clip_rate", "lr", "tokens_per_second", "elapsed")
@@ -40,6 +46,7 @@ class RunMetrics:
     status: str = "running"  #: "running" (no closing record yet), "finished", "interrupted", "diverged"
     stopped_because: str | None = None
     skipped_lines: int = 0  #: unreadable lines (e.g. the half-written last one of a live run)
+    bad_records: int = 0  #: train/eval records skipped for a missing or bad step (or validation loss)
 
     @property
     def level(self) -> str:
@@ -47,7 +54,9 @@ class RunMetrics:
 
     @property
     def clip(self) -> float | None:
-        return self.options.get("clip")
+        """The run's clipping threshold, None when it has none (or the record's is not a number > 0)."""
+        clip = _number(self.options.get("clip"))
+        return clip if clip > 0 else None
 
     def eval_minutes(self) -> np.ndarray:
         """(M,) training minutes at each evaluation; older runs' evals carry no time, so it is
@@ -75,15 +84,16 @@ class RunMetrics:
             "train_records": int(len(train["step"])),
             "eval_records": int(len(evals["step"])),
             "skipped_lines": self.skipped_lines,
+            "bad_records": self.bad_records,
         }
         if len(train["step"]):
             out.update({
                 "last_step": int(max(train["step"][-1], evals["step"][-1] if len(evals["step"]) else 0)),
                 "minutes": _last_finite(train["elapsed"]) / 60.0,
                 "last_train_loss": float(train["loss"][-1]),
-                "grad_norm_median": float(np.nanmedian(train["grad_norm"])),
-                "grad_norm_max": float(np.nanmax(train["grad_norm"])),
-                "clip_rate": float(np.nanmean(train["clip_rate"])),
+                "grad_norm_median": _finite_stat(np.median, train["grad_norm"]),
+                "grad_norm_max": _finite_stat(np.max, train["grad_norm"]),
+                "clip_rate": _finite_stat(np.mean, train["clip_rate"]),
                 "lr_first": float(train["lr"][0]),
                 "lr_last": float(train["lr"][-1]),
                 "tokens_per_second": _last_finite(train["tokens_per_second"]),
@@ -100,6 +110,12 @@ class RunMetrics:
         return out
 
 
+def _finite_stat(statistic, values: np.ndarray) -> float:
+    """``statistic`` of the finite values (NaN when there are none, without a warning)."""
+    finite = values[np.isfinite(values)]
+    return float(statistic(finite)) if len(finite) else math.nan
+
+
 def _last_finite(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite[-1]) if len(finite) else math.nan
@@ -112,7 +128,20 @@ def _model_label(options: dict) -> str:
 
 
 def _number(value) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    """A finite number from a record, else NaN (null, text, true, 1e400 and overflowing integers alike)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    try:
+        number = float(value)
+    except OverflowError:
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _usable(record: dict, event: str) -> bool:
+    """Whether a train/eval record can be drawn: a step >= 0 (and an eval's validation loss)."""
+    step = _number(record.get("step"))
+    return step >= 0 and (event != "eval" or not math.isnan(_number(record.get("val_loss"))))
 
 
 def read_run_metrics(path: str | Path, name: str | None = None) -> RunMetrics:
@@ -124,7 +153,8 @@ def read_run_metrics(path: str | Path, name: str | None = None) -> RunMetrics:
     file = path if path.is_file() else path / "metrics.jsonl"
     run_dir = file.parent
     try:
-        raw = file.read_bytes()
+        raw = read_regular_file(file, lambda reason: DataError(f"{file} {reason}; pass a run directory written by "
+                                                               "`mlxrnn train --out`"), max_bytes=METRICS_MAX_BYTES)
     except FileNotFoundError:
         hint = "" if path.is_dir() else " (no such directory either)"
         raise DataError(
@@ -147,19 +177,23 @@ def read_run_metrics(path: str | Path, name: str | None = None) -> RunMetrics:
             metrics.skipped_lines += 1
             continue
         seen += 1
-        event = record.get("event")
+        event = record.get("event") if isinstance(record.get("event"), str) else None
         if event == "start":
             resumed_at = _number(record.get("step"))
             for kind in rows:  # a resume from an earlier checkpoint replays those steps
                 rows[kind] = [r for r in rows[kind] if not _number(r.get("step")) > resumed_at]
             metrics.options = record.get("options") if isinstance(record.get("options"), dict) else {}
-            metrics.backend = record.get("backend")
+            metrics.backend = record.get("backend") if isinstance(record.get("backend"), str) else None
             metrics.status, metrics.stopped_because = "running", None
         elif event in rows:
-            rows[event].append(record)
+            if _usable(record, event):
+                rows[event].append(record)
+            else:
+                metrics.bad_records += 1
         elif event in _CLOSING:
             metrics.status = _CLOSING[event]
-            metrics.stopped_because = record.get("stopped_because") if event == "end" else event
+            because = record.get("stopped_because")
+            metrics.stopped_because = (because if isinstance(because, str) else None) if event == "end" else event
     if not seen:
         raise DataError(f"{file} holds no metrics yet; wait for the first logged step (`log_every`) and retry")
     metrics.train = {key: np.array([_number(r.get(key)) for r in rows["train"]]) for key in TRAIN_FIELDS}

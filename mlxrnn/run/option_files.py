@@ -15,16 +15,23 @@ from __future__ import annotations
 
 import difflib
 import json
+import reprlib
 from pathlib import Path
 from typing import Any
 
 from mlxrnn.errors import ConfigError, DataError
+from mlxrnn.io.files import read_regular_file
+from mlxrnn.nn.cell_options import cell_option_kinds
 from mlxrnn.nn.cells import CELLS, cell_option_names
 from mlxrnn.run.options import option_fields, option_optional, option_type
 
 __all__ = ["read_options_file"]
 
 _KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a table"}
+#: a settings file larger than this is not read (a run's options.json has a few kilobytes)
+MAX_SETTINGS_BYTES = 1 << 20
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 3, 40, 40
 
 
 def _parse(path: Path, text: str) -> Any:
@@ -42,11 +49,19 @@ def _parse(path: Path, text: str) -> Any:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path} is not valid TOML ({error})") from None
+        except RecursionError:
+            raise _too_deep(path) from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise _too_deep(path) from None
     except ValueError as error:
         hint = " (a TOML file needs the .toml suffix)" if path.suffix.lower() != ".json" else ""
         raise ConfigError(f"{path} is not valid JSON ({error}){hint}") from None
+
+
+def _too_deep(path: Path) -> ConfigError:
+    return ConfigError(f"{path} is nested too deeply to be a settings file; write each setting as a plain value")
 
 
 def _checked(path: Path, name: str, value: Any, kind: type, optional: bool) -> Any:
@@ -57,8 +72,25 @@ def _checked(path: Path, name: str, value: Any, kind: type, optional: bool) -> A
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not ok:
-        raise ConfigError(f"{path}: `{name}` must be {_KINDS.get(kind, kind.__name__)}, got {value!r}")
+        raise ConfigError(f"{path}: `{name}` must be {_KINDS.get(kind, kind.__name__)}, got {_shown(value)}")
     return value
+
+
+def _shown(value: Any) -> str:
+    """A short, safe rendering of a value from the file (however long or deeply nested)."""
+    try:
+        return _SHOWN.repr(value)
+    except RecursionError:
+        return f"a deeply nested {type(value).__name__}"
+
+
+def _cell_option(path: Path, name: str, value: Any) -> Any:
+    """A cell's option from the file, checked for the type its cells take (as the flag would be)."""
+    kinds = cell_option_kinds()
+    if name not in kinds:
+        valid = ", ".join(sorted(kinds))
+        raise ConfigError(f"{path}: `cell_options` {name!r} is not an option of any cell (they take {valid})")
+    return _checked(path, name, value, kinds[name], optional=False)
 
 
 def read_options_file(path: str | Path) -> dict[str, Any]:
@@ -70,7 +102,9 @@ def read_options_file(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_regular_file(path, lambda reason: DataError(f"the settings file {path} {reason}; pass a JSON or "
+                                                               "TOML file"), max_bytes=MAX_SETTINGS_BYTES)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or error
         raise DataError(f"cannot read the settings file {path}: {reason}") from None
@@ -87,9 +121,10 @@ def read_options_file(path: str | Path) -> dict[str, Any]:
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name == "cell_options":
-            cell_options.update(_checked(path, name, value, dict, optional=True) or {})
+            nested = _checked(path, name, value, dict, optional=True) or {}
+            cell_options.update({str(key): _cell_option(path, str(key), item) for key, item in nested.items()})
         elif name in cell_names:
-            cell_options[name] = value
+            cell_options[name] = _cell_option(path, name, value)
         elif name in specs:
             spec = specs[name]
             settings[name] = _checked(path, name, value, option_type(spec), option_optional(spec))

@@ -31,6 +31,7 @@ from typing import Any
 
 from mlxrnn.backend import BACKEND_NAMES
 from mlxrnn.errors import ConfigError
+from mlxrnn.nn.cell_options import cell_options_problem
 from mlxrnn.nn.cells import CELLS
 from mlxrnn.nn.optim import OPTIMIZERS
 from mlxrnn.nn.schedules import SCHEDULES
@@ -248,6 +249,9 @@ class TrainOptions:
             message = option_problem(spec, value)
             if message is not None:
                 raise ConfigError(message, field=spec.name)
+        problem = cell_options_problem(self.cell_options)
+        if problem is not None:
+            raise ConfigError(problem, field="cell_options")
         if TOKENIZERS[self.tokenizer] != self.level:
             raise ConfigError(
                 f"`tokenizer` {self.tokenizer} makes {TOKENIZERS[self.tokenizer]}-level tokens, not {self.level}; "

@@ -28,9 +28,10 @@ class RunRecords:
             if self.on_metrics is not None:
                 self.on_metrics(dict(record))  # a copy: the callback may keep or change it
 
-    def save(self, tags: tuple[str, ...] = ("last",)) -> Path:
+    def save(self, tags: tuple[str, ...] = ("last",), interrupted: bool = False) -> Path:
         """Save a checkpoint of the run (weights, optimizer, schedule, RNG, run state) under ``tags``;
-        returns its path."""
+        returns its path. A forced run's first one swaps it in place of the old run, unless
+        ``interrupted``: then it is kept beside the old run instead (:meth:`RunDirectory.set_aside`)."""
         xp = self.lm.xp
         carry = self.dist.gather_state(self.state.carry)  # a collective: every process calls save()
         if not self.dist.is_main:
@@ -57,6 +58,8 @@ class RunRecords:
             optimizer_tensors=tensors,
             tags=tags,
         )
+        if interrupted and self.directory.replacing:  # Ctrl-C is no reason to delete the old run
+            self.run_dir = self.directory.set_aside()
         self.directory.commit()  # a forced run takes the old one's place at its first checkpoint
         return self.run_dir / target.parent.name / target.name
 
@@ -78,6 +81,8 @@ class RunRecords:
             patience = self.options.patience
             stop = stalled and patience is not None and self.schedule.bad_evals >= patience
             stop = stop or getattr(self.schedule, "exhausted", False)
+            if stop:  # in the checkpoint saved below: a resumed run keeps the decision
+                state.stopped = "min_lr" if getattr(self.schedule, "exhausted", False) else "patience"
         record = {
             "event": "eval",
             "step": state.step,
@@ -93,10 +98,17 @@ class RunRecords:
         self.save(("last", "best") if improved else ("last",))
         return val_loss, stop
 
-    def _stop_reason(self) -> str:
-        if getattr(self.schedule, "exhausted", False):
-            return f"learning rate at its floor `min_lr` ({self.optimizer.lr:.3g}) and validation stalled"
-        return f"early stopping: no improvement in {self.options.patience} evaluations"
+    def _stop_reason(self, resumed: bool = False) -> str:
+        """Why the run stopped (``resumed``: it had stopped before, and which setting continues it)."""
+        if self.state.stopped == "min_lr":
+            reason = f"learning rate at its floor `min_lr` ({self.optimizer.lr:.3g}) and validation stalled"
+            again = "`at_min_lr` continue (or a lower `min_lr`)"
+        else:
+            reason = f"early stopping: no improvement in {self.options.patience} evaluations"
+            again = "a larger `patience`"
+        if resumed:
+            reason += f" (the run stopped at step {self.state.step}; resume with {again} to train on)"
+        return reason
 
     def evaluate_test(self) -> dict | None:
         """The `test` file's loss under the best checkpoint (read back from the run directory).

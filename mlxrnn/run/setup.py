@@ -42,7 +42,7 @@ from mlxrnn.run.resume import (
     schedule_state,
     shown_value,
 )
-from mlxrnn.run.state import RunState
+from mlxrnn.run.state import STOP_DECISIONS, RunState
 from mlxrnn.training.trainer import Trainer
 
 
@@ -143,6 +143,8 @@ class RunSetup:
         self.state = restored_state(saved["state"], carry, len(self.train_batches), rnn.state_size,
                                     (rnn.num_layers * rnn.num_directions, rows, rnn.hidden_size), self.run_dir)
         self.state.carry = self.dist.shard_state(carry)  # the checkpoint holds every process's rows
+        if self.state.stopped is not None and set(changes) & set(STOP_DECISIONS[self.state.stopped]):
+            self.state.stopped = None  # e.g. a larger `patience`: the run trains on
         if self.dist.is_main:
             self.directory.trim_metrics(self.state.step)  # the steps after the checkpoint are done again
         self.how_started.update(resumed=True, changed=changes)

@@ -18,6 +18,10 @@ from typing import Any
 from mlxrnn.errors import CheckpointError
 from mlxrnn.lm.evaluation import perplexity
 
+#: the stop decisions a run records: early stopping (`patience`), or stalled at the learning-rate floor
+#: with `at_min_lr` stop; each with the settings whose change on resuming lets the run train on
+STOP_DECISIONS = {"patience": ("patience",), "min_lr": ("at_min_lr", "min_lr", "lr", "schedule")}
+
 #: keys of a state saved before the schedule kept its own state: theirs under the schedule's names
 LEGACY_SCHEDULE_KEYS = {"sched_best": "best", "bad_evals": "bad_evals", "base_lr": "base_lr"}
 
@@ -40,11 +44,16 @@ class RunState:
     last_val: float | None = None  #: the latest validation loss
     clipped_since_record: int = 0  #: steps that clipped since the last "train" record
     steps_since_record: int = 0  #: steps since the last "train" record
+    #: why the run decided to stop, one of :data:`STOP_DECISIONS` (None: it has not), so that a
+    #: resumed run does not train past a decision its last checkpoint was written with
+    stopped: str | None = None
     carry: Any = field(default=None, repr=False)  #: (B, H) state, (h, c) pair or None: the next window's start
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON part: every field but ``carry`` (scalars, so no copy is needed)."""
-        return {spec.name: getattr(self, spec.name) for spec in fields(self) if spec.name != "carry"}
+        """The JSON part: every field but ``carry`` (scalars, so no copy is needed); ``stopped``
+        only once set, so the checkpoints of runs that did not stop read as before."""
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)
+                if spec.name != "carry" and not (spec.name == "stopped" and self.stopped is None)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunState:
@@ -93,6 +102,8 @@ def _fits(hint: str, value: Any) -> bool:
         return "None" in hint
     if isinstance(value, bool):
         return False
+    if hint.startswith("str"):  # the stop decision
+        return value in STOP_DECISIONS
     if hint.startswith("<class 'int'>"):
         return isinstance(value, int) and value >= 0
     return isinstance(value, (int, float)) and math.isfinite(value)

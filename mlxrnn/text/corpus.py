@@ -98,6 +98,13 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
             undecodable (with the byte offset of the first bad byte), or empty / whitespace-only.
         ConfigError: unknown encoding or error handler.
     """
+    check_codec(encoding, errors)
+    p = Path(path)
+    return decode_text(_read_corpus_bytes(p), str(p), encoding, errors)
+
+
+def check_codec(encoding: str, errors: str = "strict") -> None:
+    """ConfigError (one line) unless ``encoding`` is a text codec and ``errors`` a codec error handler."""
     try:
         codecs.lookup(encoding)
     except (LookupError, TypeError, ValueError):  # ValueError: e.g. a NUL in the name
@@ -119,8 +126,13 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
             f"unknown encoding error handler {errors!r}; use `encoding_errors` strict, "
             "replace or ignore"
         ) from None
-    p = Path(path)
-    data = _read_corpus_bytes(p)
+
+
+def decode_text(data: bytes, name: str, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """Text from the bytes of ``name`` (a file, or "standard input"), as :func:`read_text` makes
+    it: decoded with one-line DataErrors, byte-order mark dropped, newlines normalised."""
+    check_codec(encoding, errors)
+    p = name
     try:
         text = data.decode(encoding, errors)
     except UnicodeDecodeError as e:

@@ -13,6 +13,9 @@ from mlxrnn.errors import ConfigError, DataError, ShapeError
 from mlxrnn.nn.sequences import EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID, is_integer
 from mlxrnn.text.tokenizers import LEVELS, _check_level
 
+#: the longest word-level token a vocabulary holds (longer "words" of a corpus stay <UNK>)
+MAX_WORD_CHARS = 1000
+
 # --------------------------------------------------------------------------------------------
 # Vocabulary
 # --------------------------------------------------------------------------------------------
@@ -27,8 +30,8 @@ class Vocabulary:
 
     def __init__(self, tokens: Sequence[str], level: str = "char") -> None:
         """Wrap an id-ordered token list (validated like :meth:`from_dict`)."""
-        self._tokens: tuple[str, ...] = _validate_token_list(tokens)
         self.level: str = _check_level(level)
+        self._tokens: tuple[str, ...] = _validate_token_list(tokens)
         self._index: dict[str, int] = {t: i for i, t in enumerate(self._tokens)}
 
     @classmethod
@@ -75,7 +78,7 @@ class Vocabulary:
         total = sum(counts.values())
         for special in SPECIAL_TOKENS:
             counts.pop(special, None)
-        kept = [t for t, c in counts.items() if c >= min_count]
+        kept = [t for t, c in counts.items() if c >= min_count and _storable(t, level)]
         if not kept:
             if total == 0:
                 raise DataError("cannot build a vocabulary from an empty corpus; give some text")
@@ -102,7 +105,7 @@ class Vocabulary:
             raise ConfigError(f"min_count must be an integer >= 1, got {min_count!r}")
         counts: dict[str, int] = {}
         for tok in tokens:
-            if tok not in self._index:
+            if tok not in self._index and _storable(tok, self.level):
                 counts[tok] = counts.get(tok, 0) + 1
         new = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: -counts[t])  # stable
         if max_size is not None:
@@ -187,6 +190,18 @@ class Vocabulary:
         toks = self._tokens
         return [toks[i] for i in arr.tolist()]
 
+    def check_entries(self) -> Vocabulary:
+        """This vocabulary, if every entry is one a model of its level can have read: one
+        character each at the char level; at the word level no whitespace, not empty, at most
+        :data:`MAX_WORD_CHARS` characters (duplicates are refused when it is built). Else a
+        DataError naming the first bad entry: a checkpoint's vocabulary is checked with it when
+        loaded, since a tampered entry would otherwise make its token read as <UNK>."""
+        for i, token in enumerate(self._tokens[len(SPECIAL_TOKENS):], start=len(SPECIAL_TOKENS)):
+            problem = _entry_problem(token, self.level)
+            if problem is not None:
+                raise DataError(f"vocabulary token {i} ({token!r:.30}) {problem}")
+        return self
+
     # -- persistence ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,6 +231,25 @@ class Vocabulary:
             return cls(d["tokens"], level=d["level"])
         except ConfigError as e:  # token-list problems are data problems when loading
             raise DataError(str(e)) from None
+
+
+def _storable(token: str, level: str) -> bool:
+    """Whether a counted token may enter a vocabulary (an endless word stays <UNK>)."""
+    return level != "word" or len(token) <= MAX_WORD_CHARS
+
+
+def _entry_problem(token: str, level: str) -> str | None:
+    """What is wrong with a (non-special) vocabulary entry of ``level``, or None."""
+    if level == "char":
+        return None if len(token) == 1 else (
+            f"has {len(token):,} characters; a character model's entries are one character each")
+    if not token:
+        return "is empty"
+    if len(token) > MAX_WORD_CHARS:
+        return f"is longer than {MAX_WORD_CHARS:,} characters ({len(token):,})"
+    if any(ch.isspace() for ch in token):
+        return "holds whitespace, which separates words"
+    return None
 
 
 def _validate_token_list(tokens: Sequence[str]) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ A NaN/Inf training loss puts back the weights the epoch started from and raises
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from mlxrnn.models.datasets import Dataset
 from mlxrnn.models.task import provide
 from mlxrnn.nn.module import check_positive_int
 from mlxrnn.nn.optim import Optimizer, make_optimizer
-from mlxrnn.training.callbacks import ProgressBar
+from mlxrnn.training.callbacks import Callback, ProgressBar
 from mlxrnn.training.trainer import Trainer
 
 
@@ -112,10 +112,13 @@ def fit(model: Any, train: Any, validation: Any = None, *, epochs: int = 1, batc
     batch_size = check_positive_int("batch_size", batch_size)
     train_data = Dataset(train, model.pair_keys, name="train")
     val_data = None if validation is None else Dataset(validation, model.pair_keys, name="validation")
+    for data in (train_data, val_data):
+        if data is not None:
+            data.require(model.pair_keys)  # not a KeyError at the first step
+    callbacks = _callbacks(callbacks)
     optimizer = _optimizer(optimizer, lr)
     trainer = Trainer(model, optimizer, clip_norm=clip_norm, rng=np.random.default_rng(seed + 1))
     shuffler = np.random.default_rng(seed)
-    callbacks = list(callbacks)
     if (verbose is None or verbose) and not any(isinstance(callback, ProgressBar) for callback in callbacks):
         callbacks.append(ProgressBar(redraw=verbose != 2))
     loop = FitLoop(model, trainer, epochs, train_data.num_batches(batch_size), val_data is not None)
@@ -159,6 +162,24 @@ def fit(model: Any, train: Any, validation: Any = None, *, epochs: int = 1, batc
     finally:
         _each(callbacks, "on_train_end", loop)
     return loop.history
+
+
+_HOOKS = tuple(name for name in vars(Callback) if name.startswith("on_"))
+
+
+def _callbacks(callbacks: Any) -> list[Any]:
+    """The callbacks as a list, each an object with at least one hook (``on_epoch_end``, ...)."""
+    usage = "pass a list of callbacks, e.g. callbacks=[EarlyStopping(patience=3)]"
+    if isinstance(callbacks, (str, bytes, Mapping)) or not isinstance(callbacks, Iterable):
+        raise ConfigError(f"callbacks must be a list of callbacks, got {type(callbacks).__name__}; {usage}")
+    callbacks = list(callbacks)
+    for callback in callbacks:
+        if not any(callable(getattr(callback, hook, None)) for hook in _HOOKS):
+            raise ConfigError(
+                f"callbacks holds a {type(callback).__name__}, which has none of the hooks {', '.join(_HOOKS)}; "
+                f"{usage} (mlxrnn.training.callbacks, or a subclass of Callback)"
+            )
+    return callbacks
 
 
 def _optimizer(optimizer: str | Optimizer, lr: float | None) -> Optimizer:
