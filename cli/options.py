@@ -109,12 +109,14 @@ def options_from_flags(
             settings[spec.name] = value if spec.name in typed or spec.name not in config else config[spec.name]
     typed_cell = {name: value for name, value in cell_values.items() if name in typed}
     if continuing:
-        return TrainOptions(**settings, cell_options={**config_cell, **typed_cell})
+        return TrainOptions.with_settings(None, {**settings, "cell_options": {**config_cell, **typed_cell}})
     # Each cell takes the options its constructor names (typed, else from the file, else the flags'
     # defaults); the others are unused, so `--cell gru` over an LSTM's options.json just works.
     chosen = {**cell_values, **config_cell, **typed_cell}
     names = cell_option_names(settings["cell"])
-    return TrainOptions(**settings, cell_options={name: chosen[name] for name in names if name in chosen})
+    cell_options = {name: chosen[name] for name in names if name in chosen}
+    # the library's one resolution of settings that default to others, as train_language_model's
+    return TrainOptions.with_settings(None, {**settings, "cell_options": cell_options})
 
 
 def given_settings(typed: Collection[str], config: Mapping[str, Any] | None = None) -> set[str]:

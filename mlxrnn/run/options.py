@@ -26,7 +26,7 @@ import math
 import numbers
 import typing
 from collections.abc import Collection
-from dataclasses import MISSING, Field, asdict, dataclass, fields, replace
+from dataclasses import MISSING, Field, asdict, dataclass, fields
 from typing import Any
 
 from mlxrnn.backend import BACKEND_NAMES
@@ -320,15 +320,23 @@ class TrainOptions:
 
     @classmethod
     def with_settings(cls, options: TrainOptions | None, settings: dict[str, Any]) -> TrainOptions:
-        """``options`` (default: all defaults) with the fields in ``settings`` replaced; an unknown
-        name is a ConfigError that suggests the closest field."""
+        """``options`` (default: all defaults) with the fields in ``settings`` replaced: the one
+        place where given settings become a run's options, for ``mlxrnn train`` and
+        :func:`~mlxrnn.run.loop.train_language_model` alike. An unknown name is a ConfigError
+        that suggests the closest field.
+
+        The settings that default to others (:data:`DERIVED`) are resolved again beside the new
+        ones unless ``options`` set them: ``with_settings(None, {"dropout": 0.5})`` drops out at
+        all three places and ``{"tokenizer": "whitespace"}`` makes a word model, as the flags do.
+        """
         known = [spec.name for spec in fields(cls)]
         for name in settings:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(f"unknown training setting {name!r}{hint}; valid: {', '.join(known)}")
-        return replace(options if options is not None else cls(), **settings)
+        base = {} if options is None else _unresolved(options)
+        return cls(**{**base, **settings})
 
     @classmethod
     def from_saved(cls, saved: dict) -> TrainOptions:
@@ -367,6 +375,21 @@ def given_settings(options: TrainOptions) -> set[str]:
     given = {spec.name for spec in fields(options)
              if spec.name not in DERIVED and getattr(options, spec.name) != option_default(spec)}
     return given | {name for name in DERIVED if getattr(options, name) != getattr(resolved, name)}
+
+
+def _unresolved(options: TrainOptions) -> dict[str, Any]:
+    """The fields of ``options`` with each derived setting that merely holds its resolved default
+    set back to None, so that it is resolved again beside whatever replaces the others.
+
+    One at a time, in :data:`DERIVED`'s order, so a chain keeps what was given: `tokenizer`
+    words with `level` word resolved from it gives `level` None and `tokenizer` words; `dropout`
+    0.5 with the ends resolved from it gives `embed_dropout` and `output_dropout` None.
+    """
+    values = asdict(options)
+    for name in DERIVED:
+        if getattr(TrainOptions(**{**values, name: None}), name) == values[name]:
+            values[name] = None
+    return values
 
 
 def _spec(name: str) -> Field:
