@@ -7,15 +7,15 @@ import sys
 
 import click
 
-from mlxrnn.errors import ConfigError, DataError
-from mlxrnn.lm.evaluation import evaluate_text
+from mlxrnn.errors import ConfigError, DataError, spell_fields
+from mlxrnn.lm.evaluation import evaluate_text, unknown_scoring_note
 from mlxrnn.lm.model import load_language_model
 from mlxrnn.lm.sampling import MAX_KEPT_TOKENS, encode_prime, sample, score
 from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.text.corpus import read_text
 
 from .common import check_backend, echo_json, handle_errors
-from .options import encoding_errors_option
+from .options import encoding_errors_option, flag_name
 
 checkpoint_option = click.option(
     "--checkpoint",
@@ -135,7 +135,7 @@ def score_command(run, sentences, sentence_file, per_token, encoding, encoding_e
         context = click.get_current_context()
         argument = next(param for param in context.command.params if param.name == "sentences")
         raise click.MissingParameter(ctx=context, param=argument)
-    lm, _ = load_language_model(run, backend=backend, tag=tag)
+    lm, checkpoint = load_language_model(run, backend=backend, tag=tag)
     ranked = sorted(score(lm, texts), key=lambda s: s.log_prob, reverse=True)
     if as_json:
         echo_json([s.to_dict() for s in ranked])
@@ -152,8 +152,15 @@ def score_command(run, sentences, sentence_file, per_token, encoding, encoding_e
     unknown = sum(s.num_unknown for s in ranked)
     click.echo(
         f"out of vocabulary: {unknown} of {total} tokens ({unknown / max(total, 1):.1%}, {lm.tokenizer.kind} "
-        "tokenizer), scored as <UNK>"
+        "tokenizer), " + unknown_note(checkpoint.meta, unknown)
     )
+
+
+def unknown_note(meta: dict, count: int) -> str:
+    """How the ``count`` out-of-vocabulary tokens were scored (whether training taught <UNK>), in flags."""
+    if not count:
+        return "scored as <UNK>"
+    return spell_fields(unknown_scoring_note(meta), {name: flag_name(name) for name in ("min_count", "max_vocab")})
 
 
 def read_sentences(path: str, encoding: str, errors: str) -> list[str]:
@@ -188,7 +195,7 @@ def eval_command(run, file, encoding, encoding_errors, tag, backend, as_json):
     """
     check_backend(backend)
     text = read_text(file, encoding=encoding, errors=encoding_errors)  # a bad FILE fails before loading
-    lm, _ = load_language_model(run, backend=backend, tag=tag)
+    lm, checkpoint = load_language_model(run, backend=backend, tag=tag)
     result = evaluate_text(lm, text)
     data = result.to_dict()
     if as_json:
@@ -201,7 +208,5 @@ def eval_command(run, file, encoding, encoding_errors, tag, backend, as_json):
     if "bits_per_char" in data:
         line += f", {data['bits_per_char']:.4f} bits/char"
     click.echo(line)
-    click.echo(
-        f"out of vocabulary: {result.num_unknown:,} tokens ({result.oov_rate:.2%}), scored as <UNK> "
-        "(which is easier to predict than the words themselves)"
-    )
+    click.echo(f"out of vocabulary: {result.num_unknown:,} tokens ({result.oov_rate:.2%}), "
+               + unknown_note(checkpoint.meta, result.num_unknown))

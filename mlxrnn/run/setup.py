@@ -23,10 +23,12 @@ from mlxrnn.nn.schedules import make_schedule
 from mlxrnn.run.carried_state import split_carried_state
 from mlxrnn.run.data import (
     build_vocabulary,
+    count_unknown,
     encode_corpus,
     load_corpus,
     load_split_files,
     make_batchers,
+    untrained_unknown_note,
 )
 from mlxrnn.run.init_from import load_source, load_weights_of, source_architecture
 from mlxrnn.run.option_declarations import option_changes
@@ -41,6 +43,7 @@ from mlxrnn.run.resume import (
     schedule_state,
 )
 from mlxrnn.run.state import RunState
+from mlxrnn.text.corpus import split_by_fraction
 from mlxrnn.training.trainer import Trainer
 
 
@@ -57,6 +60,13 @@ class RunSetup:
         valid = self.split_files.get("valid")
         val_ids = encode_corpus(vocab, tokenizer, valid[0]) if valid else None
         self.train_batches, self.val_batches = make_batchers(options, self.ids, self.dist, val_ids=val_ids)
+        if val_ids is None:
+            train_ids, val_ids, _ = split_by_fraction(self.ids, options.val_frac)
+        else:
+            train_ids = self.ids
+        #: <UNK> tokens in the training text: 0 means <UNK> is never a target (saved for eval and score)
+        self.unknown_in_training = count_unknown(train_ids, vocab)
+        self.unknown_held_out = {"validation": (count_unknown(val_ids, vocab), len(val_ids))}
         extra = {"weight_decay": options.weight_decay} if options.weight_decay else {}
         self.optimizer = make_optimizer(options.optimizer, options.lr, **extra)
         self.schedule = make_schedule(
@@ -85,6 +95,13 @@ class RunSetup:
         tokenizer, vocab = build_vocabulary(options, text, valid[0] if valid else None,
                                             base=source.vocab if source else None)[:2]  # tokens freed
         self._build(options, text, vocab, tokenizer)
+        test = self.split_files.get("test")
+        if test is not None:
+            test_ids = encode_corpus(vocab, tokenizer, test[0])
+            self.unknown_held_out["test"] = (count_unknown(test_ids, vocab), len(test_ids))
+        note = untrained_unknown_note(self.unknown_in_training, self.unknown_held_out)
+        if note is not None:
+            self.log(note)
         if source is not None:
             added = load_weights_of(source, self.lm)
             self.how_started["init_from"] = {"run": str(init_from), "step": source_step, "new_tokens": added}
