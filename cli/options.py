@@ -20,7 +20,7 @@ import click
 from mlxrnn.errors import spell_fields
 from mlxrnn.nn.cells import cell_option_names
 from mlxrnn.run.option_declarations import option_choices, option_default
-from mlxrnn.run.options import TrainOptions, option_fields, option_type
+from mlxrnn.run.options import TrainOptions, option_fields, option_type, option_value_types
 
 #: a cell option (a keyword of the cell class) -> its flag; each cell takes those it names
 CELL_FLAGS: dict[str, Callable] = {
@@ -52,6 +52,21 @@ def _train_flags() -> dict[str, str]:
     return {spec.name: flag_name(spec.name) for spec in option_fields()}
 
 
+class CountOrWord(click.ParamType):
+    """An ``int | str`` setting such as `eval_every`: a count, or a word its declaration's check
+    knows ("epoch"); the check, not click, refuses other words, naming the flag."""
+
+    name = "integer|word"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int) or not isinstance(value, str):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            return value.strip()
+
+
 def option_for(spec: Field) -> Callable:
     """The click option (or, for ``argument`` settings, the argument) of one TrainOptions field."""
     kind, default = option_type(spec), option_default(spec)
@@ -63,6 +78,8 @@ def option_for(spec: Field) -> Callable:
         return click.option(flags, spec.name, is_flag=True, default=default, show_default=bool(default),
                             help=help_text)
     choices = option_choices(spec)
+    if {int, str} <= set(option_value_types(spec)):
+        kind = CountOrWord()
     return click.option(
         flag_name(spec.name),
         spec.name,

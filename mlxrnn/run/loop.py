@@ -3,9 +3,9 @@
 The loop is char-rnn's truncated BPTT: the corpus is cut into B parallel streams read in
 windows of T tokens, and the hidden state at the end of one window is the initial state of the
 next (its gradient is not carried back). It stops after a number of epochs or steps, or a
-wall-clock budget; evaluates on the validation split every N steps; sets the learning rate by a
-schedule (:mod:`mlxrnn.nn.schedules`); stops early when validation stalls; logs JSON lines to
-``RUN_DIR/metrics.jsonl``; keeps ``best`` and ``last`` checkpoints.
+wall-clock budget; evaluates on the validation split every N steps or at each epoch's end; sets
+the learning rate by a schedule (:mod:`mlxrnn.nn.schedules`); stops early when validation
+stalls; logs JSON lines to ``RUN_DIR/metrics.jsonl``; keeps ``best`` and ``last`` checkpoints.
 
 Resuming is exact: a checkpoint holds the weights, the optimizer's moments, the schedule's
 memory, the dropout RNG's state and the :class:`~mlxrnn.run.state.RunState` (position in the
@@ -118,6 +118,7 @@ class LanguageModelRun(RunSetup, RunRecords):
         options, state = self.options, self.state
         stop = options.stopping()
         per_epoch = len(self.train_batches)
+        every = options.eval_interval(per_epoch)  # "epoch": at each epoch's end (state.window back at 0)
         total_steps = None
         if stop["steps"] is not None:
             total_steps = stop["steps"]
@@ -184,9 +185,9 @@ class LanguageModelRun(RunSetup, RunRecords):
                 state.elapsed = elapsed_before + now
                 speed = tokens_run / max(now, 1e-9)
                 pending.append((result, now, speed, step_lr))
-                if not lagged or state.step % options.eval_every == 0:
+                if not lagged or state.step % every == 0:
                     settle()
-                if state.step % options.eval_every == 0:
+                if state.step % every == 0:
                     val_loss, early = self.evaluate(scheduled=True)
                     self.progress(
                         Progress(
@@ -206,7 +207,7 @@ class LanguageModelRun(RunSetup, RunRecords):
                         reason = self._stop_reason()
                         break
             settle()
-            if state.step % options.eval_every != 0 or state.step == start_step:
+            if state.step % every != 0 or state.step == start_step:
                 self.evaluate(scheduled=False)  # saves; a signal meanwhile is acted on just below
             _, signals = self.dist.agree(time.perf_counter() - started, received)
             if signals:
