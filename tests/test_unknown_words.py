@@ -12,7 +12,7 @@ from mlxrnn.lm.evaluation import UNKNOWN_IN_TRAINING, unknown_scoring_note
 from mlxrnn.run.data import untrained_unknown_note
 from mlxrnn.run.loop import train_language_model
 
-SMALL = dict(tokenizer="whitespace", hidden=8, embed=8, layers=1, batch_size=2, seq_len=4, steps=2, eval_every=2,
+SMALL = dict(level="word", tokenizer="whitespace", hidden=8, embed=8, layers=1, batch_size=2, seq_len=4, steps=2, eval_every=2,
              backend="numpy", seed=0)
 #: every training word twice or more: without a cut nothing becomes <UNK>
 TRAIN = "the king is here\nthe queen is there\n" * 20
