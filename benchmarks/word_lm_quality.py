@@ -160,7 +160,8 @@ def run_torch(settings: dict, threads: int | None = None) -> dict:
     tokenizer, vocab, tokens = build_vocabulary(options, train_text, valid_text)
     ids, val_ids = vocab.encode(tokens), vocab.encode(tokenizer.tokenize(valid_text))
     train_batches, val_batches = make_batchers(options, ids, val_ids=val_ids)
-    config = language_model_config(len(vocab), **options.model_settings(), init_range=initial_range(options.level))
+    range_ = initial_range(options.level)
+    config = language_model_config(len(vocab), **options.model_settings(), embed_init_range=range_)
     reference = SequenceModel(config, backend="numpy")  # what `mlxrnn train` starts from
     model = PeerLM(len(vocab), options)
     model.load_from(reference, to_torch)

@@ -17,6 +17,7 @@ import numpy as np
 from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.io.checkpoint import check_weights, load_checkpoint
 from mlxrnn.io.run_directory import OPTIONS_FILE
+from mlxrnn.lm.initialisation import initial_range
 from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
 from mlxrnn.nn.optim import make_optimizer
 from mlxrnn.nn.schedules import make_schedule
@@ -50,9 +51,11 @@ from mlxrnn.training.trainer import Trainer
 class RunSetup:
     """Building, starting and restoring a run (see the module docstring)."""
 
-    def _build(self, options: TrainOptions, text: str, vocab, tokenizer) -> None:
+    def _build(self, options: TrainOptions, text: str, vocab, tokenizer, embed_init_range: float | None) -> None:
+        """The run's model, batches, optimizer, schedule and trainer; ``embed_init_range``: the
+        embedding's initial values (:mod:`mlxrnn.lm.initialisation`; a resumed run loads its own)."""
         self.options = options
-        config = language_model_config(len(vocab), **options.model_settings())
+        config = language_model_config(len(vocab), **options.model_settings(), embed_init_range=embed_init_range)
         from mlxrnn.models.sequence_model import SequenceModel
 
         self.lm = LanguageModel(SequenceModel(config, backend=options.backend), vocab, tokenizer)
@@ -94,7 +97,7 @@ class RunSetup:
         valid = self.split_files.get("valid")
         tokenizer, vocab = build_vocabulary(options, text, valid[0] if valid else None,
                                             base=source.vocab if source else None)[:2]  # tokens freed
-        self._build(options, text, vocab, tokenizer)
+        self._build(options, text, vocab, tokenizer, initial_range(options.level))
         test = self.split_files.get("test")
         if test is not None:
             test_ids = encode_corpus(vocab, tokenizer, test[0])
@@ -142,7 +145,8 @@ class RunSetup:
                 )
         fresh = language_model_from_meta(meta, backend=options.backend)
         try:
-            self._build(options, text, fresh.vocab, fresh.tokenizer)
+            # the saved config's initialisation (None before issue 24), so the config saved stays true
+            self._build(options, text, fresh.vocab, fresh.tokenizer, fresh.model.config.embed_init_range)
         except ConfigError as error:  # the saved options do not fit the saved model
             raise damaged(self.run_dir, f"its options do not build its model ({error})") from None
         model = self.lm.model
