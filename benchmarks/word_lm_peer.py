@@ -142,7 +142,7 @@ def race(args, run_mlxrnn, machine: dict, recipe: dict) -> dict:
     data = prepare_unk_files(work / "data", args.min_count, args.train_lines)
     settings = dict(corpus=data["train"]["path"], valid=data["valid"]["path"], test=data["test"]["path"],
                     tokenizer="whitespace", layers=2, hidden=200, embed=200, batch_size=20, seq_len=35, tie=True,
-                    dropout=0.5, seed=0, backend=args.backend, minutes=args.minutes, eval_every="epoch", **recipe)
+                    dropout=0.5, seed=0, backend=args.backend, minutes=args.minutes, **recipe)
     jobs = {"mlxrnn": lambda: run_mlxrnn(settings, work / "mlxrnn", 1),
             "pytorch example": lambda: run_pytorch_example(Path(args.pytorch_example), work / "data", args.minutes)}
     if args.at_once:

@@ -78,13 +78,11 @@ MODEL = dict(tokenizer="whitespace", layers=2, hidden=200, embed=200, batch_size
 #: a word model's settings before issue 13: dropout between layers only, decay at every stall, no floor
 BASELINE = dict(dropout=0.2, embed_dropout=0.0, output_dropout=0.0, locked_dropout=False, tie=False,
                 decay_patience=1, min_lr=0.0, at_min_lr="continue")
-#: mlxrnn's word recipes in the race (README "Word models"): the rate divided by 4 after an epoch
-#: whose validation did not improve, as the example anneals, with no floor
+#: mlxrnn's word recipes in the race, exactly README's "Word models" flags: the rate divided by 4
+#: after an epoch whose validation did not improve, as the example anneals (floor: lr / 100)
 WORD_RECIPES = {
-    "sgd": dict(optimizer="sgd", lr=20.0, clip=0.25, schedule="plateau", lr_decay=0.25, decay_patience=1, min_lr=0.0,
-                at_min_lr="continue"),
-    "adam": dict(optimizer="adam", lr=2e-3, clip=5.0, schedule="plateau", lr_decay=0.25, decay_patience=1,
-                 min_lr=0.0, at_min_lr="continue"),
+    "sgd": dict(optimizer="sgd", lr=20.0, clip=0.25, lr_decay=0.25, decay_patience=1, eval_every="epoch"),
+    "adam": dict(optimizer="adam", lr=2e-3, clip=5.0, lr_decay=0.25, decay_patience=1, eval_every="epoch"),
 }
 
 

@@ -318,7 +318,10 @@ def train_language_model(
         options: a :class:`TrainOptions`; or give its fields as keywords (they override
             ``options`` when both are given): ``train_language_model(corpus="my.txt",
             run_dir="runs/mine", level="word", hidden=256, steps=2000)``. The field names are the
-            CLI's flags with ``_`` for ``-`` (``--seq-len`` is ``seq_len``).
+            CLI's flags with ``_`` for ``-`` (``--seq-len`` is ``seq_len``), and they resolve as
+            the flags do (:meth:`TrainOptions.with_settings`): ``dropout=0.5`` acts at the
+            embedding, between layers and before the output; ``tokenizer="whitespace"`` sets
+            ``level`` word.
         run_dir: the run directory (``--out``); resume, force: as ``--resume`` and ``--force``.
         progress: called with a :class:`Progress` after every step (``event="train"``: step,
             total_steps, epoch, loss, tokens_per_second, elapsed, eta_seconds, lr) and after every
