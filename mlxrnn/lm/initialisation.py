@@ -24,7 +24,7 @@ epoch):
     Adam lr 2e-3, clip 5 (the character model's recipe)
       N(0, 1)    (before)     356.8  248.3  217.7
       U(±0.5)                 284.8  246.5  216.3
-      U(±0.25)   (chosen)     303.2  249.6  212.8
+      U(±0.25)   (chosen)     303.2  249.6  212.8  205.0  197.7  189.8
       U(±0.1)    (example)    729.8  852.5  1376.6   (climbs: Adam's steps of about lr per
                                                       coordinate swamp a ±0.1 table that is
                                                       also the output layer)
