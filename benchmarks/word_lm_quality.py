@@ -31,6 +31,19 @@ with 1 on a loaded 2-core machine), which says nothing about either library.
 
 Target (issue 13): mlxrnn's best validation perplexity <= 0.9 × the peer's, and below the
 baseline's. Writes benchmarks/results/word_lm_quality_<minutes>min.{json,md}.
+
+--pytorch-example PATH races the real peer instead (issue 24, :mod:`word_lm_peer`): PyTorch's
+``word_language_model/main.py`` from a pytorch/examples checkout, run unchanged with its own
+initialisation and recipe, against ``mlxrnn train`` with a README word recipe (``--recipe sgd`` or
+``adam``), on train/valid/test files with rare and unseen words written <unk>, one thread each,
+one after the other (``--at-once``: both at once). It reports the test perplexity of both at
+equal minutes and the validation perplexity at every epoch end, and writes
+benchmarks/results/word_lm_race_<minutes>min.{json,md}:
+
+    git clone https://github.com/pytorch/examples /tmp/pytorch-examples
+    python benchmarks/word_lm_quality.py --pytorch-example /tmp/pytorch-examples/word_language_model/main.py
+    python benchmarks/word_lm_quality.py --pytorch-example PATH --minutes 0.5 --train-lines 1500 \
+        --results-dir /tmp/race          # a smoke test: short epochs, so each finishes one
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from mlxrnn.lm.evaluation import perplexity, unknown_rate
+from mlxrnn.lm.initialisation import initial_range
 from mlxrnn.lm.model import language_model_config
 from mlxrnn.models.sequence_model import SequenceModel
 from mlxrnn.nn.schedules import make_schedule
@@ -56,6 +70,9 @@ from mlxrnn.run.options import TrainOptions
 from mlxrnn.text.corpus import bundled_corpus_path
 from mlxrnn.text.tokenizers import WordTokenizer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded by path
+from word_lm_peer import race, race_report  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 #: the issue's configuration (TrainOptions fields)
 MODEL = dict(tokenizer="whitespace", layers=2, hidden=200, embed=200, batch_size=20, seq_len=35, lr=2e-3, clip=5.0,
@@ -63,6 +80,12 @@ MODEL = dict(tokenizer="whitespace", layers=2, hidden=200, embed=200, batch_size
 #: a word model's settings before issue 13: dropout between layers only, decay at every stall, no floor
 BASELINE = dict(dropout=0.2, embed_dropout=0.0, output_dropout=0.0, locked_dropout=False, tie=False,
                 decay_patience=1, min_lr=0.0, at_min_lr="continue")
+#: mlxrnn's word recipes in the race, exactly README's "Word models" flags: the rate divided by 4
+#: after an epoch whose validation did not improve, as the example anneals (floor: lr / 100)
+WORD_RECIPES = {
+    "sgd": dict(optimizer="sgd", lr=20.0, clip=0.25, lr_decay=0.25, decay_patience=1, eval_every="epoch"),
+    "adam": dict(optimizer="adam", lr=2e-3, clip=5.0, lr_decay=0.25, decay_patience=1, eval_every="epoch"),
+}
 
 
 def prepare_data(folder: Path) -> dict:
@@ -96,7 +119,7 @@ def thread_env(threads: int | None) -> dict:
     if threads is None:
         return dict(os.environ)
     return {**os.environ, **{name: str(threads) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                               "MKL_NUM_THREADS")}}
+                                                               "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
 
 
 def run_mlxrnn(settings: dict, run_dir: Path, threads: int | None = None) -> dict:
@@ -109,15 +132,18 @@ def run_mlxrnn(settings: dict, run_dir: Path, threads: int | None = None) -> dic
     summary = json.loads(result.stdout)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     elapsed = {r["step"]: r["elapsed"] for r in records if r["event"] == "train"}
+    per_epoch = next(r["steps_per_epoch"] for r in records if r["event"] == "start")
     curve = []
     for r in (r for r in records if r["event"] == "eval"):
         nearest = max((s for s in elapsed if s <= r["step"]), default=None)
         curve.append({"step": r["step"], "minutes": None if nearest is None else elapsed[nearest] / 60,
+                      "epoch": r["step"] // per_epoch if r["step"] % per_epoch == 0 else None,  # an epoch's end
                       "val_loss": r["val_loss"], "val_perplexity": r["val_perplexity"], "lr": r["lr"]})
     return {"best_val_loss": summary["best_val_loss"], "best_val_perplexity": summary["best_val_perplexity"],
+            "test_perplexity": summary.get("test_perplexity"),
             "steps": summary["steps"], "epochs": summary["epochs_completed"],
             "tokens_per_second": summary["tokens_per_second"], "stopped_because": summary["stopped_because"],
-            "curve": curve, "command": " ".join(command[2:])}
+            "curve": curve, "command": "mlxrnn " + " ".join(command[3:])}
 
 
 def run_torch(settings: dict, threads: int | None = None) -> dict:
@@ -134,7 +160,9 @@ def run_torch(settings: dict, threads: int | None = None) -> dict:
     tokenizer, vocab, tokens = build_vocabulary(options, train_text, valid_text)
     ids, val_ids = vocab.encode(tokens), vocab.encode(tokenizer.tokenize(valid_text))
     train_batches, val_batches = make_batchers(options, ids, val_ids=val_ids)
-    reference = SequenceModel(language_model_config(len(vocab), **options.model_settings()), backend="numpy")
+    range_ = initial_range(options.level)
+    config = language_model_config(len(vocab), **options.model_settings(), embed_init_range=range_)
+    reference = SequenceModel(config, backend="numpy")  # what `mlxrnn train` starts from
     model = PeerLM(len(vocab), options)
     model.load_from(reference, to_torch)
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
@@ -310,7 +338,25 @@ def main() -> None:
                         help="BLAS threads of mlxrnn (OPENBLAS_NUM_THREADS) and torch.set_num_threads for the peer "
                              "(default: each library's own)")
     parser.add_argument("--results-dir", default=str(HERE / "results"))
+    race_flags = parser.add_argument_group("the race against the real PyTorch example (word_lm_peer.py)")
+    race_flags.add_argument("--pytorch-example", metavar="MAIN_PY",
+                            help="word_language_model/main.py of a pytorch/examples checkout: race it, run unchanged, "
+                                 "against mlxrnn's word recipe on the same <unk>-written files (one thread each)")
+    race_flags.add_argument("--recipe", choices=tuple(WORD_RECIPES), default="sgd", help="mlxrnn's recipe in the race")
+    race_flags.add_argument("--at-once", action="store_true", help="run both at once (default: one after the other)")
+    race_flags.add_argument("--min-count", type=int, default=2, help="training words seen fewer times become <unk>")
+    race_flags.add_argument("--train-lines", type=int, default=None, help="keep this many training lines (smoke tests)")
     args = parser.parse_args()
+    if args.pytorch_example:
+        results = race(args, run_mlxrnn, machine(), WORD_RECIPES[args.recipe])
+        out = Path(args.results_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        name = f"word_lm_race_{args.minutes:g}min"
+        (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        lines = race_report(results)
+        (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     work = Path(tempfile.mkdtemp(prefix="mlxrnn-word-lm-"))
     data = prepare_data(work)
     common = dict(corpus=data["train"], valid=data["valid"], **MODEL, minutes=args.minutes,

@@ -10,15 +10,15 @@ import sys
 
 import click
 
-from mlxrnn.errors import ConfigError, DataError
-from mlxrnn.lm.evaluation import evaluate_text
+from mlxrnn.errors import ConfigError, DataError, spell_fields
+from mlxrnn.lm.evaluation import evaluate_text, unknown_scoring_note
 from mlxrnn.lm.model import load_language_model
 from mlxrnn.lm.sampling import MAX_KEPT_TOKENS, encode_prime, sample, score
 from mlxrnn.models.decoding import SamplingOptions
 from mlxrnn.text.corpus import check_codec, decode_text, read_text
 
 from .common import check_backend, echo_json, handle_errors, inference_threads
-from .options import encoding_errors_option
+from .options import encoding_errors_option, flag_name
 
 checkpoint_option = click.option(
     "--checkpoint",
@@ -144,7 +144,7 @@ def score_command(run, sentences, sentence_file, per_token, rank, encoding, enco
         context = click.get_current_context()
         argument = next(param for param in context.command.params if param.name == "sentences")
         raise click.MissingParameter(ctx=context, param=argument)
-    lm, _ = load_language_model(run, backend=backend, tag=tag)
+    lm, checkpoint = load_language_model(run, backend=backend, tag=tag)
     inference_threads(lm, 1)  # one text at a time
     scores = score(lm, texts)
     ranked = sorted(scores, key=lambda s: s.log_prob, reverse=True) if rank else scores
@@ -164,8 +164,15 @@ def score_command(run, sentences, sentence_file, per_token, rank, encoding, enco
     unknown = sum(s.num_unknown for s in ranked)
     click.echo(
         f"out of vocabulary: {unknown} of {total} tokens ({unknown / max(total, 1):.1%}, {lm.tokenizer.kind} "
-        "tokenizer), scored as <UNK>"
+        "tokenizer), " + unknown_note(checkpoint.meta, unknown)
     )
+
+
+def unknown_note(meta: dict, count: int) -> str:
+    """How the ``count`` out-of-vocabulary tokens were scored (whether training taught <UNK>), in flags."""
+    if not count:
+        return "scored as <UNK>"
+    return spell_fields(unknown_scoring_note(meta), {name: flag_name(name) for name in ("min_count", "max_vocab")})
 
 
 #: standard input longer than this is not read (sentences to score, not a corpus)
@@ -231,7 +238,7 @@ def eval_command(run, file, encoding, encoding_errors, tag, backend, as_json):
     """
     check_backend(backend)
     text = read_text(file, encoding=encoding, errors=encoding_errors)  # a bad FILE fails before loading
-    lm, _ = load_language_model(run, backend=backend, tag=tag)
+    lm, checkpoint = load_language_model(run, backend=backend, tag=tag)
     inference_threads(lm, 1)  # one stream, windows of batch 1
     result = evaluate_text(lm, text)
     data = result.to_dict()
@@ -245,7 +252,5 @@ def eval_command(run, file, encoding, encoding_errors, tag, backend, as_json):
     if "bits_per_char" in data:
         line += f", {data['bits_per_char']:.4f} bits/char"
     click.echo(line)
-    click.echo(
-        f"out of vocabulary: {result.num_unknown:,} tokens ({result.oov_rate:.2%}), scored as <UNK> "
-        "(which is easier to predict than the words themselves)"
-    )
+    click.echo(f"out of vocabulary: {result.num_unknown:,} tokens ({result.oov_rate:.2%}), "
+               + unknown_note(checkpoint.meta, result.num_unknown))

@@ -20,7 +20,8 @@ import click
 from mlxrnn.errors import spell_fields
 from mlxrnn.nn.cells import cell_option_names
 from mlxrnn.run.option_declarations import option_choices, option_default
-from mlxrnn.run.options import TrainOptions, option_fields, option_type
+from mlxrnn.run.option_types import option_fields, option_type, option_value_types
+from mlxrnn.run.options import TrainOptions
 
 #: a cell option (a keyword of the cell class) -> its flag; each cell takes those it names
 CELL_FLAGS: dict[str, Callable] = {
@@ -52,6 +53,21 @@ def _train_flags() -> dict[str, str]:
     return {spec.name: flag_name(spec.name) for spec in option_fields()}
 
 
+class CountOrWord(click.ParamType):
+    """An ``int | str`` setting such as `eval_every`: a count, or a word its declaration's check
+    knows ("epoch"); the check, not click, refuses other words, naming the flag."""
+
+    name = "integer|word"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int) or not isinstance(value, str):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            return value.strip()
+
+
 def option_for(spec: Field) -> Callable:
     """The click option (or, for ``argument`` settings, the argument) of one TrainOptions field."""
     kind, default = option_type(spec), option_default(spec)
@@ -63,6 +79,8 @@ def option_for(spec: Field) -> Callable:
         return click.option(flags, spec.name, is_flag=True, default=default, show_default=bool(default),
                             help=help_text)
     choices = option_choices(spec)
+    if {int, str} <= set(option_value_types(spec)):
+        kind = CountOrWord()
     return click.option(
         flag_name(spec.name),
         spec.name,
@@ -109,12 +127,14 @@ def options_from_flags(
             settings[spec.name] = value if spec.name in typed or spec.name not in config else config[spec.name]
     typed_cell = {name: value for name, value in cell_values.items() if name in typed}
     if continuing:
-        return TrainOptions(**settings, cell_options={**config_cell, **typed_cell})
+        return TrainOptions.with_settings(None, {**settings, "cell_options": {**config_cell, **typed_cell}})
     # Each cell takes the options its constructor names (typed, else from the file, else the flags'
     # defaults); the others are unused, so `--cell gru` over an LSTM's options.json just works.
     chosen = {**cell_values, **config_cell, **typed_cell}
     names = cell_option_names(settings["cell"])
-    return TrainOptions(**settings, cell_options={name: chosen[name] for name in names if name in chosen})
+    cell_options = {name: chosen[name] for name in names if name in chosen}
+    # the library's one resolution of settings that default to others, as train_language_model's
+    return TrainOptions.with_settings(None, {**settings, "cell_options": cell_options})
 
 
 def given_settings(typed: Collection[str], config: Mapping[str, Any] | None = None) -> set[str]:

@@ -23,7 +23,8 @@ from mlxrnn.models.sequence_model import SequenceModel
 from mlxrnn.run.init_from import source_architecture, transplant_weights
 from mlxrnn.run.loop import LanguageModelRun, train_language_model
 from mlxrnn.run.option_files import read_options_file
-from mlxrnn.run.options import TrainOptions, option_fields
+from mlxrnn.run.option_types import option_fields
+from mlxrnn.run.options import TrainOptions
 from mlxrnn.text.corpus import bundled_corpus_path
 from mlxrnn.text.tokenizers import make_tokenizer
 from mlxrnn.text.vocabulary import Vocabulary

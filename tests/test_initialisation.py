@@ -2,7 +2,8 @@
 
 mlxrnn/nn/cells.py documents W_x, W_h ~ U(−1/√H, 1/√H) (as PyTorch), biases 0, the LSTM
 forget-gate bias 1 (Jozefowicz et al., 2015), the reset-after GRU's b_hn 0 and peephole weights
-~ U(−1/√H, 1/√H). A wrong forget bias used to be noticed only by a learning threshold in an
+~ U(−1/√H, 1/√H); mlxrnn/lm/initialisation.py a new word model's embedding ~ U(−0.25, 0.25)
+(character models: N(0, 1)); output layers (untied) ~ U(±1/√H). A wrong forget bias used to be noticed only by a learning threshold in an
 example; here each value is asserted, and a parameter this file does not know fails the test
 until its documented initialisation is added.
 """
@@ -13,6 +14,10 @@ import numpy as np
 import pytest
 
 from mlxrnn import Embedding, Linear, SequenceModel, SequenceModelConfig, make_recurrent
+from mlxrnn.errors import ConfigError
+from mlxrnn.lm.initialisation import WORD_INIT_RANGE
+from mlxrnn.run.loop import LanguageModelRun
+from mlxrnn.run.options import TrainOptions
 from mlxrnn.testing import CELL_VARIANT_IDS, CELL_VARIANTS
 
 VARIANT_IDS = CELL_VARIANT_IDS
@@ -36,7 +41,7 @@ def _assert_uniform(values: np.ndarray, bound: float, name: str) -> None:
     the standard errors are ≤ 0.013·bound (mean) and ≤ 0.0067·bound² (variance, 1/3 ± 0.02 allowed),
     and a wrong bound such as 1/H or 1/√D moves the variance by far more.
     """
-    assert np.all(np.abs(values) <= bound), f"{name}: |value| up to {np.abs(values).max():.4f} > 1/√H = {bound:.4f}"
+    assert np.all(np.abs(values) <= bound), f"{name}: |value| up to {np.abs(values).max():.4f} > the bound {bound:.4f}"
     if values.size >= 2000:
         assert abs(values.mean()) < 0.06 * bound, f"{name}: mean {values.mean():.4f}"
         assert abs(values.var() / bound**2 - 1 / 3) < 0.02, f"{name}: variance {values.var():.5f} vs {bound**2 / 3:.5f}"
@@ -98,6 +103,54 @@ def test_linear_and_embedding_initial_values():
     np.testing.assert_array_equal(linear.parameters()["b"], np.zeros(60))
     table = Embedding(100, 40, seed=0, backend="numpy", dtype="float64").parameters()["weight"]  # N(0, 1)
     assert abs(table.mean()) < 0.05 and abs(table.std() - 1.0) < 0.05  # 4,000 draws: standard errors ≈ 0.016, 0.011
+    table = Embedding(100, 40, seed=0, backend="numpy", dtype="float64", init_range=0.1).parameters()["weight"]
+    _assert_uniform(table.ravel(), 0.1, "Embedding.weight with init_range")
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, float("nan"), float("inf"), True, "0.1"])
+def test_a_bad_init_range_is_refused_in_one_line(bad):
+    with pytest.raises(ConfigError, match="init_range must be a finite number > 0"):
+        Embedding(10, 4, init_range=bad)
+    with pytest.raises(ConfigError, match="embed_init_range must be a finite number > 0"):
+        SequenceModelConfig(embed_init_range=bad).validate()
+
+
+def _new_run(tmp_path, level: str, **settings):
+    """A new run's model, built but not trained."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the king is here and the queen is there\n" * 40, encoding="utf-8")
+    tokenizer = {"word": "whitespace", "char": "chars"}[level]
+    options = TrainOptions(corpus=str(corpus), level=level, tokenizer=tokenizer, hidden=40, embed=40, layers=1, batch_size=2,
+                           seq_len=4, backend="numpy", **settings)
+    run = LanguageModelRun(options, tmp_path / "-".join(["run", level, *map(str, settings.values())]))
+    run.close()
+    return run.lm.model
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("tie", [True, False])
+def test_a_new_word_model_starts_its_embedding_uniform_within_a_quarter(tmp_path, tie, optimizer):
+    """Word models: E ~ U(±0.25), also as the tied output layer, whatever the optimizer
+    (mlxrnn/lm/initialisation.py has the runs); an untied W keeps U(±1/√H), b = 0, and the recurrent
+    stack its own U(±1/√H)."""
+    model = _new_run(tmp_path, "word", tie=tie, optimizer=optimizer)
+    params = model.numpy_parameters()
+    _assert_uniform(params["embedding.weight"].ravel(), 0.25, "embedding.weight")
+    assert ("head.W" in params) is not tie
+    if not tie:
+        _assert_uniform(params["head.W"].ravel(), 1.0 / np.sqrt(40), "head.W")
+    np.testing.assert_array_equal(params["head.b"], 0.0)
+    _assert_uniform(params["rnn.l0.fwd.W_h"].ravel(), 1.0 / np.sqrt(40), "rnn.l0.fwd.W_h")
+    assert model.config.embed_init_range == WORD_INIT_RANGE == 0.25  # saved with the model
+
+
+def test_a_new_character_model_keeps_the_normal_embedding(tmp_path):
+    model = _new_run(tmp_path, "char")
+    params = model.numpy_parameters()
+    table = params["embedding.weight"]
+    assert abs(table.std() - 1.0) < 0.1 and np.abs(table).max() > 2  # N(0, 1), not a small uniform
+    _assert_uniform(params["head.W"].ravel(), 1.0 / np.sqrt(40), "head.W")
+    assert model.config.embed_init_range is None
 
 
 @pytest.mark.parametrize("cell,options", CELL_VARIANTS, ids=VARIANT_IDS)

@@ -20,7 +20,8 @@ from mlxrnn_cli.train import train
 from mlxrnn.errors import FIELD_REFERENCE, ConfigError, DataError
 from mlxrnn.nn.cells import CELLS, cell_option_names
 from mlxrnn.run.option_declarations import option_choices, option_default
-from mlxrnn.run.options import TrainOptions, option_fields
+from mlxrnn.run.option_types import option_fields
+from mlxrnn.run.options import TrainOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the train command's own parameters: how to run, not what to train (not stored in options.json)

@@ -32,7 +32,8 @@ from mlxrnn.nn.cells import CELLS, make_cell
 from mlxrnn.run.loop import train_language_model
 from mlxrnn.run.metrics import read_run_metrics
 from mlxrnn.run.option_files import read_options_file
-from mlxrnn.run.options import TrainOptions, option_fields
+from mlxrnn.run.option_types import option_fields
+from mlxrnn.run.options import TrainOptions
 from tests.reliability_support import FUZZ, JSON_VALUES, TINY, corpus
 from tests.test_reliability_files import no_hang
 

@@ -12,7 +12,8 @@ import pytest
 
 from mlxrnn.lm.model import language_model_config
 from mlxrnn.models.sequence_model import SequenceModel
-from mlxrnn.run.options import TrainOptions, option_fields
+from mlxrnn.run.option_types import option_fields
+from mlxrnn.run.options import TrainOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_TORCH = importlib.util.find_spec("torch") is not None

@@ -9,8 +9,9 @@ next, as in training, so the model sees each token with all of its past:
 
 N counts the tokens of the model's tokenizer (for word models every word, punctuation mark and
 <EOS>), so a perplexity is per token of that tokenizer; :class:`Evaluation` says which. Words
-the vocabulary does not know are scored as <UNK>, which is easier to predict than the words
-themselves: the out-of-vocabulary rate says how much of the text that is.
+the vocabulary does not know are scored as <UNK>: the out-of-vocabulary rate says how much of the
+text that is, and :func:`unknown_scoring_note` what it did to the loss (cheaper than the words
+themselves when training taught <UNK>; many nats each when the training text never produced it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,31 @@ def unknown_rate(tokens: list[str], vocab: Any) -> tuple[int, float]:
     spelled out. A literal unknown-word marker (already <UNK> in the tokens) is not counted."""
     unknown = sum(1 for token in tokens if token not in vocab)
     return unknown, unknown / max(len(tokens), 1)
+
+
+#: the checkpoint key (runs since 0.2.0's issue 24) counting the <UNK> tokens of the training text
+UNKNOWN_IN_TRAINING = "unknown_in_training"
+
+
+def unknown_scoring_note(meta: Any) -> str:
+    """How out-of-vocabulary tokens were scored, from what the checkpoint ``meta`` says of training.
+
+    <UNK> is one class for every unknown word. When the training text produced it (rare words cut
+    by `min_count` or `max_vocab`, or a literal unknown-word marker) the model predicts "some
+    unknown word comes", which is cheaper than predicting the word itself. When it never did,
+    <UNK> was never a target: its probability was pushed toward zero and each such token costs
+    many nats. Models saved without a training run say neither.
+    """
+    trained = meta.get(UNKNOWN_IN_TRAINING) if isinstance(meta, dict) else None
+    if isinstance(trained, bool) or not isinstance(trained, int):
+        return ("scored as <UNK> (this checkpoint does not record whether its training text had <UNK>: if it had "
+                "none, each of these tokens costs many nats)")
+    if trained == 0:
+        return ("scored as <UNK>, which the model never saw in training: it gives <UNK> almost no probability, so "
+                "each of these tokens costs many nats and the perplexity is worse than the words' own; retrain with "
+                "`min_count` 2 (or a `max_vocab` cap) so that rare training words teach <UNK>")
+    return (f"scored as <UNK>, which the model learned from {trained:,} training tokens: it predicts that an "
+            "unknown word comes, not which one, so these tokens cost less than the words themselves would")
 
 
 @dataclass

@@ -42,12 +42,14 @@ def language_model_config(
     embed_dropout: float = 0.0,
     output_dropout: float = 0.0,
     locked_dropout: bool = False,
+    embed_init_range: float | None = None,
 ) -> SequenceModelConfig:
     """The SequenceModel config of a language model; ``embed_size=0`` feeds one-hot vectors.
 
     ``dropout`` acts between stacked layers, ``embed_dropout`` on the embedding (or one-hot)
     output, ``output_dropout`` before the output layer; ``locked_dropout`` shares each mask
-    across the time steps of a sequence."""
+    across the time steps of a sequence; ``embed_init_range`` r draws the embedding U(−r, r)
+    (:mod:`mlxrnn.lm.initialisation`), None N(0, 1) as PyTorch's nn.Embedding does."""
     return SequenceModelConfig(
         input_kind="embedding" if embed_size else "one_hot",
         input_size=vocab_size,
@@ -65,6 +67,7 @@ def language_model_config(
         tie_weights=tie_weights,
         cell_options=cell_options or {},
         seed=seed,
+        embed_init_range=embed_init_range,
     ).validate()
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError, ShapeError
 from mlxrnn.nn.checks import check_finite
+from mlxrnn.nn.dense import initial_table
 from mlxrnn.nn.layers import Recurrent, TokenInputs, check_token_ids, lengths_to_mask
 from mlxrnn.nn.module import Module, check_positive_int
 
@@ -41,8 +42,9 @@ class InputEncoder(Module):
     """ids or features → the recurrent stack's (B, T, D) input, and the way back.
 
     ``kind``:
-        "embedding": ids (B, T) int → x = E[ids] (B, T, E), a learned table E (V, E) ~ N(0, 1)
-                     (parameter ``weight``, drawn exactly like :class:`mlxrnn.Embedding`);
+        "embedding": ids (B, T) int → x = E[ids] (B, T, E), a learned table E (V, E) ~ N(0, 1),
+                     or U(−r, r) with ``init_range=r`` (parameter ``weight``, drawn exactly like
+                     :class:`mlxrnn.Embedding`);
         "one_hot":   ids (B, T) int → x = onehot(ids) (B, T, V), no parameters;
         "dense":     floats (B, T, D) pass through; the backward returns dL/dx.
     ``input_size`` is V (vocabulary) for ids and D for dense inputs; :attr:`output_size` is the
@@ -54,7 +56,7 @@ class InputEncoder(Module):
     """
 
     def __init__(self, kind: str, input_size: int, embed_size: int = 32, seed: int = 0, backend: Any = None,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", init_range: float | None = None):
         super().__init__(backend, dtype)
         if kind not in INPUT_KINDS:
             raise ConfigError(f"input_kind must be one of {', '.join(INPUT_KINDS)}, got {kind!r}")
@@ -62,8 +64,8 @@ class InputEncoder(Module):
         self.input_size = check_positive_int("input_size", input_size)
         if kind == "embedding":
             self.output_size = check_positive_int("embed_size", embed_size)
-            rng = np.random.default_rng(seed)
-            self._set_numpy_params({"weight": rng.standard_normal((self.input_size, self.output_size))})
+            table = initial_table(np.random.default_rng(seed), (self.input_size, self.output_size), init_range)
+            self._set_numpy_params({"weight": table})
         else:
             self.output_size = self.input_size
 

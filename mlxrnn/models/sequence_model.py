@@ -32,6 +32,7 @@ from mlxrnn.models.spec import (
     with_recurrent_spec,
 )
 from mlxrnn.models.task import METRIC_SUMS, Sums, TaskModel
+from mlxrnn.nn.dense import check_init_range
 from mlxrnn.nn.dropout import dropout_mask
 from mlxrnn.nn.layers import Linear, lengths_to_mask
 from mlxrnn.nn.losses import get_loss
@@ -70,6 +71,9 @@ class SequenceModelConfig:
     seed: int = 0
     embed_dropout: float = 0.0  #: dropout on the stack's input (the embedding output), training only
     output_dropout: float = 0.0  #: dropout on the features the head reads, training only
+    #: the embedding table's initial values: None N(0, 1) (PyTorch's nn.Embedding), r U(−r, r), also
+    #: as the tied output layer (:mod:`mlxrnn.lm.initialisation` for word models; older configs: None)
+    embed_init_range: float | None = None
 
     def validate(self) -> SequenceModelConfig:
         """Check every field (ConfigError naming it); returns the config."""
@@ -84,6 +88,7 @@ class SequenceModelConfig:
             raise ConfigError(f"tie_weights must be True or False, got {self.tie_weights!r}")
         check_probability("embed_dropout", self.embed_dropout)
         check_probability("output_dropout", self.output_dropout)
+        check_init_range(self.embed_init_range, "embed_init_range")
         self.recurrent.validate()
         self._check_size()
         if self.tie_weights:
@@ -162,7 +167,7 @@ class SequenceModel(TaskModel, Module):
         super().__init__(backend, dtype)
         self.config = c = config_from_settings(SequenceModelConfig, config, settings).validate()  # also a tagger's
         self.add_child("embedding", InputEncoder(c.input_kind, c.input_size, c.embed_size, seed=c.seed,
-                                                 backend=self.xp))
+                                                 backend=self.xp, init_range=c.embed_init_range))
         self.add_child("rnn", c.recurrent.build(self.embedding.output_size, seed=c.seed + 1, backend=self.xp))
         head_input = self.rnn.output_size if c.output == "sequence" else c.recurrent.final_size
         head = Linear(head_input, c.output_size, seed=c.seed + 2, backend=self.xp)

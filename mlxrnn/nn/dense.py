@@ -16,16 +16,18 @@ from mlxrnn.nn.module import Module, check_positive_int
 
 
 class Embedding(Module):
-    """A lookup table: ids (...) int -> vectors (..., E). weight (V, E) ~ N(0, 1) as in PyTorch."""
+    """A lookup table: ids (...) int -> vectors (..., E). weight (V, E) ~ N(0, 1) as in PyTorch, or
+    U(−r, r) with ``init_range=r`` (word language models: :mod:`mlxrnn.lm.initialisation`)."""
 
     def __init__(
-        self, num_embeddings: int, embedding_dim: int, seed: int = 0, backend: Any = None, dtype: str = "float32"
+        self, num_embeddings: int, embedding_dim: int, seed: int = 0, backend: Any = None, dtype: str = "float32",
+        init_range: float | None = None,
     ):
         super().__init__(backend, dtype)
         self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
-        rng = np.random.default_rng(seed)
-        self._set_numpy_params({"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim))})
+        shape = (self.num_embeddings, self.embedding_dim)
+        self._set_numpy_params({"weight": initial_table(np.random.default_rng(seed), shape, init_range)})
 
     def extra_repr(self) -> str:
         return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
@@ -42,6 +44,21 @@ class Embedding(Module):
         """The gradient of the table, rows of ``d_out`` (B, T, E) added up at the ``ids`` they came from."""
         flat = self.xp.reshape(d_out, (-1, self.embedding_dim))
         return {"weight": self.xp.scatter_add_rows(self.num_embeddings, self.xp.reshape(ids, (-1,)), flat)}
+
+
+def check_init_range(init_range: float | None, name: str = "init_range") -> float | None:
+    """None, or a finite radius r > 0 of a U(−r, r) initialisation (``name`` for the error)."""
+    if init_range is None:
+        return None
+    if isinstance(init_range, bool) or not isinstance(init_range, (int, float)) or not 0 < init_range < np.inf:
+        raise ConfigError(f"{name} must be a finite number > 0 (or None for the default), got {init_range!r}")
+    return float(init_range)
+
+
+def initial_table(rng: np.random.Generator, shape: tuple[int, int], init_range: float | None) -> np.ndarray:
+    """An embedding table (V, E): N(0, 1) (PyTorch's nn.Embedding), or U(−r, r) for ``init_range`` r."""
+    radius = check_init_range(init_range)
+    return rng.standard_normal(shape) if radius is None else rng.uniform(-radius, radius, size=shape)
 
 
 class Linear(Module):

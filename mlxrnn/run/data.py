@@ -150,3 +150,27 @@ def evaluation_batcher(
     if len(ids) < count + 1:
         raise DataError(f"{what}, too few to evaluate (at least {count + 1} needed); {fix}")
     return LMBatcher(ids, count, options.seq_len, name=name)
+
+
+def count_unknown(ids: np.ndarray, vocab: Vocabulary) -> int:
+    """How many of ``ids`` (N,) are <UNK>: unknown words, and literal unknown-word markers."""
+    return int(np.count_nonzero(ids == vocab.unk_id))
+
+
+def untrained_unknown_note(trained_unknown: int, held_out: dict[str, tuple[int, int]]) -> str | None:
+    """One log line when held-out text has <UNK> tokens that training never showed the model.
+
+    ``trained_unknown``: the <UNK> tokens of the training text; ``held_out``: {"validation":
+    (<UNK> tokens, tokens), "test": ...}. A model that never saw <UNK> as a target learns to give
+    it almost no probability, so each such held-out token costs about as much as the least likely
+    word; keeping rare training words as <UNK> (`min_count` 2, or a `max_vocab` cap) trains it.
+    None when there is nothing to say.
+    """
+    parts = [f"{name} {count:,} of {total:,} ({count / max(total, 1):.1%})"
+             for name, (count, total) in held_out.items() if count]
+    if trained_unknown or not parts:
+        return None
+    return (f"the vocabulary lacks tokens of the held-out text ({'; '.join(parts)}; scored as <UNK>), but the "
+            "training text never produced <UNK>, so the model learns to give it almost no probability and each "
+            "such token will cost many nats; train <UNK> by keeping rare words out of the vocabulary: "
+            "`min_count` 2 (or cap it with `max_vocab`)")

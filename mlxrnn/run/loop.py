@@ -3,9 +3,9 @@
 The loop is char-rnn's truncated BPTT: the corpus is cut into B parallel streams read in
 windows of T tokens, and the hidden state at the end of one window is the initial state of the
 next (its gradient is not carried back). It stops after a number of epochs or steps, or a
-wall-clock budget; evaluates on the validation split every N steps; sets the learning rate by a
-schedule (:mod:`mlxrnn.nn.schedules`); stops early when validation stalls; logs JSON lines to
-``RUN_DIR/metrics.jsonl``; keeps ``best`` and ``last`` checkpoints.
+wall-clock budget; evaluates on the validation split every N steps or at each epoch's end; sets
+the learning rate by a schedule (:mod:`mlxrnn.nn.schedules`); stops early when validation
+stalls; logs JSON lines to ``RUN_DIR/metrics.jsonl``; keeps ``best`` and ``last`` checkpoints.
 
 Resuming is exact: a checkpoint holds the weights, the optimizer's moments, the schedule's
 memory, the dropout RNG's state and the :class:`~mlxrnn.run.state.RunState` (position in the
@@ -130,6 +130,7 @@ class LanguageModelRun(RunSetup, RunRecords):
         options, state = self.options, self.state
         stop = options.stopping()
         per_epoch = len(self.train_batches)
+        every = options.eval_interval(per_epoch)  # "epoch": at each epoch's end (state.window back at 0)
         total_steps = None
         if stop["steps"] is not None:
             total_steps = stop["steps"]
@@ -209,9 +210,9 @@ class LanguageModelRun(RunSetup, RunRecords):
                 state.elapsed = elapsed_before + now
                 speed = tokens_run / max(now, 1e-9)
                 pending.append((result, now, speed, step_lr))
-                if not lagged or state.step % options.eval_every == 0:
+                if not lagged or state.step % every == 0:
                     settle()
-                if state.step % options.eval_every == 0:
+                if state.step % every == 0:
                     val_loss, early = self.evaluate(scheduled=True)
                     self.progress(
                         Progress(
@@ -231,7 +232,7 @@ class LanguageModelRun(RunSetup, RunRecords):
                     if early:
                         continue  # the decision is in state.stopped (and the checkpoint just saved)
             settle()
-            if not was_stopped and (state.step % options.eval_every != 0 or state.step == start_step):
+            if not was_stopped and (state.step % every != 0 or state.step == start_step):
                 self.evaluate(scheduled=False)  # saves; a signal meanwhile is acted on just below
             _, signals = self.dist.agree(time.perf_counter() - started, received)
             if signals:
@@ -361,7 +362,10 @@ def train_language_model(
         options: a :class:`TrainOptions`; or give its fields as keywords (they override
             ``options`` when both are given): ``train_language_model(corpus="my.txt",
             run_dir="runs/mine", level="word", hidden=256, steps=2000)``. The field names are the
-            CLI's flags with ``_`` for ``-`` (``--seq-len`` is ``seq_len``).
+            CLI's flags with ``_`` for ``-`` (``--seq-len`` is ``seq_len``), and they resolve as
+            the flags do (:meth:`TrainOptions.with_settings`): ``dropout=0.5`` acts at the
+            embedding, between layers and before the output; ``tokenizer="whitespace"`` sets
+            ``level`` word.
         run_dir: the run directory (``--out``); resume, force: as ``--resume`` and ``--force``.
         progress: called with a :class:`Progress` after every step (``event="train"``: step,
             total_steps, epoch, loss, tokens_per_second, elapsed, eta_seconds, lr) and after every

@@ -86,6 +86,37 @@ def within(condition: Callable[[float], bool], description: str) -> Check:
     return check
 
 
+def budget(value: float) -> bool:
+    """A stopping budget (epochs, minutes): in (0, 1e9]; NaN and inf fail."""
+    return 0 < value <= 1e9
+
+
+probability = within(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
+
+
+def one_word(value: Any) -> str | None:
+    """A token written in text: no spaces ('' for none)."""
+    if isinstance(value, str) and not any(c.isspace() for c in value):
+        return None
+    return f"must be one word without spaces or '', got {value!r}"
+
+
+#: `eval_every` at each epoch's end (the PyTorch word_language_model example's cadence)
+EPOCH = "epoch"
+
+
+def count_or_word(word: str, minimum: int = 1) -> Check:
+    """An integer >= ``minimum``, or ``word`` (``count_or_word("epoch")``: a step count or each epoch)."""
+    count = at_least(minimum)
+
+    def check(value: Any) -> str | None:
+        if value == word or count(value) is None:
+            return None
+        return f"must be an integer >= {minimum} or {word!r}, got {value!r}"
+
+    return check
+
+
 def option_problem(spec: Field, value: Any) -> str | None:
     """What is wrong with ``value`` for the option ``spec`` (after its name), or None."""
     choices = option_choices(spec)
@@ -140,3 +171,32 @@ def describe_changes(before: Any, updates: dict[str, Any], names: list[str]) -> 
         else:
             parts.append(f"`{name}` {getattr(before, name)!r} → {updates[name]!r}")
     return ", ".join(parts)
+
+
+# --- settings that default to others (a class's ``DERIVED`` names, resolved in its __post_init__) --
+def given_settings(options: Any) -> set[str]:
+    """The settings of ``options`` that differ from their defaults: what a caller that passes
+    whole options (rather than naming the ones it sets) is taken to have given. A derived
+    setting counts as given when it differs from what its default resolves to beside the others
+    (``min_lr`` = ``lr`` / 100 is not given; 0.2 between layers alone is the default dropout)."""
+    derived = options.DERIVED
+    plain = {spec.name: getattr(options, spec.name) for spec in fields(options) if spec.name not in derived}
+    resolved = type(options)(**plain)  # the derived settings as their defaults resolve beside these
+    given = {spec.name for spec in fields(options)
+             if spec.name not in derived and getattr(options, spec.name) != option_default(spec)}
+    return given | {name for name in derived if getattr(options, name) != getattr(resolved, name)}
+
+
+def unresolved(options: Any) -> dict[str, Any]:
+    """The fields of ``options`` with each derived setting that merely holds its resolved default
+    set back to None, so that it is resolved again beside whatever replaces the others.
+
+    One at a time, in ``DERIVED``'s order, so a chain keeps what was given: `tokenizer` words
+    with `level` word resolved from it gives `level` None and `tokenizer` words; `dropout` 0.5
+    with the ends resolved from it gives `embed_dropout` and `output_dropout` None.
+    """
+    values = {spec.name: getattr(options, spec.name) for spec in fields(options)}
+    for name in options.DERIVED:
+        if getattr(type(options)(**{**values, name: None}), name) == values[name]:
+            values[name] = None
+    return values

@@ -23,7 +23,8 @@ from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.io.files import read_regular_file
 from mlxrnn.nn.cell_options import cell_option_kinds
 from mlxrnn.nn.cells import CELLS, cell_option_names
-from mlxrnn.run.options import option_fields, option_optional, option_type
+from mlxrnn.run.option_types import option_fields, option_type, option_value_types
+from mlxrnn.run.options import option_optional
 
 __all__ = ["read_options_file"]
 
@@ -127,7 +128,9 @@ def read_options_file(path: str | Path) -> dict[str, Any]:
             cell_options[name] = _cell_option(path, name, value)
         elif name in specs:
             spec = specs[name]
-            settings[name] = _checked(path, name, value, option_type(spec), option_optional(spec))
+            kinds = option_value_types(spec)  # `eval_every`: a count or "epoch"
+            kind = str if isinstance(value, str) and str in kinds else option_type(spec)
+            settings[name] = _checked(path, name, value, kind, option_optional(spec))
         else:
             unknown.append(str(key))
     if unknown:

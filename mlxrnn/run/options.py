@@ -26,8 +26,8 @@ import math
 import numbers
 import typing
 from collections.abc import Collection
-from dataclasses import MISSING, Field, asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import MISSING, Field, asdict, dataclass, fields
+from typing import Any, ClassVar
 
 from mlxrnn.backend import BACKEND_NAMES
 from mlxrnn.errors import ConfigError
@@ -36,35 +36,34 @@ from mlxrnn.nn.cells import CELLS
 from mlxrnn.nn.optim import OPTIMIZERS
 from mlxrnn.nn.schedules import SCHEDULES
 from mlxrnn.run.option_declarations import (
+    EPOCH,
     at_least,
+    budget,
+    count_or_word,
     describe_changes,
     full_cell_options,
+    given_settings,
     merged_cell_options,
-    option_default,
+    one_word,
     option_problem,
+    probability,
     setting,
+    unresolved,
     within,
 )
 from mlxrnn.text.tokenizers import DEFAULT_KIND, DEFAULT_UNK_TOKEN, LEVELS, TOKENIZERS
 
-
-def _budget(value: float) -> bool:
-    return 0 < value <= 1e9  # also rejects NaN and inf
-
-
-_probability = within(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
 #: dropout between layers when `dropout` is not given (and none at the two ends)
 DEFAULT_DROPOUT = 0.2
-
-
-def _unk_token_ok(value: Any) -> bool:
-    return isinstance(value, str) and not any(c.isspace() for c in value)
 
 
 @dataclass
 class TrainOptions:
     """Every setting of a training run (stored in its checkpoints). Defaults: the recommended
     character model (2 × 512 LSTM, embedding 128, batch 32, 128 steps, Adam 2e-3, clip 5)."""
+
+    #: the settings whose default is resolved from the others (in this order) by ``__post_init__``
+    DERIVED: ClassVar[tuple[str, ...]] = ("level", "tokenizer", "dropout", "embed_dropout", "output_dropout", "min_lr")
 
     #: a UTF-8 text (its path saved absolute); None: the bundled tiny-shakespeare. A resumed run
     #: may find it at a new path, but its text must be the one the run started on (its sha256).
@@ -86,7 +85,7 @@ class TrainOptions:
     unk_token: str = setting(
         DEFAULT_UNK_TOKEN,
         "Word models: this literal in the text is the unknown word <UNK> ('' for none).",
-        check=lambda v: None if _unk_token_ok(v) else f"must be one word without spaces or '', got {v!r}",
+        check=one_word,
         legacy="",
         architecture=True,
     )
@@ -110,15 +109,15 @@ class TrainOptions:
         None,
         "Dropout on the embedding output, between layers and before the output layer (`embed_dropout` and "
         "`output_dropout` set the two ends apart); default: 0.2 between layers only.",
-        check=_probability,
+        check=probability,
         model="dropout",
     )
     embed_dropout: float | None = setting(
-        None, "Dropout on the embedding output (default: `dropout` if given, else 0).", check=_probability,
+        None, "Dropout on the embedding output (default: `dropout` if given, else 0).", check=probability,
         model="embed_dropout", legacy=0.0,
     )
     output_dropout: float | None = setting(
-        None, "Dropout before the output layer (default: `dropout` if given, else 0).", check=_probability,
+        None, "Dropout before the output layer (default: `dropout` if given, else 0).", check=probability,
         model="output_dropout", legacy=0.0,
     )
     locked_dropout: bool = setting(
@@ -149,14 +148,14 @@ class TrainOptions:
     epochs: float | None = setting(
         None,
         "Stop after this many epochs (default 1 if no limit given).",
-        check=within(_budget, "must be a number in (0, 1e9]"),
+        check=within(budget, "must be a number in (0, 1e9]"),
         resumable=True,
     )
     steps: int | None = setting(None, "Stop after this many steps.", check=at_least(1), resumable=True)
     minutes: float | None = setting(
         None,
         "Stop after this much wall-clock time.",
-        check=within(_budget, "must be a number in (0, 1e9]"),
+        check=within(budget, "must be a number in (0, 1e9]"),
         resumable=True,
     )
     val_frac: float = setting(
@@ -168,7 +167,10 @@ class TrainOptions:
                                 resumable=True)
     test: str | None = setting(None, "Test text file, evaluated with the best checkpoint when training ends "
                                "(summary and metrics).", resumable=True)
-    eval_every: int = setting(200, "Validate (and checkpoint) every N steps.", check=at_least(1), resumable=True)
+    eval_every: int | str = setting(
+        200, "Validate (and checkpoint) every N steps, or at the end of every epoch ('epoch').",
+        check=count_or_word(EPOCH), resumable=True,
+    )
     log_every: int = setting(
         10, "Write a training record to metrics.jsonl every N steps.", check=at_least(1), resumable=True
     )
@@ -273,6 +275,10 @@ class TrainOptions:
             return {"epochs": 1.0, "steps": None, "minutes": None}
         return {"epochs": self.epochs, "steps": self.steps, "minutes": self.minutes}
 
+    def eval_interval(self, steps_per_epoch: int) -> int:
+        """Steps between evaluations: `eval_every`, or ``steps_per_epoch`` for "epoch"."""
+        return steps_per_epoch if self.eval_every == EPOCH else self.eval_every
+
     def model_settings(self) -> dict[str, Any]:
         """The settings the model config takes, under its names (``hidden`` → ``hidden_size``)."""
         return {spec.metadata["model"]: getattr(self, spec.name) for spec in fields(self) if spec.metadata["model"]}
@@ -329,15 +335,20 @@ class TrainOptions:
 
     @classmethod
     def with_settings(cls, options: TrainOptions | None, settings: dict[str, Any]) -> TrainOptions:
-        """``options`` (default: all defaults) with the fields in ``settings`` replaced; an unknown
-        name is a ConfigError that suggests the closest field."""
+        """``options`` (default: all defaults) with the fields in ``settings`` replaced: the one
+        place where given settings become a run's options, for ``mlxrnn train`` and
+        :func:`~mlxrnn.run.loop.train_language_model` alike (an unknown name is a ConfigError
+        that suggests the closest field). The :data:`DERIVED` settings ``options`` did not set
+        are resolved again beside the new ones: ``{"dropout": 0.5}`` drops out at all three
+        places and ``{"tokenizer": "whitespace"}`` makes a word model, as the flags do."""
         known = [spec.name for spec in fields(cls)]
         for name in settings:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(f"unknown training setting {name!r}{hint}; valid: {', '.join(known)}")
-        return replace(options if options is not None else cls(), **settings)
+        base = {} if options is None else unresolved(options)
+        return cls(**{**base, **settings})
 
     @classmethod
     def from_saved(cls, saved: dict) -> TrainOptions:
@@ -362,20 +373,7 @@ class TrainOptions:
 BUDGET = ("epochs", "steps", "minutes")
 
 
-#: settings whose default is resolved from the others in ``TrainOptions.__post_init__``
-DERIVED = ("level", "tokenizer", "dropout", "embed_dropout", "output_dropout", "min_lr")
-
-
-def given_settings(options: TrainOptions) -> set[str]:
-    """The settings of ``options`` that differ from their defaults: what a caller that passes
-    whole options (rather than naming the ones it sets) is taken to have given. A derived
-    setting counts as given when it differs from what its default resolves to beside the others
-    (``min_lr`` = ``lr`` / 100 is not given; 0.2 between layers alone is the default dropout)."""
-    plain = {spec.name: getattr(options, spec.name) for spec in fields(options) if spec.name not in DERIVED}
-    resolved = TrainOptions(**plain)  # the derived settings as their defaults resolve beside these
-    given = {spec.name for spec in fields(options)
-             if spec.name not in DERIVED and getattr(options, spec.name) != option_default(spec)}
-    return given | {name for name in DERIVED if getattr(options, name) != getattr(resolved, name)}
+DERIVED = TrainOptions.DERIVED  #: settings whose default is resolved from the others
 
 
 def _spec(name: str) -> Field:
@@ -383,22 +381,11 @@ def _spec(name: str) -> Field:
 
 
 @functools.cache
-def _type_hints() -> dict[str, Any]:
+def type_hints() -> dict[str, Any]:
+    """The type of every option, read from the annotations of :class:`TrainOptions`."""
     return typing.get_type_hints(TrainOptions)
 
 
 def option_optional(spec: Field) -> bool:
     """Whether the option may be None (its type says ``| None``)."""
-    return type(None) in typing.get_args(_type_hints()[spec.name])
-
-
-def option_type(spec: Field) -> type:
-    """The value type of an option, without its ``| None`` (``int | None`` → ``int``)."""
-    hint = _type_hints()[spec.name]
-    options = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
-    return typing.get_origin(options[0]) or options[0]
-
-
-def option_fields() -> tuple[Field, ...]:
-    """The declarations of every option, in order."""
-    return fields(TrainOptions)
+    return type(None) in typing.get_args(type_hints()[spec.name])

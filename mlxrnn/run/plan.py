@@ -56,7 +56,8 @@ def run_plan(options: Any, lm: Any, per_epoch: int, total_steps: int | None, ste
         "steps": total_steps,
         "minutes": options.stopping()["minutes"],
         "from_step": step,
-        "eval_every": options.eval_every,
+        "eval_every": options.eval_every,  # a count, or "epoch"
+        "eval_interval": options.eval_interval(per_epoch),
         "backend": lm.xp.name,
         "kernels": kernels_in_use(lm.xp, compiled),
         "blas_threads": blas_threads(),
@@ -77,10 +78,11 @@ def plan_line(plan: dict[str, Any]) -> str:
     threads = plan["blas_threads"]
     threads = "BLAS threads: library default" if threads is None else f"{threads} BLAS thread{'s' * (threads != 1)}"
     processes = f", {plan['processes']} processes" if plan["processes"] > 1 else ""
+    every = ("at each epoch's end" if plan["eval_every"] == "epoch" else f"every {plan['eval_interval']:,} steps")
     return (
         f"training a {plan['level']}-level model ({plan['tokenizer']} tokenizer, vocabulary {plan['vocab_size']:,}, "
         f"{plan['parameters']:,} parameters): {plan['steps_per_epoch']:,} steps per epoch, {' and '.join(budget)}; "
-        f"evaluating every {plan['eval_every']:,} steps and at the end; {plan['backend']} backend, "
+        f"evaluating {every} and at the end; {plan['backend']} backend, "
         f"{plan['kernels']} kernels, {threads}{processes}"
     )
 
@@ -93,7 +95,8 @@ def plan_warnings(options: Any, plan: dict[str, Any], streams: int) -> list[str]
         warnings.append(f"warning: this session trains {total - start} steps ({start} to {total}), too few to learn "
                         f"much; raise `steps` or `epochs`" if start else
                         f"warning: the budget is {total} steps, too few to learn much; raise `steps` or `epochs`")
-    if total is not None and (start // options.eval_every + 1) * options.eval_every >= total:
+    interval = plan["eval_interval"]
+    if total is not None and (start // interval + 1) * interval >= total:
         warnings.append(f"warning: `eval_every` {options.eval_every} with {total} steps: no evaluation before the "
                         "end (validation and the best checkpoint only when training stops); lower `eval_every`")
     if plan["steps_per_epoch"] == 1:

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mlxrnn.io.checkpoint import load_checkpoint, save_run_checkpoint
-from mlxrnn.lm.evaluation import evaluate_text, evaluate_windows, perplexity
+from mlxrnn.lm.evaluation import UNKNOWN_IN_TRAINING, evaluate_text, evaluate_windows, perplexity
 from mlxrnn.run.carried_state import carried_state_tensors
 from mlxrnn.run.state import schedule_log_line
 
@@ -50,6 +50,7 @@ class RunRecords:
             "world_size": self.dist.size,
         }
         meta["metrics"] = {"best_val_loss": self.state.best_val, "last_val_loss": self.state.last_val}
+        meta[UNKNOWN_IN_TRAINING] = self.unknown_in_training  # eval and score tell whether <UNK> was learned
         target = save_run_checkpoint(
             self.directory.writing,
             self.state.step,

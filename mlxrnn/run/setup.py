@@ -17,16 +17,19 @@ import numpy as np
 from mlxrnn.errors import ConfigError
 from mlxrnn.io.checkpoint import check_weights, load_checkpoint
 from mlxrnn.io.run_directory import OPTIONS_FILE
+from mlxrnn.lm.initialisation import initial_range
 from mlxrnn.lm.model import LanguageModel, language_model_config, language_model_from_meta
 from mlxrnn.nn.optim import make_optimizer
 from mlxrnn.nn.schedules import make_schedule
 from mlxrnn.run.carried_state import split_carried_state
 from mlxrnn.run.data import (
     build_vocabulary,
+    count_unknown,
     encode_corpus,
     load_corpus,
     load_split_files,
     make_batchers,
+    untrained_unknown_note,
 )
 from mlxrnn.run.init_from import load_source, load_weights_of, source_architecture
 from mlxrnn.run.option_declarations import option_changes
@@ -43,15 +46,18 @@ from mlxrnn.run.resume import (
     shown_value,
 )
 from mlxrnn.run.state import STOP_DECISIONS, RunState
+from mlxrnn.text.corpus import split_by_fraction
 from mlxrnn.training.trainer import Trainer
 
 
 class RunSetup:
     """Building, starting and restoring a run (see the module docstring)."""
 
-    def _build(self, options: TrainOptions, text: str, vocab, tokenizer) -> None:
+    def _build(self, options: TrainOptions, text: str, vocab, tokenizer, embed_init_range: float | None) -> None:
+        """The run's model, batches, optimizer, schedule and trainer; ``embed_init_range``: the
+        embedding's initial values (:mod:`mlxrnn.lm.initialisation`; a resumed run loads its own)."""
         self.options = options
-        config = language_model_config(len(vocab), **options.model_settings())
+        config = language_model_config(len(vocab), **options.model_settings(), embed_init_range=embed_init_range)
         from mlxrnn.models.sequence_model import SequenceModel
 
         self.lm = LanguageModel(SequenceModel(config, backend=options.backend), vocab, tokenizer)
@@ -59,6 +65,13 @@ class RunSetup:
         valid = self.split_files.get("valid")
         val_ids = encode_corpus(vocab, tokenizer, valid[0]) if valid else None
         self.train_batches, self.val_batches = make_batchers(options, self.ids, self.dist, val_ids=val_ids)
+        if val_ids is None:
+            train_ids, val_ids, _ = split_by_fraction(self.ids, options.val_frac)
+        else:
+            train_ids = self.ids
+        #: <UNK> tokens in the training text: 0 means <UNK> is never a target (saved for eval and score)
+        self.unknown_in_training = count_unknown(train_ids, vocab)
+        self.unknown_held_out = {"validation": (count_unknown(val_ids, vocab), len(val_ids))}
         extra = {"weight_decay": options.weight_decay} if options.weight_decay else {}
         self.optimizer = make_optimizer(options.optimizer, options.lr, **extra)
         self.schedule = make_schedule(
@@ -88,7 +101,14 @@ class RunSetup:
         valid = self.split_files.get("valid")
         tokenizer, vocab = build_vocabulary(options, text, valid[0] if valid else None,
                                             base=source.vocab if source else None)[:2]  # tokens freed
-        self._build(options, text, vocab, tokenizer)
+        self._build(options, text, vocab, tokenizer, initial_range(options.level))
+        test = self.split_files.get("test")
+        if test is not None:
+            test_ids = encode_corpus(vocab, tokenizer, test[0])
+            self.unknown_held_out["test"] = (count_unknown(test_ids, vocab), len(test_ids))
+        note = untrained_unknown_note(self.unknown_in_training, self.unknown_held_out)
+        if note is not None:
+            self.log(note)
         if source is not None:
             added = load_weights_of(source, self.lm)
             self.how_started["init_from"] = {"run": str(init_from), "step": source_step, "new_tokens": added}
@@ -123,7 +143,8 @@ class RunSetup:
         options, self.split_files = resume_split_files(options, changes, saved.get("split_files_sha256", {}))
         fresh = language_model_from_meta(meta, backend=options.backend)
         try:
-            self._build(options, text, fresh.vocab, fresh.tokenizer)
+            # the saved config's initialisation (None before issue 24), so the config saved stays true
+            self._build(options, text, fresh.vocab, fresh.tokenizer, fresh.model.config.embed_init_range)
         except ConfigError as error:  # the saved options do not fit the saved model
             raise damaged(self.run_dir, f"its options do not build its model ({error})") from None
         model = self.lm.model
