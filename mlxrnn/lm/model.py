@@ -157,14 +157,18 @@ class LanguageModel:
     @property
     def start_id(self) -> int:
         """The token fed before any text (see the module docstring)."""
-        if self.level == "char" and "\n" in self.vocab:
-            return self.vocab.token_to_id("\n")
+        start = getattr(self.tokenizer, "start_token", "\n" if self.level == "char" else None)
+        if start is not None and start in self.vocab:
+            return self.vocab.token_to_id(start)
         return self.vocab.eos_id
 
     def encode(self, text: str) -> np.ndarray:
         return self.vocab.encode(self.tokenizer.tokenize(text))
 
     def decode(self, ids) -> str:
+        if hasattr(self.tokenizer, "decode_ids"):  # bpe: bytes to text at once (a character may span tokens)
+            self.vocab.decode(ids)  # the same checks of the ids (1-D integers in range)
+            return self.tokenizer.decode_ids(ids)
         return self.tokenizer.detokenize(self.vocab.decode(ids))
 
     def next_token_logits(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
@@ -283,6 +287,8 @@ def language_model_from_meta(
         )
     if vocab.level != tokenizer.level:
         raise _damaged(f"the vocabulary is {vocab.level}-level but the tokenizer is {tokenizer.level}-level")
+    if hasattr(tokenizer, "decode_ids") and list(vocab.tokens) != tokenizer.tokens:
+        raise _damaged("the vocabulary is not the bpe tokenizer's")
     if len(vocab) != config.input_size or len(vocab) != config.output_size:
         raise CheckpointError(
             f"the checkpoint's vocabulary has {len(vocab)} tokens but its model expects {config.input_size}; "

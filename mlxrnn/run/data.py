@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from mlxrnn.errors import DataError
+from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.run.options import TrainOptions
 from mlxrnn.text.batching import LMBatcher
+from mlxrnn.text.bpe import DEFAULT_VOCAB_SIZE, BPETokenizer, train_bpe
 from mlxrnn.text.corpus import bundled_corpus_path, read_text, split_by_fraction
 from mlxrnn.text.tokenizers import make_tokenizer
 from mlxrnn.text.vocabulary import Vocabulary
@@ -66,6 +67,8 @@ def encode_corpus(vocab: Vocabulary, tokenizer, text: str) -> np.ndarray:
     per character: a 10 MB text needs about 5 bytes a character while encoding and 1-2 after.
     """
     dtype = compact_id_dtype(len(vocab))
+    if isinstance(tokenizer, BPETokenizer):  # its ids are the vocabulary's (checked when it was loaded)
+        return tokenizer.encode_ids(text).astype(dtype)
     if tokenizer.level != "char":
         return vocab.encode(tokenizer.tokenize(text)).astype(dtype)
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
@@ -77,16 +80,30 @@ def encode_corpus(vocab: Vocabulary, tokenizer, text: str) -> np.ndarray:
 
 
 def make_run_tokenizer(options: TrainOptions):
-    """The tokenizer ``options`` ask for (`tokenizer`, `lowercase`, `unk_token`)."""
-    if options.level == "char":
-        return make_tokenizer(options.level, kind=options.tokenizer)
+    """The tokenizer ``options`` ask for (`tokenizer`, `lowercase`, `unk_token`); a bpe one is
+    learned from a text instead (:func:`build_vocabulary`)."""
+    if options.vocab_size is not None and options.tokenizer != "bpe":
+        raise ConfigError(f"applies to `tokenizer` bpe, not {options.tokenizer}; drop it or use `tokenizer` bpe",
+                          field="vocab_size")
+    if options.tokenizer == "bpe" and (options.max_vocab is not None or options.min_count != 1):
+        raise ConfigError("a bpe vocabulary is learned to `vocab_size` tokens; drop `max_vocab` and `min_count`")
+    if options.level != "word":
+        if options.lowercase:
+            raise ConfigError("applies to word models (`level` word)", field="lowercase")
+        return None if options.tokenizer == "bpe" else make_tokenizer(options.level, kind=options.tokenizer)
     return make_tokenizer(
         options.level, kind=options.tokenizer, lowercase=options.lowercase, unk_token=options.unk_token or None
     )
 
 
+def bpe_training_text(text: str, options: TrainOptions, valid_text: str | None) -> str:
+    """What a bpe tokenizer learns from: all of ``text`` when a `valid` file is given, else its
+    first 1 − `val_frac` of characters (about the training split: the validation text stays unseen)."""
+    return text if valid_text is not None else text[: int(len(text) * (1.0 - options.val_frac))]
+
+
 def build_vocabulary(options: TrainOptions, text: str, valid_text: str | None = None, base: Vocabulary | None = None):
-    """(tokenizer, vocabulary, tokens of ``text``).
+    """(tokenizer, vocabulary, tokens of ``text``; None for bpe, whose ids :func:`encode_corpus` makes).
 
     Word vocabularies count only the training tokens (all of ``text`` when a separate
     ``valid_text`` is given, else the part before the validation split), so a word seen only
@@ -94,9 +111,15 @@ def build_vocabulary(options: TrainOptions, text: str, valid_text: str | None = 
     Character vocabularies also count the validation text, as char-rnn does (a character absent
     from training would otherwise make validation fail). A test text is never counted. With
     ``base`` (the vocabulary of a run whose weights this one starts from), the counted tokens it
-    lacks are appended to it (:meth:`Vocabulary.extended`) instead.
+    lacks are appended to it (:meth:`Vocabulary.extended`) instead. A bpe tokenizer is learned
+    from :func:`bpe_training_text` (or, with ``base``, is the source run's, given as ``base_tokenizer``).
     """
     tokenizer = make_run_tokenizer(options)
+    if options.tokenizer == "bpe":
+        if base is not None:
+            raise ConfigError("a run started from a bpe model keeps its tokenizer: pass it to build_bpe_vocabulary")
+        bpe = train_bpe([bpe_training_text(text, options, valid_text)], options.vocab_size or DEFAULT_VOCAB_SIZE)
+        return bpe, Vocabulary(bpe.tokens, level=bpe.level), None
     # a character model's tokens are the text itself (a str is the sequence of its characters,
     # without a list of one string per character)
     tokens = text if options.level == "char" and options.tokenizer == "chars" else tokenizer.tokenize(text)

@@ -86,8 +86,8 @@ class RunRecords:
             "lr": self.optimizer.lr,
             "elapsed": state.elapsed,  # training seconds so far (evaluations not counted), as in train records
         }
-        if self.options.level == "char":
-            record["val_bpc"] = val_loss / math.log(2)
+        # total nats over the validation text's characters (lm.evaluation): every tokenizer compares by it
+        record["val_bpc"] = val_loss * self.val_tokens_per_char / math.log(2)
         self._metrics(record)
         self.save(("last", "best") if improved else ("last",))
         return val_loss, stop
@@ -104,8 +104,9 @@ class RunRecords:
             return None
         self.dist.barrier()  # rank 0 has written the best checkpoint
         best, last = load_checkpoint(self.run_dir, tag="best"), self.lm.model.parameters()
-        tokens = self.lm.tokenizer.tokenize(test[0])
-        ids = self.lm.vocab.encode(tokens)
+        text = test[0]
+        tokens = None if hasattr(self.lm.tokenizer, "encode_ids") else self.lm.tokenizer.tokenize(text)
+        ids = self.lm.tokenizer.encode_ids(text) if tokens is None else self.lm.vocab.encode(tokens)
         what = f"the `test` file has {len(ids)} tokens"
         batches = self.dist.shard_batcher(
             evaluation_batcher(ids, self.options, self.dist, what, "use a longer `test` file", name="test file")
@@ -120,10 +121,10 @@ class RunRecords:
             "test_loss": result.loss,
             "test_perplexity": perplexity(result.loss),
             "num_tokens": len(ids),
-            "oov_rate": unknown_rate(tokens, self.lm.vocab)[1],
+            "oov_rate": 0.0 if tokens is None else unknown_rate(tokens, self.lm.vocab)[1],
             "tokenizer": self.lm.tokenizer.kind,
+            # the evaluated tokens' share of the file's characters: total nats over characters
+            "test_bpc": result.loss * len(ids) / max(len(text), 1) / math.log(2),
         }
-        if self.options.level == "char":
-            record["test_bpc"] = result.loss / math.log(2)
         self._metrics(record)
         return record

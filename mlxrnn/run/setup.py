@@ -41,6 +41,7 @@ from mlxrnn.run.resume import (
     schedule_state,
 )
 from mlxrnn.run.state import RunState
+from mlxrnn.text.bpe import BPETokenizer
 from mlxrnn.training.trainer import Trainer
 
 
@@ -56,6 +57,8 @@ class RunSetup:
         self.ids = encode_corpus(vocab, tokenizer, text)  # compact: 1-2 bytes a token
         valid = self.split_files.get("valid")
         val_ids = encode_corpus(vocab, tokenizer, valid[0]) if valid else None
+        # tokens per character of the validation text (a split: of the whole corpus), for bits per character
+        self.val_tokens_per_char = len(val_ids) / len(valid[0]) if valid else len(self.ids) / max(len(text), 1)
         self.train_batches, self.val_batches = make_batchers(options, self.ids, self.dist, val_ids=val_ids)
         extra = {"weight_decay": options.weight_decay} if options.weight_decay else {}
         self.optimizer = make_optimizer(options.optimizer, options.lr, **extra)
@@ -82,8 +85,15 @@ class RunSetup:
         text, self.corpus_sha = load_corpus(options)
         self.split_files = load_split_files(options)
         valid = self.split_files.get("valid")
-        tokenizer, vocab = build_vocabulary(options, text, valid[0] if valid else None,
-                                            base=source.vocab if source else None)[:2]  # tokens freed
+        if source is not None and isinstance(source.tokenizer, BPETokenizer):
+            # a learned tokenizer is kept whole (no tokens can be added to it): every id keeps its meaning
+            if options.vocab_size not in (None, len(source.vocab)):
+                raise ConfigError(f"`vocab_size` {options.vocab_size}: a run started from a bpe model keeps its "
+                                  f"{len(source.vocab)} tokens; leave it out", field="vocab_size")
+            tokenizer, vocab = source.tokenizer, source.vocab
+        else:
+            tokenizer, vocab = build_vocabulary(options, text, valid[0] if valid else None,
+                                                base=source.vocab if source else None)[:2]  # tokens freed
         self._build(options, text, vocab, tokenizer)
         if source is not None:
             added = load_weights_of(source, self.lm)
