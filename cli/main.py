@@ -19,6 +19,7 @@ from .generate import eval_command, sample_command, score_command
 from .gradflow import gradflow_command
 from .info import info
 from .plot import plot_command
+from .prepare import prepare_command
 from .train import train
 
 
@@ -35,7 +36,8 @@ def cli() -> None:
     """
 
 
-for command in (train, sample_command, score_command, eval_command, plot_command, gradflow_command, info):
+for command in (train, prepare_command, sample_command, score_command, eval_command, plot_command, gradflow_command,
+                info):
     cli.add_command(command)
 
 cli.add_command(bench)

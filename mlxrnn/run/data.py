@@ -7,6 +7,7 @@ streams by an :class:`~mlxrnn.text.batching.LMBatcher`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -16,16 +17,21 @@ import numpy as np
 
 from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.run.options import TrainOptions
-from mlxrnn.text.batching import LMBatcher
+from mlxrnn.text.batching import LMBatcher, lm_batcher
 from mlxrnn.text.bpe import DEFAULT_VOCAB_SIZE, BPETokenizer, train_bpe
 from mlxrnn.text.corpus import bundled_corpus_path, read_text, split_by_fraction
+from mlxrnn.text.prepared import FIXED_SETTINGS, PreparedCorpus, open_prepared
 from mlxrnn.text.tokenizers import make_tokenizer
 from mlxrnn.text.vocabulary import Vocabulary
 from mlxrnn.training.distributed import DataParallel
 
 
-def load_corpus(options: TrainOptions) -> tuple[str, str]:
-    """(text, sha256 of its UTF-8 bytes) of the configured corpus."""
+def load_corpus(options: TrainOptions) -> tuple[str | PreparedCorpus, str]:
+    """(text, sha256 of its UTF-8 bytes) of the configured corpus; for a prepared corpus (a
+    directory, :mod:`mlxrnn.text.prepared`), the opened corpus and its training ids' sha256."""
+    if options.corpus and os.path.isdir(options.corpus):
+        prepared = open_prepared(options.corpus)
+        return prepared, prepared.sha256
     if options.corpus:
         try:
             options.corpus.encode("utf-8")
@@ -149,7 +155,7 @@ def make_batchers(
     else:
         train_ids, fix, what = ids, "use a longer `valid` file", f"the `valid` file has {len(val_ids)} tokens"
     streams = options.batch_size * dist.size  # data-parallel: ONE batcher of N·B streams, each process its B rows
-    train = LMBatcher(train_ids, streams, options.seq_len, name="training split")
+    train = lm_batcher(train_ids, streams, options.seq_len, name="training split")
     val = evaluation_batcher(val_ids, options, dist, what, fix, name="validation split")
     return dist.shard_batcher(train), dist.shard_batcher(val)
 
@@ -163,4 +169,27 @@ def evaluation_batcher(
     count = max(dist.size, min(streams, (len(ids) - 1) // options.seq_len or 1))
     if len(ids) < count + 1:
         raise DataError(f"{what}, too few to evaluate (at least {count + 1} needed); {fix}")
-    return LMBatcher(ids, count, options.seq_len, name=name)
+    return lm_batcher(ids, count, options.seq_len, name=name)
+
+
+def prepared_options(options: TrainOptions, prepared: PreparedCorpus, given: set[str]) -> TrainOptions:
+    """``options`` with the tokenizer and vocabulary settings ``prepared`` was made with; a given
+    setting that differs, or a `valid`/`test` file beside it, is refused in one line."""
+    for name in ("valid", "test"):
+        if getattr(options, name):
+            raise ConfigError(f"{prepared.path} is prepared with its own validation and test parts; drop `{name}` "
+                              "(or prepare the corpus with it)", field=name)
+    fixed = {name: prepared.settings[name] for name in FIXED_SETTINGS}
+    clashes = [name for name in FIXED_SETTINGS if name in given and getattr(options, name) != fixed[name]]
+    if clashes:
+        shown = ", ".join(f"`{name}` {fixed[name]!r}" for name in clashes)
+        raise ConfigError(f"{prepared.path} was prepared with {shown}; leave them out or prepare it again with yours")
+    return dataclasses.replace(options, **fixed)
+
+
+def prepared_ids(prepared: PreparedCorpus, vocab: Vocabulary, tokenizer) -> dict[str, np.ndarray]:
+    """The id maps of a prepared corpus's parts, once it is known to use ``vocab`` and ``tokenizer``."""
+    if prepared.vocab != vocab or prepared.tokenizer != tokenizer:
+        raise DataError(f"{prepared.path} was prepared with another vocabulary than this model's; prepare it with "
+                        "`mlxrnn prepare CORPUS --vocab-from RUN` (RUN: the model's run), or train a new run on it")
+    return {name: prepared.part(name) for name in ("train", "valid", "test") if prepared.has(name)}

@@ -97,12 +97,8 @@ class TrainOptions:
         check=within(lambda v: v >= 4, "must be at least 4 (the 3 special tokens and one word)"),
     )
     min_count: int = setting(1, "Drop tokens seen fewer times (→ <UNK>).", check=at_least(1))
-    vocab_size: int | None = setting(
-        None,
-        "`tokenizer` bpe: the vocabulary to learn from the training text, specials included (default 4096; "
-        "at most 65536 keeps prepared ids at 2 bytes).",
-        check=at_least(260),
-    )
+    vocab_size: int | None = setting(None, "`tokenizer` bpe: the vocabulary learned from the training text, specials "
+                                     "included (default 4096).", check=at_least(260))
     cell: str = setting("lstm", "Recurrent cell.", choices=lambda: tuple(CELLS), model="cell", architecture=True)
     cell_options: dict = setting({}, "The cell's own options (activation, variant, peephole).", model="cell_options",
                                  flag=False, architecture=True)

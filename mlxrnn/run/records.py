@@ -100,13 +100,18 @@ class RunRecords:
     def evaluate_test(self) -> dict | None:
         """The `test` file's loss under the best checkpoint (read back from the run directory)."""
         test = self.split_files.get("test")
-        if test is None:
+        if test is None and self.prepared_test is None:
             return None
         self.dist.barrier()  # rank 0 has written the best checkpoint
         best, last = load_checkpoint(self.run_dir, tag="best"), self.lm.model.parameters()
-        text = test[0]
-        tokens = None if hasattr(self.lm.tokenizer, "encode_ids") else self.lm.tokenizer.tokenize(text)
-        ids = self.lm.tokenizer.encode_ids(text) if tokens is None else self.lm.vocab.encode(tokens)
+        tokens = None
+        if test is None:  # a prepared corpus's test part: its ids, and its tokens per character
+            ids, tokens_per_char = self.prepared_test
+        else:
+            text = test[0]
+            tokens = None if hasattr(self.lm.tokenizer, "encode_ids") else self.lm.tokenizer.tokenize(text)
+            ids = self.lm.tokenizer.encode_ids(text) if tokens is None else self.lm.vocab.encode(tokens)
+            tokens_per_char = len(ids) / max(len(text), 1)
         what = f"the `test` file has {len(ids)} tokens"
         batches = self.dist.shard_batcher(
             evaluation_batcher(ids, self.options, self.dist, what, "use a longer `test` file", name="test file")
@@ -124,7 +129,7 @@ class RunRecords:
             "oov_rate": 0.0 if tokens is None else unknown_rate(tokens, self.lm.vocab)[1],
             "tokenizer": self.lm.tokenizer.kind,
             # the evaluated tokens' share of the file's characters: total nats over characters
-            "test_bpc": result.loss * len(ids) / max(len(text), 1) / math.log(2),
+            "test_bpc": result.loss * tokens_per_char / math.log(2),
         }
         self._metrics(record)
         return record

@@ -246,7 +246,5 @@ def cut_for_bpe(text: str) -> int:
     whitespace character between two non-whitespace ones (the pre-split cuts there anyway), found
     in the last 64k characters; 0 (wait for more) when there is none."""
     tail = max(0, len(text) - (1 << 16))
-    last = None
-    for last in _CUT.finditer(text, tail):
-        pass
-    return 0 if last is None else last.start()
+    starts = [match.start() for match in _CUT.finditer(text, tail)]
+    return starts[-1] if starts else 0

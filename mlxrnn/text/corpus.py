@@ -98,27 +98,7 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
             undecodable (with the byte offset of the first bad byte), or empty / whitespace-only.
         ConfigError: unknown encoding or error handler.
     """
-    try:
-        codecs.lookup(encoding)
-    except (LookupError, TypeError, ValueError):  # ValueError: e.g. a NUL in the name
-        raise ConfigError(
-            f"unknown encoding {encoding!r}; pass a Python codec name such as `encoding` utf-8"
-        ) from None
-    try:
-        b"a".decode(encoding)  # codecs such as rot13, base64 or hex exist but do not make text
-    except UnicodeError:
-        pass  # a text codec that cannot decode b"a" alone (utf-16, utf-32)
-    except LookupError:
-        raise ConfigError(
-            f"{encoding!r} is not a text encoding; pass one such as `encoding` utf-8 or latin-1"
-        ) from None
-    try:
-        codecs.lookup_error(errors)
-    except (LookupError, TypeError):
-        raise ConfigError(
-            f"unknown encoding error handler {errors!r}; use `encoding_errors` strict, "
-            "replace or ignore"
-        ) from None
+    check_codec(encoding, errors)
     p = Path(path)
     data = _read_corpus_bytes(p)
     try:
@@ -145,6 +125,31 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8", errors: str
     if not text.strip():
         raise DataError(f"{p} is empty (or only whitespace); give a corpus with some text")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def check_codec(encoding: str, errors: str) -> None:
+    """ConfigError unless ``encoding`` is a text codec and ``errors`` an error handler."""
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError, ValueError):  # ValueError: e.g. a NUL in the name
+        raise ConfigError(
+            f"unknown encoding {encoding!r}; pass a Python codec name such as `encoding` utf-8"
+        ) from None
+    try:
+        b"a".decode(encoding)  # codecs such as rot13, base64 or hex exist but do not make text
+    except UnicodeError:
+        pass  # a text codec that cannot decode b"a" alone (utf-16, utf-32)
+    except LookupError:
+        raise ConfigError(
+            f"{encoding!r} is not a text encoding; pass one such as `encoding` utf-8 or latin-1"
+        ) from None
+    try:
+        codecs.lookup_error(errors)
+    except (LookupError, TypeError):
+        raise ConfigError(
+            f"unknown encoding error handler {errors!r}; use `encoding_errors` strict, "
+            "replace or ignore"
+        ) from None
 
 
 def _read_corpus_bytes(p: Path) -> bytes:
