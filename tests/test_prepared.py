@@ -184,11 +184,11 @@ def test_a_damaged_prepared_corpus_is_refused_in_one_line(tmp_path, corpus, how,
 def test_an_interrupted_preparation_leaves_nothing_that_looks_complete(tmp_path, corpus, monkeypatch, failure):
     real, calls = prepare_module._write_ids, []
 
-    def failing(path, *args):
+    def failing(path, *args, **kwargs):
         calls.append(path)
         if path.name == "valid.bin":  # train.bin is written, then the disk fills or Ctrl-C comes
             raise failure if isinstance(failure, KeyboardInterrupt) else prepare_module.write_error(path, failure)
-        return real(path, *args)
+        return real(path, *args, **kwargs)
 
     monkeypatch.setattr(prepare_module, "_write_ids", failing)
     with pytest.raises(KeyboardInterrupt if isinstance(failure, KeyboardInterrupt) else WriteError):

@@ -52,7 +52,7 @@ class _Provisional:
         self.chars = tokenizer.kind == "chars"
         self.index: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
         self.codes: list[int] = []  # chars: the code point of provisional id 3 + i
-        self.table = np.full(0x110000, -1, dtype=np.int64) if self.chars else None
+        self.table = np.full(0x110000, -1, dtype=np.int32) if self.chars else None
 
     def encode(self, piece: str) -> np.ndarray:
         """A piece's provisional ids (N,) uint32."""
@@ -62,10 +62,13 @@ class _Provisional:
         codes = np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         ids = self.table[codes]
         if (ids < 0).any():  # new characters: numbered in order of first appearance
-            fresh, first = np.unique(codes[ids < 0], return_index=True)
-            fresh = fresh[np.argsort(first)]
-            self.table[fresh] = np.arange(3 + len(self.codes), 3 + len(self.codes) + len(fresh))
-            self.codes.extend(fresh.tolist())
+            # slice by slice: sorting only the few slices that bring new characters, not the whole piece
+            for start in range(0, len(codes), 1 << 16):
+                part = codes[start : start + (1 << 16)]
+                fresh, first = np.unique(part[self.table[part] < 0], return_index=True)
+                fresh = fresh[np.argsort(first)]
+                self.table[fresh] = np.arange(3 + len(self.codes), 3 + len(self.codes) + len(fresh))
+                self.codes.extend(fresh.tolist())
             ids = self.table[codes]
         return ids.astype(np.uint32)
 
@@ -76,19 +79,21 @@ class _Provisional:
         return list(self.index)
 
 
-def _write_ids(path: Path, blocks, lut: np.ndarray | None, dtype: np.dtype) -> dict[str, Any]:
-    """Write ``blocks`` of ids (through ``lut`` when given) as ``dtype``; (tokens, bytes, sha256, mtime)."""
+def _write_ids(path: Path, blocks, lut: np.ndarray | None, dtype: np.dtype, scratch: bool = False) -> dict[str, Any]:
+    """Write ``blocks`` of ids (through ``lut`` when given) as ``dtype``; (tokens, bytes, sha256, mtime).
+    A ``scratch`` file is neither hashed nor synced: it is read back and deleted before anything is kept."""
     digest, tokens = hashlib.sha256(), 0
     try:
         with open(path, "wb") as handle:
             for block in blocks:
-                out = (lut[block] if lut is not None else block).astype(dtype, copy=False)
-                data = out.tobytes()
-                digest.update(data)
-                handle.write(data)
+                out = np.ascontiguousarray((lut[block] if lut is not None else block).astype(dtype, copy=False))
+                if not scratch:
+                    digest.update(out.data)
+                handle.write(out.data)
                 tokens += len(out)
             handle.flush()
-            os.fsync(handle.fileno())
+            if not scratch:
+                os.fsync(handle.fileno())
     except OSError as error:
         raise write_error(path, error, "the prepared ids") from None
     stat = path.stat()
@@ -110,7 +115,9 @@ def _tokenize_file(stream: TextStream, encode: Callable[[str], np.ndarray], scra
                    progress: Progress | None) -> tuple[np.ndarray, int]:
     """All ids of one streamed file written to ``scratch`` (uint32) and mapped back; and its characters."""
     stream.progress = None if progress is None else (lambda done: progress(stage, done, stream.total_bytes))
-    _write_ids(scratch, (encode(piece) for piece in stream), None, np.dtype("<u4"))
+    if progress is not None:
+        progress(stage, 0, stream.total_bytes)  # the pass starts: its speed is measured from here
+    _write_ids(scratch, (encode(piece) for piece in stream), None, np.dtype("<u4"), scratch=True)
     if progress is not None:
         progress(stage, stream.total_bytes, stream.total_bytes)
     return _map(scratch), stream.num_chars
@@ -254,6 +261,8 @@ def _learn_bpe(stream: TextStream, split: bool, val_frac: float, vocab_size: int
             pass
         limit = int(stream.num_chars * (1.0 - val_frac))
     stream.progress = None if progress is None else (lambda done: progress("learning bpe", done, stream.total_bytes))
+    if progress is not None:
+        progress("learning bpe", 0, stream.total_bytes)
 
     def pieces():
         left = limit

@@ -108,6 +108,9 @@ def _check_word_options(lowercase: Any, unk_token: Any) -> None:
         )
 
 
+_SPECIAL_SET = frozenset(SPECIAL_TOKENS)
+
+
 class _WordLevel:
     """What both word tokenizers share: lines, <EOS>, lowercasing, the unknown-word literal."""
 
@@ -130,6 +133,10 @@ class _WordLevel:
         """Append one line's words (specials escaped, the unk literal as <UNK>) and its <EOS>."""
         if not words:
             return  # a blank line: paragraph breaks are not modelled
+        if (unk is None or unk not in words) and _SPECIAL_SET.isdisjoint(words):
+            tokens.extend(words)  # the common line, checked and copied in C (prepare's speed)
+            tokens.append(EOS)
+            return
         for word in words:
             if word == unk:
                 tokens.append(UNK)
