@@ -33,11 +33,11 @@ class PrepareProgress:
         now = time.perf_counter()
         if stage != self.stage:
             self.stage, self.started, self.last = stage, now, now
-        if stage in self.rates:
-            return  # this pass was reported finished
+        if stage in self.rates or (stage == self.stage and done == 0):
+            return  # this pass was reported finished, or has only begun
         finished = done >= total
         rate = done / 1e6 / max(now - self.started, 1e-6)
-        if finished:
+        if finished and total > 1:
             self.rates[stage] = rate
         if not self.enabled or not (finished or (self.is_tty and now - self.last > 0.2) or now - self.last > 10.0):
             return
