@@ -65,12 +65,12 @@ class TrainOptions:
     """Every setting of a training run (stored in its checkpoints). Defaults: the recommended
     character model (2 × 512 LSTM, embedding 128, batch 32, 128 steps, Adam 2e-3, clip 5)."""
 
-    #: a UTF-8 text (its path saved absolute); None: the bundled tiny-shakespeare. A resumed run
-    #: may find it at a new path, but its text must be the one the run started on (its sha256).
+    #: a UTF-8 text or a prepared corpus (`mlxrnn prepare`; its path saved absolute); None: the bundled
+    #: tiny-shakespeare. A resumed run may find it at a new path, but its text must be the one it started on.
     corpus: str | None = setting(None, "", argument=True, resumable=True)
     level: str | None = setting(
         None,
-        "Tokens are characters or words (word models add <EOS> at each line end); default: the level of "
+        "Tokens are characters, words (word models add <EOS> at each line end) or subwords; default: the level of "
         "`tokenizer`, else char.",
         choices=LEVELS,
         architecture=True,

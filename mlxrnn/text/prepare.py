@@ -154,7 +154,7 @@ def prepare_corpus(
     """
     out = Path(out)
     if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} already exists; choose a new --out or pass --force to replace it")
+        raise ConfigError(f"{out} already exists; choose another `out` or pass `force` to replace it")
     files = {"train": corpus, "valid": valid, "test": test}
     files = {name: Path(path) for name, path in files.items() if path is not None}
     kind = vocabulary[0].kind if vocabulary else tokenizer
