@@ -73,12 +73,14 @@ class PrepareProgress:
               help="Use the tokenizer and vocabulary of a trained run (to train with --init-from RUN).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the files.")
 @encoding_errors_option
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes that tokenize words (default: the CPUs, at most 4); the files do not depend on it.")
 @click.option("--force", is_flag=True, help="Replace an existing DATA directory.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @handle_errors
 def prepare_command(corpus, out, tokenizer, vocab_size, max_vocab, min_count, lowercase, unk_token, valid, test,
-                    val_frac, vocab_from, encoding, encoding_errors, force, quiet, as_json):
+                    val_frac, vocab_from, encoding, encoding_errors, workers, force, quiet, as_json):
     """Tokenize CORPUS once, streaming, into memory-mapped id files in DATA (--out): uint16 ids
     (uint32 past 65,536 tokens), the vocabulary and a manifest with the sources' sizes and sha256.
     `mlxrnn train DATA` then trains in memory that does not grow with the corpus, and --resume
@@ -102,6 +104,7 @@ def prepare_command(corpus, out, tokenizer, vocab_size, max_vocab, min_count, lo
         corpus, out, tokenizer=tokenizer, lowercase=lowercase, unk_token=unk_token or None, max_vocab=max_vocab,
         min_count=min_count, vocab_size=vocab_size, valid=valid, test=test, val_frac=val_frac, encoding=encoding,
         encoding_errors=encoding_errors, vocabulary=vocabulary, force=force, progress=progress,
+        workers=workers,
     )
     seconds = time.perf_counter() - started
     manifest = prepared.manifest

@@ -5,6 +5,7 @@ looking complete by an interruption or a full disk."""
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 
@@ -209,3 +210,14 @@ def test_prepare_cli_reports_speed_and_refuses_an_existing_directory(tmp_path, c
                                       "--tokenizer", "chars", "--vocab-size", "300"])
     assert result.exit_code != 0 and "bpe" in result.output
     assert open_prepared(out).settings["tokenizer"] == "words"  # the old one stands
+
+
+def test_word_pieces_tokenized_by_several_processes_give_the_same_files(tmp_path, monkeypatch):
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(TEXT * 8, encoding="utf-8")
+    monkeypatch.setattr(prepare_module, "TextStream", functools.partial(TextStream, read_bytes=4096))
+    one = prepare_corpus(corpus, tmp_path / "one", tokenizer="words", workers=1)
+    two = prepare_corpus(corpus, tmp_path / "two", tokenizer="words", workers=2)
+    assert one.vocab == two.vocab and one.manifest["parts"] == {
+        name: {**entry, "mtime_ns": one.manifest["parts"][name]["mtime_ns"]}
+        for name, entry in two.manifest["parts"].items()}

@@ -18,8 +18,11 @@ the temporary one is removed on the way out.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import secrets
 import shutil
@@ -72,11 +75,40 @@ class _Provisional:
             ids = self.table[codes]
         return ids.astype(np.uint32)
 
+    def merge(self, local_ids: np.ndarray, local_tokens: list[str]) -> np.ndarray:
+        """A piece numbered by a worker (:func:`_number_locally`) in this numbering: its tokens in
+        their first-appearance order get the next ids, so pieces merged in order number as one stream."""
+        index = self.index
+        to_global = np.fromiter((index.setdefault(t, len(index)) for t in local_tokens), dtype=np.uint32,
+                                count=len(local_tokens))
+        return to_global[local_ids]
+
     def tokens(self) -> list[str]:
         """The token of every provisional id, in id order."""
         if self.chars:
             return list(SPECIAL_TOKENS) + [chr(c) for c in self.codes]
         return list(self.index)
+
+
+def _number_locally(job: tuple[Any, str]) -> tuple[np.ndarray, list[str]]:
+    """In a worker process: a piece's tokens numbered in order of first appearance in it, and those tokens."""
+    tokenizer, piece = job
+    index: dict[str, int] = {}
+    setdefault = index.setdefault
+    ids = np.fromiter((setdefault(t, len(index)) for t in tokenizer.tokenize(piece)), dtype=np.uint32)
+    return ids, list(index)
+
+
+def _in_order(pool, function, jobs, depth: int):
+    """``function(job)`` for each job, in order, at most ``depth`` in flight (so a big file is not
+    read into the queue ahead of the workers)."""
+    pending: collections.deque = collections.deque()
+    for job in jobs:
+        pending.append(pool.apply_async(function, (job,)))
+        if len(pending) >= depth:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def _write_ids(path: Path, blocks, lut: np.ndarray | None, dtype: np.dtype, scratch: bool = False) -> dict[str, Any]:
@@ -112,12 +144,19 @@ def _map(path: Path, dtype: str = "<u4") -> np.ndarray:
 
 
 def _tokenize_file(stream: TextStream, encode: Callable[[str], np.ndarray], scratch: Path, stage: str,
-                   progress: Progress | None) -> tuple[np.ndarray, int]:
-    """All ids of one streamed file written to ``scratch`` (uint32) and mapped back; and its characters."""
+                   progress: Progress | None, pool=None, provisional: _Provisional | None = None,
+                   depth: int = 2) -> tuple[np.ndarray, int]:
+    """All ids of one streamed file written to ``scratch`` (uint32) and mapped back; and its characters.
+    With a ``pool``, word pieces are tokenized by its workers and numbered here, in order."""
     stream.progress = None if progress is None else (lambda done: progress(stage, done, stream.total_bytes))
     if progress is not None:
         progress(stage, 0, stream.total_bytes)  # the pass starts: its speed is measured from here
-    _write_ids(scratch, (encode(piece) for piece in stream), None, np.dtype("<u4"), scratch=True)
+    if pool is not None and provisional is not None:
+        jobs = ((provisional.tokenizer, piece) for piece in stream)
+        blocks = (provisional.merge(*done) for done in _in_order(pool, _number_locally, jobs, depth))
+    else:
+        blocks = (encode(piece) for piece in stream)
+    _write_ids(scratch, blocks, None, np.dtype("<u4"), scratch=True)
     if progress is not None:
         progress(stage, stream.total_bytes, stream.total_bytes)
     return _map(scratch), stream.num_chars
@@ -141,13 +180,15 @@ def prepare_corpus(
     vocabulary: tuple[Any, Vocabulary] | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> PreparedCorpus:
     """Tokenize ``corpus`` (and the ``valid``/``test`` files) once into the prepared directory ``out``.
 
     The tokenizer settings mean what they mean for ``mlxrnn train``; ``vocabulary`` = (tokenizer,
     vocab) of a trained model keeps them instead (tokens it lacks become <UNK>), so a run can start
     from that model's weights. Without ``valid``, the last ``val_frac`` of the tokens validates.
-    ``progress(stage, bytes_done, bytes_total)`` follows each pass.
+    ``progress(stage, bytes_done, bytes_total)`` follows each pass. ``workers`` processes tokenize
+    words (default: the CPUs, at most 4); the result does not depend on how many.
 
     Returns the opened :class:`PreparedCorpus`. Raises DataError/ConfigError for bad input (before
     anything is written), WriteError when the disk fails; ``out`` is then untouched.
@@ -165,7 +206,8 @@ def prepare_corpus(
     work = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     work.mkdir()
     try:
-        _prepare_into(work, streams, kind, settings, valid is None, val_frac, vocabulary, progress)
+        _prepare_into(work, streams, kind, settings, valid is None, val_frac, vocabulary, progress,
+                      workers if workers is not None else min(4, os.cpu_count() or 1))
         return open_prepared(_publish(work, out))
     finally:
         shutil.rmtree(work, ignore_errors=True)  # gone once published; else what an interruption left
@@ -195,7 +237,7 @@ def _settings(kind, lowercase, unk_token, max_vocab, min_count, vocab_size, voca
 
 
 def _prepare_into(work: Path, streams: dict[str, TextStream], kind: str, settings: dict[str, Any], split: bool,
-                  val_frac: float, vocabulary, progress: Progress | None) -> None:
+                  val_frac: float, vocabulary, progress: Progress | None, workers: int) -> None:
     if vocabulary is not None:
         tokenizer, vocab = vocabulary
     elif kind == "bpe":
@@ -211,9 +253,14 @@ def _prepare_into(work: Path, streams: dict[str, TextStream], kind: str, setting
     else:  # a given vocabulary: tokens it lacks are <UNK>
         encode = lambda piece: vocab.encode(tokenizer.tokenize(piece)).astype(np.uint32)  # noqa: E731
     ids, chars = {}, {}
-    for name, stream in streams.items():
-        ids[name], chars[name] = _tokenize_file(stream, encode, work / f"{name}.scratch", f"tokenizing {name}",
-                                                progress)
+    # word tokenizers run in Python: several processes tokenize pieces of a big file at once
+    parallel = provisional is not None and not provisional.chars and workers > 1 and any(
+        s.total_bytes > 2 * s.read_bytes for s in streams.values())
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(multiprocessing.get_context().Pool(workers)) if parallel else None
+        for name, stream in streams.items():
+            ids[name], chars[name] = _tokenize_file(stream, encode, work / f"{name}.scratch", f"tokenizing {name}",
+                                                    progress, pool, provisional, depth=2 * workers)
     parts = {"train": ids["train"], "valid": ids.get("valid"), "test": ids.get("test")}
     ratio = {name: len(part) / max(chars[name], 1) for name, part in ids.items()}
     if split:  # the last val_frac of the tokens validates, as a run on the text splits it
