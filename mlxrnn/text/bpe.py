@@ -39,6 +39,9 @@ PIECE_CHARS = 1 << 20
 # A whitespace character between two non-whitespace ones: the GPT-2 pre-split always ends a piece
 # just before it and never lets a piece run on past it, so cutting the text there changes no token.
 _CUT = re.compile(r"(?<=\S)(?=\s\S)")
+# A space before a non-space: the pre-split starts a piece there too (a run of whitespace before it
+# ends just before it, as the run is then not followed by a non-space), so units cut there encode alone.
+_SPACE_CUT = re.compile(r" (?=\S)")
 
 
 def _hf():
@@ -120,20 +123,28 @@ class BPETokenizer:
     def encode_ids(self, text: str) -> np.ndarray:
         """``text`` -> vocabulary ids (N,) int64, the ids of :meth:`tokenize`, faster.
 
-        The text is cut where the pre-split cuts anyway (before a single space, tab or newline
-        between two non-space characters: mostly one word with its leading space), each distinct
-        unit is encoded once, and the units' ids are concatenated: a corpus repeats its words,
+        The text is cut before each space that precedes a non-space (the pre-split always starts a
+        piece there: one word with its leading space, or a run of spaces that ends before it), each
+        distinct unit is encoded once, and the units' ids are gathered: a corpus repeats its words,
         so this encodes a small fraction of it.
         """
-        units = _CUT.split(text)
-        cache = {}
-        distinct = list(dict.fromkeys(units))
+        first, *rest = _SPACE_CUT.split(text)  # every unit after the first lost its leading space
+        index = dict.fromkeys(rest)  # distinct units, in order
+        distinct = [first] + [" " + unit for unit in index]
+        pieces = []
         for start in range(0, len(distinct), 1 << 16):
-            batch = distinct[start : start + (1 << 16)]
-            for unit, encoding in zip(batch, self._hf.encode_batch(batch)):
-                cache[unit] = encoding.ids
-        flat = np.fromiter(itertools.chain.from_iterable(map(cache.__getitem__, units)), dtype=np.int64)
-        return flat + OFFSET
+            pieces += [encoding.ids for encoding in self._hf.encode_batch(distinct[start : start + (1 << 16)])]
+        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        for i, unit in enumerate(index, 1):
+            index[unit] = i
+        flat = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=int(lengths.sum()))
+        # each unit's ids are a slice of ``flat``: gather them all at once
+        which = np.zeros(1 + len(rest), dtype=np.int64)  # (U,) the distinct unit of each unit
+        which[1:] = np.fromiter(map(index.__getitem__, rest), dtype=np.int64, count=len(rest))
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[which]
+        sizes = lengths[which]
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+        return flat[offsets + np.arange(int(sizes.sum()))] + OFFSET
 
     def decode_ids(self, ids: Iterable[int]) -> str:
         """Vocabulary ids -> text; special ids are dropped, and bytes that are not whole UTF-8
