@@ -221,3 +221,14 @@ def test_word_pieces_tokenized_by_several_processes_give_the_same_files(tmp_path
     assert one.vocab == two.vocab and one.manifest["parts"] == {
         name: {**entry, "mtime_ns": one.manifest["parts"][name]["mtime_ns"]}
         for name, entry in two.manifest["parts"].items()}
+
+
+@pytest.mark.parametrize("limit", [1000, 10**9])
+def test_bpe_learns_from_the_same_capped_text_prepared_or_not(tmp_path, corpus, monkeypatch, limit):
+    import mlxrnn.run.data as run_data
+
+    monkeypatch.setattr(prepare_module, "BPE_LEARN_CHARS", limit)
+    monkeypatch.setattr(run_data, "BPE_LEARN_CHARS", limit)
+    prepared = prepare_corpus(corpus, tmp_path / "data", tokenizer="bpe", vocab_size=300)
+    options = TrainOptions(corpus=str(corpus), tokenizer="bpe", vocab_size=300)
+    assert build_vocabulary(options, read_text(corpus))[0] == prepared.tokenizer

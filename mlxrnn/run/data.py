@@ -18,7 +18,7 @@ import numpy as np
 from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.run.options import TrainOptions
 from mlxrnn.text.batching import LMBatcher, lm_batcher
-from mlxrnn.text.bpe import DEFAULT_VOCAB_SIZE, BPETokenizer, train_bpe
+from mlxrnn.text.bpe import BPE_LEARN_CHARS, DEFAULT_VOCAB_SIZE, BPETokenizer, train_bpe
 from mlxrnn.text.corpus import bundled_corpus_path, read_text, split_by_fraction
 from mlxrnn.text.prepared import FIXED_SETTINGS, PreparedCorpus, open_prepared
 from mlxrnn.text.tokenizers import make_tokenizer
@@ -104,8 +104,10 @@ def make_run_tokenizer(options: TrainOptions):
 
 def bpe_training_text(text: str, options: TrainOptions, valid_text: str | None) -> str:
     """What a bpe tokenizer learns from: all of ``text`` when a `valid` file is given, else its
-    first 1 − `val_frac` of characters (about the training split: the validation text stays unseen)."""
-    return text if valid_text is not None else text[: int(len(text) * (1.0 - options.val_frac))]
+    first 1 − `val_frac` of characters (about the training split: the validation text stays unseen);
+    at most its first :data:`BPE_LEARN_CHARS` characters (`mlxrnn prepare` cuts it the same way)."""
+    end = len(text) if valid_text is not None else int(len(text) * (1.0 - options.val_frac))
+    return text[: min(end, BPE_LEARN_CHARS)]
 
 
 def build_vocabulary(options: TrainOptions, text: str, valid_text: str | None = None, base: Vocabulary | None = None):

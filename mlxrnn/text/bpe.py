@@ -33,6 +33,9 @@ OFFSET = len(SPECIAL_TOKENS)
 MIN_VOCAB_SIZE = OFFSET + 256 + 1
 #: the vocabulary size `--tokenizer bpe` trains when `vocab_size` is not given
 DEFAULT_VOCAB_SIZE = 4096
+#: a bpe learns from at most this many characters of the training text (100 MB of prose hold its
+#: merges; counting all of a 1 GB corpus would take ten times as long for nearly the same vocabulary)
+BPE_LEARN_CHARS = 100_000_000
 INSTALL_HINT = "the bpe tokenizer needs Hugging Face tokenizers: pip install 'mlxrnn[bpe]'"
 #: characters per piece when a long text is encoded in parallel pieces (see safe_pieces)
 PIECE_CHARS = 1 << 20

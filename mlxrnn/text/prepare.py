@@ -35,7 +35,7 @@ import numpy as np
 from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.io.files import write_error
 from mlxrnn.nn.sequences import SPECIAL_TOKENS
-from mlxrnn.text.bpe import DEFAULT_VOCAB_SIZE, cut_for_bpe, train_bpe
+from mlxrnn.text.bpe import BPE_LEARN_CHARS, DEFAULT_VOCAB_SIZE, cut_for_bpe, train_bpe
 from mlxrnn.text.corpus import split_by_fraction
 from mlxrnn.text.prepared import FORMAT, MANIFEST, VERSION, VOCAB_FILE, PreparedCorpus, id_dtype, open_prepared
 from mlxrnn.text.streaming import TextStream, cut_after_line, cut_anywhere
@@ -301,12 +301,14 @@ def _word_options(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _learn_bpe(stream: TextStream, split: bool, val_frac: float, vocab_size: int | None, progress):
-    """The bpe of the training text: all of it, or (split) its first 1 − val_frac of characters."""
-    limit = None
-    if split:  # one pass to count the characters, as the text's own split counts them
-        for _ in stream:
+    """The bpe of the training text: all of it, or (split) its first 1 − val_frac of characters;
+    at most its first BPE_LEARN_CHARS characters (as a run on the text learns it)."""
+    limit = BPE_LEARN_CHARS
+    # (a character takes at most 4 bytes: a file of 4 × the limit holds enough characters uncounted)
+    if split and stream.total_bytes / 4 * (1.0 - val_frac) < BPE_LEARN_CHARS:
+        for _ in stream:  # one pass to count the characters, as the text's own split counts them
             pass
-        limit = int(stream.num_chars * (1.0 - val_frac))
+        limit = min(limit, int(stream.num_chars * (1.0 - val_frac)))
     stream.progress = None if progress is None else (lambda done: progress("learning bpe", done, stream.total_bytes))
     if progress is not None:
         progress("learning bpe", 0, stream.total_bytes)
@@ -314,10 +316,11 @@ def _learn_bpe(stream: TextStream, split: bool, val_frac: float, vocab_size: int
     def pieces():
         left = limit
         for piece in stream:
-            if left is not None:
-                piece, left = piece[:left], left - min(left, len(piece))
+            piece, left = piece[:left], left - min(left, len(piece))
             if piece:
                 yield piece
+            if not left:
+                break  # the rest is not read
 
     return train_bpe(pieces(), vocab_size or DEFAULT_VOCAB_SIZE)
 
