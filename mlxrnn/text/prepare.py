@@ -322,7 +322,10 @@ def _learn_bpe(stream: TextStream, split: bool, val_frac: float, vocab_size: int
             if not left:
                 break  # the rest is not read
 
-    return train_bpe(pieces(), vocab_size or DEFAULT_VOCAB_SIZE)
+    learned = train_bpe(pieces(), vocab_size or DEFAULT_VOCAB_SIZE)
+    if progress is not None:  # the merges are counted after the text is read: the pass ends here
+        progress("learning bpe", stream.num_bytes, stream.num_bytes)  # the bytes it learned from
+    return learned
 
 
 def _count_vocabulary(provisional: _Provisional, parts: dict[str, Any], settings: dict[str, Any]) -> Vocabulary:
