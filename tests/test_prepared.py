@@ -233,3 +233,13 @@ def test_bpe_learns_from_the_same_capped_text_prepared_or_not(tmp_path, corpus, 
     prepared = prepare_corpus(corpus, tmp_path / "data", tokenizer="bpe", vocab_size=300)
     options = TrainOptions(corpus=str(corpus), tokenizer="bpe", vocab_size=300)
     assert build_vocabulary(options, read_text(corpus))[0] == prepared.tokenizer
+
+
+@pytest.mark.parametrize("kind,extra", KINDS)
+def test_files_read_in_many_small_pieces_prepare_the_same_ids(tmp_path, corpus, monkeypatch, kind, extra):
+    """Pieces end where each tokenizer may cut (anywhere, after a line, before a space for bpe)."""
+    whole = prepare_corpus(corpus, tmp_path / "whole", tokenizer=kind, **extra)
+    monkeypatch.setattr(prepare_module, "TextStream", functools.partial(TextStream, read_bytes=37))
+    pieces = prepare_corpus(corpus, tmp_path / "pieces", tokenizer=kind, workers=1, **extra)
+    assert pieces.vocab == whole.vocab and pieces.sha256 == whole.sha256
+    assert np.array_equal(pieces.part("valid"), whole.part("valid"))
