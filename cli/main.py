@@ -35,6 +35,7 @@ try:
     from .gradflow import gradflow_command
     from .info import info
     from .plot import plot_command
+    from .prepare import prepare_command
     from .train import train
 finally:
     if _STARTING:  # from here on each command handles Ctrl-C itself (one line, exit 130)
@@ -54,7 +55,8 @@ def cli() -> None:
     """
 
 
-for command in (train, sample_command, score_command, eval_command, plot_command, gradflow_command, info):
+for command in (train, prepare_command, sample_command, score_command, eval_command, plot_command, gradflow_command,
+                info):
     cli.add_command(command)
 
 cli.add_command(bench)

@@ -123,7 +123,8 @@ def default_run_dir(level: str, cell: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @handle_errors
 def train(distributed, run_dir, resume, init_from, config_file, force, sample_length, quiet, as_json, **settings):
-    """Train a language model on CORPUS (default: the bundled tiny-shakespeare).
+    """Train a language model on CORPUS (default: the bundled tiny-shakespeare), a text file or a
+    directory that `mlxrnn prepare` wrote (memory-mapped token ids).
 
     Checkpoints (best and last), options and a JSON-lines metrics log go to the run
     directory. Ctrl-C saves a checkpoint; --resume continues from it exactly.
@@ -136,6 +137,8 @@ def train(distributed, run_dir, resume, init_from, config_file, force, sample_le
       mlxrnn train --resume --out runs/shakespeare --minutes 10 --lr 1e-3
       mlxrnn train other.txt --init-from runs/shakespeare --out runs/other --steps 500
       mlxrnn train --config runs/shakespeare/options.json --hidden 256 --out runs/smaller
+      mlxrnn train big.txt --tokenizer bpe --vocab-size 8192 --out runs/bpe
+      mlxrnn prepare big.txt --out data/big && mlxrnn train data/big --out runs/big
     """
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; pick one")

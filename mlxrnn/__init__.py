@@ -9,6 +9,7 @@ From Python as from the command line:
     lm = mlxrnn.load(summary.run_dir)                 # a LanguageModel (or any model saved with .save)
     lm.sample(prime="ROMEO:", seed=1)                 # mlxrnn sample
     lm.score(["a sentence", "another"]), lm.evaluate(text)   # mlxrnn score / eval
+    mlxrnn.prepare_corpus("big.txt", "data/big", tokenizer="bpe")  # mlxrnn prepare; then corpus="data/big"
     model = mlxrnn.SequenceClassifier(input_size=43, hidden_size=48)
     history = model.fit(train, validation=held_out, epochs=5, callbacks=[mlxrnn.EarlyStopping()])
     model.save("models/sentiment", overwrite=True); mlxrnn.SequenceClassifier.load("models/sentiment")
@@ -55,6 +56,9 @@ from mlxrnn.nn.optim import SGD, Adam, AdamW, Optimizer, RMSProp, make_optimizer
 from mlxrnn.nn.sequences import pad_sequences
 from mlxrnn.run.loop import Progress, RunSummary, train_language_model
 from mlxrnn.run.options import TrainOptions
+from mlxrnn.text.bpe import BPETokenizer, train_bpe
+from mlxrnn.text.prepare import prepare_corpus
+from mlxrnn.text.prepared import PreparedCorpus, open_prepared
 from mlxrnn.training.callbacks import Callback, EarlyStopping, LearningRateSchedule, ProgressBar, RestoreBestWeights
 from mlxrnn.training.fit import History
 from mlxrnn.training.trainer import StepResult, Trainer
@@ -78,6 +82,8 @@ __all__ = [
     # trained runs and saved models
     "load", "LanguageModel", "load_language_model", "train_language_model", "TrainOptions", "Progress", "RunSummary",
     "sample", "score", "evaluate_text", "Samples", "SentenceScore", "Evaluation", "SamplingOptions",
+    # your own corpus: prepared once, memory-mapped; a subword tokenizer
+    "prepare_corpus", "open_prepared", "PreparedCorpus", "train_bpe", "BPETokenizer",
     # fit
     "History", "Callback", "EarlyStopping", "RestoreBestWeights", "LearningRateSchedule", "ProgressBar",
     # data and other frameworks' weights

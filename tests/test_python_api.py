@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,10 @@ def test_word_model_samples_join_the_prime_with_a_space(tmp_path):
                                        "-n", "2"]).stdout
     assert printed == "".join(f"--- sample {i + 1} ---\n{full}\n" for i, full in enumerate(joined))
     evaluation = lm.evaluate("the cat sat on the mat .\n")
-    assert "bits_per_char" not in evaluation.to_dict() and evaluation.bits_per_char is None
+    # every tokenizer reports bits per character: total nats over the text's characters / ln 2
+    text = "the cat sat on the mat .\n"
+    assert evaluation.to_dict()["bits_per_char"] == evaluation.bits_per_char == pytest.approx(
+        evaluation.loss * evaluation.num_tokens / len(text) / math.log(2))
     assert evaluation.to_dict()["bits_per_token"] == evaluation.bits_per_token
 
 

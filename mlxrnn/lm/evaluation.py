@@ -6,12 +6,16 @@ whole file). Windows are read in order and the recurrent state is carried from o
 next, as in training, so the model sees each token with all of its past:
 
     loss = −(1/N) Σ_t log p(y_t | y_<t)        perplexity = exp(loss)        bits = loss / ln 2
+    bits per character = (N · loss) / C / ln 2      (total nats over the text's C characters)
 
 N counts the tokens of the model's tokenizer (for word models every word, punctuation mark and
-<EOS>), so a perplexity is per token of that tokenizer; :class:`Evaluation` says which. Words
-the vocabulary does not know are scored as <UNK>: the out-of-vocabulary rate says how much of the
-text that is, and :func:`unknown_scoring_note` what it did to the loss (cheaper than the words
-themselves when training taught <UNK>; many nats each when the training text never produced it).
+<EOS>), so a perplexity is per token of that tokenizer; :class:`Evaluation` says which. Bits per
+character divide the same total by the characters of the evaluated text (``len(text)``, spaces and
+newlines included), which every tokenizer shares: a char, word and bpe model of one text compare
+by it (for a character model it equals the bits per token). Words the vocabulary does not know are
+scored as <UNK>: the out-of-vocabulary rate says how much of the text that is, and
+:func:`unknown_scoring_note` what it did to the loss (cheaper than the words themselves when
+training taught <UNK>; many nats each when the training text never produced it).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Evaluation:
     level: str
     tokenizer: str | None = None  #: the kind of token the loss is per ("chars", "words", "whitespace")
     num_unknown: int | None = None  #: tokens outside the vocabulary (scored as <UNK>), when known
+    num_chars: int | None = None  #: characters of the evaluated text, when known (bits per character)
 
     @property
     def perplexity(self) -> float:
@@ -87,7 +92,10 @@ class Evaluation:
 
     @property
     def bits_per_char(self) -> float | None:
-        """:attr:`bits_per_token` of a character model (a token is a character); None for words."""
+        """Total bits over the text's characters (see the module docstring); a character model's
+        bits per token when the characters are not known, else None."""
+        if self.num_chars:
+            return self.loss * self.num_tokens / self.num_chars / math.log(2)
         return self.bits_per_token if self.level == "char" else None
 
     @property
@@ -102,11 +110,13 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         """The JSON of ``mlxrnn eval --json``: loss, perplexity, num_tokens, bits_per_token, and
-        bits_per_char for character models."""
+        bits_per_char (with num_chars) when the characters are known."""
         data = {"loss": self.loss, "perplexity": self.perplexity, "num_tokens": self.num_tokens,
                 "bits_per_token": self.bits_per_token}
-        if self.level == "char":
+        if self.bits_per_char is not None:
             data["bits_per_char"] = self.bits_per_char
+        if self.num_chars is not None:
+            data["num_chars"] = self.num_chars
         data["level"] = self.level
         if self.tokenizer is not None:
             data["tokenizer"] = self.tokenizer
@@ -173,8 +183,13 @@ def evaluate_ids(
 
 def evaluate_text(lm: LanguageNetwork, text: str, **kwargs: Any) -> Evaluation:
     """:func:`evaluate_ids` of ``text`` encoded with the model's tokenizer and vocabulary, with
-    its out-of-vocabulary count."""
-    tokens = lm.tokenizer.tokenize(text)
-    result = evaluate_ids(lm, lm.vocab.encode(tokens), **kwargs)
-    result.num_unknown = unknown_rate(tokens, lm.vocab)[0]
+    its out-of-vocabulary count and its characters (bits per character)."""
+    if hasattr(lm.tokenizer, "encode_ids"):  # bpe: every byte is in the vocabulary, nothing is unknown
+        result = evaluate_ids(lm, lm.tokenizer.encode_ids(text), **kwargs)
+        result.num_unknown = 0
+    else:
+        tokens = lm.tokenizer.tokenize(text)
+        result = evaluate_ids(lm, lm.vocab.encode(tokens), **kwargs)
+        result.num_unknown = unknown_rate(tokens, lm.vocab)[0]
+    result.num_chars = len(text)
     return result

@@ -188,6 +188,8 @@ def language_model_from_meta(
         )
     if vocab.level != tokenizer.level:
         raise _damaged(f"the vocabulary is {vocab.level}-level but the tokenizer is {tokenizer.level}-level")
+    if hasattr(tokenizer, "decode_ids") and list(vocab.tokens) != tokenizer.tokens:
+        raise _damaged("the vocabulary is not the bpe tokenizer's")
     if len(vocab) != config.input_size or len(vocab) != config.output_size:
         raise CheckpointError(
             f"the checkpoint's vocabulary has {len(vocab)} tokens but its model expects {config.input_size}; "

@@ -92,8 +92,9 @@ class LanguageNetwork:
     @property
     def start_id(self) -> int:
         """The token fed before any text (see the module docstring)."""
-        if self.level == "char" and "\n" in self.vocab:
-            return self.vocab.token_to_id("\n")
+        start = getattr(self.tokenizer, "start_token", "\n" if self.level == "char" else None)
+        if start is not None and start in self.vocab:
+            return self.vocab.token_to_id(start)
         return self.vocab.eos_id
 
     def encode(self, text: str) -> np.ndarray:
@@ -102,6 +103,9 @@ class LanguageNetwork:
 
     def decode(self, ids) -> str:
         """Token ids → text, as the tokenizer joins its tokens."""
+        if hasattr(self.tokenizer, "decode_ids"):  # bpe: bytes to text at once (a character may span tokens)
+            self.vocab.decode(ids)  # the same checks of the ids (1-D integers in range)
+            return self.tokenizer.decode_ids(ids)
         return self.tokenizer.detokenize(self.vocab.decode(ids))
 
     def next_token_logits(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:

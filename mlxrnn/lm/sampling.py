@@ -15,6 +15,8 @@ the context of y1.
 
 from __future__ import annotations
 
+import codecs
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -36,7 +38,7 @@ def banned_ids(lm: LanguageNetwork, allow_unk: bool) -> list[int]:
     banned = [lm.vocab.pad_id]
     if not allow_unk:
         banned.append(lm.vocab.unk_id)
-    if lm.level == "char":  # <EOS> never occurs in a character stream: it would end a sample at random
+    if lm.level != "word":  # <EOS> never occurs in a character or bpe stream: it would end a sample at random
         banned.append(lm.vocab.eos_id)
     return banned
 
@@ -66,6 +68,8 @@ class Samples:
     def with_prime(self) -> list[str]:
         """Each sample as ``mlxrnn sample`` prints it: the prime, then the generated text (a word
         model puts a space between them where its tokenizer would)."""
+        if self.level != "word":  # characters and bpe pieces carry their own spacing
+            return [self.prime + text for text in self.texts]
         join = make_tokenizer(self.level).continue_text
         return [join(self.prime, text) for text in self.texts]
 
@@ -134,8 +138,10 @@ def sample(
     finished = np.zeros(num_samples, dtype=bool)
     if sentences is None and stop_at_eos and lm.level == "word":
         sentences = 1
-    # The token that ends a sentence: <EOS> for word models, a newline for character models.
-    end_id = lm.vocab.eos_id if lm.level == "word" else lm.vocab.token_to_id("\n") if "\n" in lm.vocab else None
+    # The token that ends a sentence: <EOS> for word models, a newline for character (and bpe) models.
+    newline = getattr(lm.tokenizer, "start_token", "\n")
+    end_id = lm.vocab.eos_id if lm.level == "word" else lm.vocab.token_to_id(newline) if newline in lm.vocab else None
+    text_of = _token_texts(lm, num_samples)
     ended = np.zeros(num_samples, dtype=np.int64)
     for _, tokens in zip(range(length), stream):
         for i, token in enumerate(tokens):
@@ -144,7 +150,7 @@ def sample(
             if keep:
                 generated[i].append(int(token))
             if on_token is not None:
-                on_token(i, _token_text(lm, int(token)))
+                on_token(i, text_of(i, int(token)))
             if sentences is not None and token == end_id:
                 ended[i] += 1
                 finished[i] = ended[i] >= sentences
@@ -174,11 +180,20 @@ def _numpy_stream(lm: LanguageNetwork, context: np.ndarray, options: SamplingOpt
         logits, state = step(tokens, state)
 
 
-def _token_text(lm: LanguageNetwork, token_id: int) -> str:
-    token = lm.vocab.id_to_token(token_id)
-    if lm.level == "char":
-        return token
-    return "\n" if token == "<EOS>" else token + " "
+def _token_texts(lm: LanguageNetwork, num_samples: int) -> Callable[[int, int], str]:
+    """``text_of(sample, token_id)``: the text a drawn token adds to its sample, as it is drawn.
+    A bpe token may hold part of a character: its bytes wait in the sample's UTF-8 decoder."""
+    if hasattr(lm.tokenizer, "token_bytes"):
+        decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(num_samples)]
+        return lambda i, token_id: decoders[i].decode(lm.tokenizer.token_bytes(lm.vocab.id_to_token(token_id)))
+
+    def text_of(i: int, token_id: int) -> str:
+        token = lm.vocab.id_to_token(token_id)
+        if lm.level == "char":
+            return token
+        return "\n" if token == "<EOS>" else token + " "
+
+    return text_of
 
 
 @dataclass
@@ -229,6 +244,11 @@ class SentenceScore:
         """exp(−:attr:`mean_log_prob`): the per-token perplexity of this text."""
         return perplexity(-self.mean_log_prob)
 
+    @property
+    def bits_per_char(self) -> float:
+        """−log₂ p(text) over its characters: comparable across tokenizers (see lm.evaluation)."""
+        return -self.log_prob / max(len(self.text), 1) / math.log(2)
+
     def to_dict(self) -> dict:
         """The record of ``mlxrnn score --json``: index, text, log p and its per-token forms, OOV, tokens."""
         return {
@@ -237,6 +257,7 @@ class SentenceScore:
             "log_prob": self.log_prob,
             "mean_log_prob": self.mean_log_prob,
             "perplexity": self.perplexity,
+            "bits_per_char": self.bits_per_char,
             "num_tokens": self.num_tokens,
             "num_oov": self.num_oov,
             "oov_rate": self.oov_rate,

@@ -7,6 +7,7 @@ streams by an :class:`~mlxrnn.text.batching.LMBatcher`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from mlxrnn.errors import DataError
+from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.run.options import TrainOptions
-from mlxrnn.text.batching import LMBatcher
+from mlxrnn.text.batching import LMBatcher, lm_batcher
+from mlxrnn.text.bpe import BPE_LEARN_CHARS, DEFAULT_VOCAB_SIZE, BPETokenizer, train_bpe
 from mlxrnn.text.corpus import bundled_corpus_path, read_text, split_by_fraction
+from mlxrnn.text.prepared import FIXED_SETTINGS, PreparedCorpus, open_prepared
 from mlxrnn.text.tokenizers import make_tokenizer
 from mlxrnn.text.vocabulary import Vocabulary
 from mlxrnn.training.distributed import DataParallel
@@ -35,8 +38,12 @@ def _check_name(path: str, what: str) -> None:
         ) from None
 
 
-def load_corpus(options: TrainOptions) -> tuple[str, str]:
-    """(text, sha256 of its UTF-8 bytes) of the configured corpus."""
+def load_corpus(options: TrainOptions) -> tuple[str | PreparedCorpus, str]:
+    """(text, sha256 of its UTF-8 bytes) of the configured corpus; for a prepared corpus (a
+    directory, :mod:`mlxrnn.text.prepared`), the opened corpus and its training ids' sha256."""
+    if options.corpus and os.path.isdir(options.corpus):
+        prepared = open_prepared(options.corpus)
+        return prepared, prepared.sha256
     if options.corpus:
         _check_name(options.corpus, "corpus")
     path = Path(options.corpus) if options.corpus else bundled_corpus_path()
@@ -75,6 +82,8 @@ def encode_corpus(vocab: Vocabulary, tokenizer, text: str) -> np.ndarray:
     per character: a 10 MB text needs about 5 bytes a character while encoding and 1-2 after.
     """
     dtype = compact_id_dtype(len(vocab))
+    if isinstance(tokenizer, BPETokenizer):  # its ids are the vocabulary's (checked when it was loaded)
+        return tokenizer.encode_ids(text).astype(dtype)
     if tokenizer.level != "char":
         return vocab.encode(tokenizer.tokenize(text)).astype(dtype)
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
@@ -86,16 +95,32 @@ def encode_corpus(vocab: Vocabulary, tokenizer, text: str) -> np.ndarray:
 
 
 def make_run_tokenizer(options: TrainOptions):
-    """The tokenizer ``options`` ask for (`tokenizer`, `lowercase`, `unk_token`)."""
-    if options.level == "char":
-        return make_tokenizer(options.level, kind=options.tokenizer)
+    """The tokenizer ``options`` ask for (`tokenizer`, `lowercase`, `unk_token`); a bpe one is
+    learned from a text instead (:func:`build_vocabulary`)."""
+    if options.vocab_size is not None and options.tokenizer != "bpe":
+        raise ConfigError(f"applies to `tokenizer` bpe, not {options.tokenizer}; drop it or use `tokenizer` bpe",
+                          field="vocab_size")
+    if options.tokenizer == "bpe" and (options.max_vocab is not None or options.min_count != 1):
+        raise ConfigError("a bpe vocabulary is learned to `vocab_size` tokens; drop `max_vocab` and `min_count`")
+    if options.level != "word":
+        if options.lowercase:
+            raise ConfigError("applies to word models (`level` word)", field="lowercase")
+        return None if options.tokenizer == "bpe" else make_tokenizer(options.level, kind=options.tokenizer)
     return make_tokenizer(
         options.level, kind=options.tokenizer, lowercase=options.lowercase, unk_token=options.unk_token or None
     )
 
 
+def bpe_training_text(text: str, options: TrainOptions, valid_text: str | None) -> str:
+    """What a bpe tokenizer learns from: all of ``text`` when a `valid` file is given, else its
+    first 1 − `val_frac` of characters (about the training split: the validation text stays unseen);
+    at most its first :data:`BPE_LEARN_CHARS` characters (`mlxrnn prepare` cuts it the same way)."""
+    end = len(text) if valid_text is not None else int(len(text) * (1.0 - options.val_frac))
+    return text[: min(end, BPE_LEARN_CHARS)]
+
+
 def build_vocabulary(options: TrainOptions, text: str, valid_text: str | None = None, base: Vocabulary | None = None):
-    """(tokenizer, vocabulary, tokens of ``text``).
+    """(tokenizer, vocabulary, tokens of ``text``; None for bpe, whose ids :func:`encode_corpus` makes).
 
     Word vocabularies count only the training tokens (all of ``text`` when a separate
     ``valid_text`` is given, else the part before the validation split), so a word seen only
@@ -103,9 +128,15 @@ def build_vocabulary(options: TrainOptions, text: str, valid_text: str | None = 
     Character vocabularies also count the validation text, as char-rnn does (a character absent
     from training would otherwise make validation fail). A test text is never counted. With
     ``base`` (the vocabulary of a run whose weights this one starts from), the counted tokens it
-    lacks are appended to it (:meth:`Vocabulary.extended`) instead.
+    lacks are appended to it (:meth:`Vocabulary.extended`) instead. A bpe tokenizer is learned
+    from :func:`bpe_training_text` (or, with ``base``, is the source run's, given as ``base_tokenizer``).
     """
     tokenizer = make_run_tokenizer(options)
+    if options.tokenizer == "bpe":
+        if base is not None:
+            raise ConfigError("a run started from a bpe model keeps its tokenizer: pass it to build_bpe_vocabulary")
+        bpe = train_bpe([bpe_training_text(text, options, valid_text)], options.vocab_size or DEFAULT_VOCAB_SIZE)
+        return bpe, Vocabulary(bpe.tokens, level=bpe.level), None
     # a character model's tokens are the text itself (a str is the sequence of its characters,
     # without a list of one string per character)
     tokens = text if options.level == "char" and options.tokenizer == "chars" else tokenizer.tokenize(text)
@@ -135,7 +166,7 @@ def make_batchers(
     else:
         train_ids, fix, what = ids, "use a longer `valid` file", f"the `valid` file has {len(val_ids)} tokens"
     streams = options.batch_size * dist.size  # data-parallel: ONE batcher of N·B streams, each process its B rows
-    train = LMBatcher(train_ids, streams, options.seq_len, name="training split")
+    train = lm_batcher(train_ids, streams, options.seq_len, name="training split")
     val = evaluation_batcher(val_ids, options, dist, what, fix, name="validation split")
     return dist.shard_batcher(train), dist.shard_batcher(val)
 
@@ -149,7 +180,30 @@ def evaluation_batcher(
     count = max(dist.size, min(streams, (len(ids) - 1) // options.seq_len or 1))
     if len(ids) < count + 1:
         raise DataError(f"{what}, too few to evaluate (at least {count + 1} needed); {fix}")
-    return LMBatcher(ids, count, options.seq_len, name=name)
+    return lm_batcher(ids, count, options.seq_len, name=name)
+
+
+def prepared_options(options: TrainOptions, prepared: PreparedCorpus, given: set[str]) -> TrainOptions:
+    """``options`` with the tokenizer and vocabulary settings ``prepared`` was made with; a given
+    setting that differs, or a `valid`/`test` file beside it, is refused in one line."""
+    for name in ("valid", "test"):
+        if getattr(options, name):
+            raise ConfigError(f"{prepared.path} is prepared with its own validation and test parts; drop `{name}` "
+                              "(or prepare the corpus with it)", field=name)
+    fixed = {name: prepared.settings[name] for name in FIXED_SETTINGS}
+    clashes = [name for name in FIXED_SETTINGS if name in given and getattr(options, name) != fixed[name]]
+    if clashes:
+        shown = ", ".join(f"`{name}` {fixed[name]!r}" for name in clashes)
+        raise ConfigError(f"{prepared.path} was prepared with {shown}; leave them out or prepare it again with yours")
+    return dataclasses.replace(options, **fixed)
+
+
+def prepared_ids(prepared: PreparedCorpus, vocab: Vocabulary, tokenizer) -> dict[str, np.ndarray]:
+    """The id maps of a prepared corpus's parts, once it is known to use ``vocab`` and ``tokenizer``."""
+    if prepared.vocab != vocab or prepared.tokenizer != tokenizer:
+        raise DataError(f"{prepared.path} was prepared with another vocabulary than this model's; prepare it with "
+                        "`mlxrnn prepare CORPUS --vocab-from RUN` (RUN: the model's run), or train a new run on it")
+    return {name: prepared.part(name) for name in ("train", "valid", "test") if prepared.has(name)}
 
 
 def count_unknown(ids: np.ndarray, vocab: Vocabulary) -> int:

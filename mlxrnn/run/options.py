@@ -65,20 +65,21 @@ class TrainOptions:
     #: the settings whose default is resolved from the others (in this order) by ``__post_init__``
     DERIVED: ClassVar[tuple[str, ...]] = ("level", "tokenizer", "dropout", "embed_dropout", "output_dropout", "min_lr")
 
-    #: a UTF-8 text (its path saved absolute); None: the bundled tiny-shakespeare. A resumed run
-    #: may find it at a new path, but its text must be the one the run started on (its sha256).
+    #: a UTF-8 text or a prepared corpus (`mlxrnn prepare`; its path saved absolute); None: the bundled
+    #: tiny-shakespeare. A resumed run may find it at a new path, but its text must be the one it started on.
     corpus: str | None = setting(None, "", argument=True, resumable=True)
     level: str | None = setting(
         None,
-        "Tokens are characters or words (word models add <EOS> at each line end); default: the level of "
+        "Tokens are characters, words (word models add <EOS> at each line end) or subwords; default: the level of "
         "`tokenizer`, else char.",
         choices=LEVELS,
         architecture=True,
     )
     tokenizer: str | None = setting(
         None,
-        "How text becomes tokens: whitespace (pre-tokenized corpora), words (a regex split of raw text) or chars; "
-        "default: words for `level` word, chars otherwise. Perplexity is per token of this tokenizer.",
+        "How text becomes tokens: whitespace (pre-tokenized corpora), words (a regex split of raw text), chars, or "
+        "bpe (byte-level subwords learned from the text, `vocab_size`; needs mlxrnn[bpe]); default: words for "
+        "`level` word, chars otherwise. Perplexity is per token of this tokenizer; bits per character compare them.",
         choices=tuple(TOKENIZERS),
         architecture=True,
     )
@@ -96,6 +97,8 @@ class TrainOptions:
         check=within(lambda v: v >= 4, "must be at least 4 (the 3 special tokens and one word)"),
     )
     min_count: int = setting(1, "Drop tokens seen fewer times (→ <UNK>).", check=at_least(1))
+    vocab_size: int | None = setting(None, "`tokenizer` bpe: the vocabulary learned from the training text, specials "
+                                     "included (default 4096).", check=at_least(260))
     cell: str = setting("lstm", "Recurrent cell.", choices=lambda: tuple(CELLS), model="cell", architecture=True)
     cell_options: dict = setting({}, "The cell's own options (activation, variant, peephole).", model="cell_options",
                                  flag=False, architecture=True)

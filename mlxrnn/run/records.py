@@ -10,8 +10,10 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from mlxrnn.io.checkpoint import load_checkpoint, save_run_checkpoint
-from mlxrnn.lm.evaluation import UNKNOWN_IN_TRAINING, evaluate_text, evaluate_windows, perplexity
+from mlxrnn.lm.evaluation import UNKNOWN_IN_TRAINING, evaluate_ids, evaluate_text, evaluate_windows, perplexity
 from mlxrnn.run.carried_state import carried_state_tensors
 from mlxrnn.run.state import schedule_log_line
 
@@ -93,8 +95,8 @@ class RunRecords:
             "lr": self.optimizer.lr,
             "elapsed": state.elapsed,  # training seconds so far (evaluations not counted), as in train records
         }
-        if self.options.level == "char":
-            record["val_bpc"] = val_loss / math.log(2)
+        # total nats over the validation text's characters (lm.evaluation): every tokenizer compares by it
+        record["val_bpc"] = val_loss * self.val_tokens_per_char / math.log(2)
         self._metrics(record)
         self.save(("last", "best") if improved else ("last",))
         return val_loss, stop
@@ -120,13 +122,19 @@ class RunRecords:
         zero state in several places and so differ slightly from an eval of the same file.
         """
         test = self.split_files.get("test")
-        if test is None:
+        if test is None and self.prepared_test is None:
             return None
         self.dist.barrier()  # rank 0 has written the best checkpoint
         best, last = load_checkpoint(self.run_dir, tag="best"), self.lm.model.parameters()
         self.lm.model.load_parameters(best.weights)
-        try:
-            result = evaluate_text(self.lm, test[0])  # every process alike: the same number on each
+        try:  # every process alike: the same number on each
+            if test is not None:
+                result = evaluate_text(self.lm, test[0])
+            else:  # a prepared corpus's test part: its ids, and its tokens per character
+                ids, tokens_per_char = self.prepared_test
+                result = evaluate_ids(self.lm, ids)
+                result.num_unknown = int(np.count_nonzero(np.asarray(ids) == self.lm.vocab.unk_id))
+                result.num_chars = round(len(ids) / tokens_per_char) if tokens_per_char else None
         finally:
             self.lm.model.load_parameters(last)  # the run's model stays the last one, as without a test file
         record = {
@@ -138,8 +146,7 @@ class RunRecords:
             "num_tokens": result.num_tokens,
             "oov_rate": result.oov_rate,
             "tokenizer": self.lm.tokenizer.kind,
+            "test_bpc": result.bits_per_char,  # total nats over the text's characters, / ln 2
         }
-        if self.options.level == "char":
-            record["test_bpc"] = result.loss / math.log(2)
         self._metrics(record)
         return record

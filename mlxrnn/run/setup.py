@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from mlxrnn.errors import ConfigError
+from mlxrnn.errors import ConfigError, DataError
 from mlxrnn.io.checkpoint import check_weights, load_checkpoint
 from mlxrnn.io.run_directory import OPTIONS_FILE
 from mlxrnn.lm.initialisation import initial_range
@@ -29,11 +29,13 @@ from mlxrnn.run.data import (
     load_corpus,
     load_split_files,
     make_batchers,
+    prepared_ids,
+    prepared_options,
     untrained_unknown_note,
 )
 from mlxrnn.run.init_from import load_source, load_weights_of, source_architecture
 from mlxrnn.run.option_declarations import option_changes
-from mlxrnn.run.options import TrainOptions
+from mlxrnn.run.options import TrainOptions, given_settings
 from mlxrnn.run.resume import (
     check_training_meta,
     damaged,
@@ -46,7 +48,9 @@ from mlxrnn.run.resume import (
     shown_value,
 )
 from mlxrnn.run.state import STOP_DECISIONS, RunState
+from mlxrnn.text.bpe import BPETokenizer
 from mlxrnn.text.corpus import split_by_fraction
+from mlxrnn.text.prepared import PreparedCorpus
 from mlxrnn.training.trainer import Trainer
 
 
@@ -61,9 +65,19 @@ class RunSetup:
         from mlxrnn.models.sequence_model import SequenceModel
 
         self.lm = LanguageModel(SequenceModel(config, backend=options.backend), vocab, tokenizer)
-        self.ids = encode_corpus(vocab, tokenizer, text)  # compact: 1-2 bytes a token
-        valid = self.split_files.get("valid")
-        val_ids = encode_corpus(vocab, tokenizer, valid[0]) if valid else None
+        self.prepared_test = None
+        if isinstance(text, PreparedCorpus):  # memory maps: nothing is read until a window needs it
+            parts = prepared_ids(text, vocab, tokenizer)
+            self.ids, val_ids = parts["train"], parts["valid"]
+            self.val_tokens_per_char = text.tokens_per_char("valid")
+            if "test" in parts:
+                self.prepared_test = (parts["test"], text.tokens_per_char("test"))
+        else:
+            self.ids = encode_corpus(vocab, tokenizer, text)  # compact: 1-2 bytes a token
+            valid = self.split_files.get("valid")
+            val_ids = encode_corpus(vocab, tokenizer, valid[0]) if valid else None
+            # tokens per character of the validation text (a split: of the whole corpus), for bits per character
+            self.val_tokens_per_char = len(val_ids) / len(valid[0]) if valid else len(self.ids) / max(len(text), 1)
         self.train_batches, self.val_batches = make_batchers(options, self.ids, self.dist, val_ids=val_ids)
         if val_ids is None:
             train_ids, val_ids, _ = split_by_fraction(self.ids, options.val_frac)
@@ -97,15 +111,33 @@ class RunSetup:
             source, source_step = load_source(init_from, self.run_dir)
             options = options.initialized_from(source_architecture(source), given).validate()
         text, self.corpus_sha = load_corpus(options)
+        if isinstance(text, PreparedCorpus):  # tokenized once: its vocabulary is the run's
+            options = prepared_options(options, text, given_settings(options) if given is None else set(given))
         self.split_files = load_split_files(options)
         valid = self.split_files.get("valid")
-        tokenizer, vocab = build_vocabulary(options, text, valid[0] if valid else None,
-                                            base=source.vocab if source else None)[:2]  # tokens freed
+        if isinstance(text, PreparedCorpus):
+            tokenizer, vocab = text.tokenizer, text.vocab
+            if source is not None and (source.vocab != vocab or source.tokenizer != tokenizer):
+                raise DataError(
+                    f"{text.path} was prepared with another vocabulary than {init_from}; prepare it with "
+                    f"`mlxrnn prepare CORPUS --vocab-from {init_from}` to start from that run's weights"
+                )
+        elif source is not None and isinstance(source.tokenizer, BPETokenizer):
+            # a learned tokenizer is kept whole (no tokens can be added to it): every id keeps its meaning
+            if options.vocab_size not in (None, len(source.vocab)):
+                raise ConfigError(f"`vocab_size` {options.vocab_size}: a run started from a bpe model keeps its "
+                                  f"{len(source.vocab)} tokens; leave it out", field="vocab_size")
+            tokenizer, vocab = source.tokenizer, source.vocab
+        else:
+            tokenizer, vocab = build_vocabulary(options, text, valid[0] if valid else None,
+                                                base=source.vocab if source else None)[:2]  # tokens freed
         self._build(options, text, vocab, tokenizer, initial_range(options.level))
         test = self.split_files.get("test")
         if test is not None:
             test_ids = encode_corpus(vocab, tokenizer, test[0])
             self.unknown_held_out["test"] = (count_unknown(test_ids, vocab), len(test_ids))
+        elif self.prepared_test is not None:
+            self.unknown_held_out["test"] = (count_unknown(self.prepared_test[0], vocab), len(self.prepared_test[0]))
         note = untrained_unknown_note(self.unknown_in_training, self.unknown_held_out)
         if note is not None:
             self.log(note)

@@ -110,3 +110,43 @@ class LMBatcher:
         )
 
 
+
+
+class MappedLMBatcher(LMBatcher):
+    """:class:`LMBatcher`'s windows read straight from a memory-mapped id file (N,), with no copy:
+    the same streams, windows and lengths, so a run on a prepared corpus computes what a run on
+    its text does. Each window reads B slices of T + 1 ids, so resident memory is a few pages per
+    row whatever N is; the ids are trusted to be in range (a prepared corpus is hashed, not scanned).
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, *, name: str = "corpus") -> None:
+        for setting, v in (("batch_size", batch_size), ("seq_len", seq_len)):
+            if not is_integer(v) or v < 1:
+                raise ConfigError(f"must be a positive integer, got {v!r}", field=setting)
+        if ids.ndim != 1 or ids.dtype.kind != "u":
+            raise ShapeError(f"MappedLMBatcher expects a 1-D unsigned id map, got {ids.dtype} {ids.shape}")
+        n, B = len(ids), int(batch_size)
+        L = (n - 1) // B if n > 0 else 0
+        if L < 1:
+            raise DataError(
+                f"the {name} has {n} tokens, too few for `batch_size` {B} (each of the {B} "
+                f"rows needs 2 tokens, so at least {B + 1}); lower `batch_size`"
+            )
+        self.batch_size, self.seq_len, self.stream_len, self.num_tokens = B, int(seq_len), L, n
+        self.ids = ids
+
+    def window(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window ``k`` as fresh ``(inputs, targets)``, each (B, T') int32 (see :class:`LMBatcher`)."""
+        if not is_integer(k) or not 0 <= k < len(self):
+            raise ConfigError(f"window index must be in 0..{len(self) - 1}, got {k!r}")
+        t0 = int(k) * self.seq_len
+        t1 = min(t0 + self.seq_len, self.stream_len)
+        L = self.stream_len
+        rows = np.stack([self.ids[b * L + t0 : b * L + t1 + 1] for b in range(self.batch_size)]).astype(np.int32)
+        return rows[:, :-1], rows[:, 1:]
+
+
+def lm_batcher(ids: np.ndarray, batch_size: int, seq_len: int, *, name: str = "corpus") -> LMBatcher:
+    """A :class:`MappedLMBatcher` over a memory map (a prepared corpus), else an :class:`LMBatcher`."""
+    cls = MappedLMBatcher if isinstance(ids, np.memmap) else LMBatcher
+    return cls(ids, batch_size, seq_len, name=name)

@@ -1,9 +1,11 @@
-"""Tokenizers: text -> tokens -> text. Three kinds, at two levels:
+"""Tokenizers: text -> tokens -> text. Four kinds, at three levels:
 
-    kind        level   tokens                                          for
-    chars       char    every character                                 raw text, char-rnn style
-    words       word    words, punctuation marks, <...> markers         raw prose (a regex split)
-    whitespace  word    whatever whitespace separates                   pre-tokenized corpora
+    kind        level    tokens                                          for
+    chars       char     every character                                 raw text, char-rnn style
+    words       word     words, punctuation marks, <...> markers         raw prose (a regex split)
+    whitespace  word     whatever whitespace separates                   pre-tokenized corpora
+    bpe         subword  byte-level BPE pieces learned from the text     raw prose, any language
+                         (:mod:`mlxrnn.text.bpe`; exact round trip)
 
 A word model's perplexity is per token of its tokenizer (including one <EOS> per line), so the
 same text gives different numbers under ``words`` and ``whitespace``; a pre-tokenized corpus
@@ -36,12 +38,13 @@ from typing import Any, ClassVar, Protocol
 
 from mlxrnn.errors import ConfigError
 from mlxrnn.nn.sequences import EOS, SPECIAL_TOKENS, UNK
+from mlxrnn.text.bpe import BPETokenizer, bpe_from_dict
 
-LEVELS: tuple[str, str] = ("char", "word")
-#: tokenizer kinds, each with its level
-TOKENIZERS: dict[str, str] = {"whitespace": "word", "words": "word", "chars": "char"}
+LEVELS: tuple[str, ...] = ("char", "word", "subword")
+#: tokenizer kinds, each with its level (bpe: a byte-level BPE learned from the text, :mod:`mlxrnn.text.bpe`)
+TOKENIZERS: dict[str, str] = {"whitespace": "word", "words": "word", "chars": "char", "bpe": "subword"}
 #: the kind a level means when no kind is named (``--level word`` alone)
-DEFAULT_KIND: dict[str, str] = {"char": "chars", "word": "words"}
+DEFAULT_KIND: dict[str, str] = {"char": "chars", "word": "words", "subword": "bpe"}
 #: the literal that stands for an unknown word in the classic word corpora
 DEFAULT_UNK_TOKEN = "<unk>"
 
@@ -105,6 +108,9 @@ def _check_word_options(lowercase: Any, unk_token: Any) -> None:
         )
 
 
+_SPECIAL_SET = frozenset(SPECIAL_TOKENS)
+
+
 class _WordLevel:
     """What both word tokenizers share: lines, <EOS>, lowercasing, the unknown-word literal."""
 
@@ -127,6 +133,10 @@ class _WordLevel:
         """Append one line's words (specials escaped, the unk literal as <UNK>) and its <EOS>."""
         if not words:
             return  # a blank line: paragraph breaks are not modelled
+        if (unk is None or unk not in words) and _SPECIAL_SET.isdisjoint(words):
+            tokens.extend(words)  # the common line, checked and copied in C (prepare's speed)
+            tokens.append(EOS)
+            return
         for word in words:
             if word == unk:
                 tokens.append(UNK)
@@ -273,7 +283,7 @@ class WhitespaceTokenizer(_WordLevel):
         return {"level": self.level, "kind": self.kind, "lowercase": self.lowercase, "unk_token": self.unk_token}
 
 
-AnyTokenizer = CharTokenizer | WordTokenizer | WhitespaceTokenizer
+AnyTokenizer = CharTokenizer | WordTokenizer | WhitespaceTokenizer | BPETokenizer
 _WORD_OPTIONS = ("lowercase", "unk_token")
 
 
@@ -299,6 +309,9 @@ def make_tokenizer(level: str, kind: str | None = None, **options: Any) -> AnyTo
         raise ConfigError(
             f"`tokenizer` {kind!r} does not make {level}-level tokens; choose {choices} for `level` {level}"
         )
+    if kind == "bpe":  # learned from a text: mlxrnn.text.bpe.train_bpe, or bpe_from_dict of a stored one
+        raise ConfigError("make_tokenizer makes the char and word tokenizers; a bpe tokenizer is learned from "
+                          "a text (mlxrnn.text.bpe.train_bpe)")
     if kind == "chars":
         if options:
             raise ConfigError(
@@ -322,4 +335,6 @@ def tokenizer_from_dict(data: Mapping[str, Any]) -> AnyTokenizer:
         if unknown:
             raise ConfigError(f"unknown word tokenizer option(s) {', '.join(unknown)}")
         return WordTokenizer(lowercase=options.get("lowercase", False), unk_token=None, version=1)
+    if options.get("kind") == "bpe":
+        return bpe_from_dict(options)
     return make_tokenizer(**options)
