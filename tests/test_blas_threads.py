@@ -132,7 +132,15 @@ def test_the_choice_is_applied_and_reported(monkeypatch):
         counts = {row["num_threads"] for row in threadpoolctl.threadpool_info() if row["user_api"] == "blas"}
         assert counts == {1}
         line = choice.describe()
-        assert line.startswith("threads: BLAS 1, numba kernels 1 (") and "\n" not in line
+        kernels = ", numba kernels 1" if threads.numba_installed() else ""  # no numba: no numba threads to name
+        assert line.startswith(f"threads: BLAS 1{kernels} (") and "\n" not in line
+
+
+def test_the_line_names_numba_threads_only_where_numba_runs(monkeypatch):
+    monkeypatch.setattr(threads, "numba_installed", lambda: False)
+    assert threads.ThreadChoice(blas=2, reason="why").describe() == "threads: BLAS 2 (why)"
+    monkeypatch.setattr(threads, "numba_installed", lambda: True)
+    assert threads.ThreadChoice(blas=2, reason="why").describe() == "threads: BLAS 2, numba kernels 1 (why)"
 
 
 def test_train_says_which_threads_it_uses(tmp_path, monkeypatch):

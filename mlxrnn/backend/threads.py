@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .blas import threadpoolctl_installed
+from .kernels import numba_installed
 
 #: per-thread work below which splitting a product costs more than it saves: a wake-up and a
 #: barrier are some microseconds, 8 MFLOP is roughly 100 µs of one core's sgemm
@@ -43,7 +44,8 @@ class ThreadChoice:
     def describe(self) -> str:
         """One line for a run's start, e.g. "threads: BLAS 1, numba kernels 1 (...)"."""
         blas = "as configured" if self.blas is None else str(self.blas)
-        return f"threads: BLAS {blas}, numba kernels {self.numba} ({self.reason})"
+        kernels = f", numba kernels {self.numba}" if numba_installed() else ""  # none run without numba
+        return f"threads: BLAS {blas}{kernels} ({self.reason})"
 
 
 def available_cores() -> int:

@@ -74,7 +74,7 @@ def plan_line(plan: dict[str, Any]) -> str:
         left = f", {plan['steps'] - plan['from_step']} to go" if plan["from_step"] else ""
         budget.append(f"{plan['steps']} steps in the budget{left}")
     if plan["minutes"] is not None:
-        budget.append(f"at most {plan['minutes']:g} minutes")
+        budget.append(f"at most {plan['minutes']:g} minute{'s' * (plan['minutes'] != 1)}")
     threads = plan["blas_threads"]
     threads = "BLAS threads: library default" if threads is None else f"{threads} BLAS thread{'s' * (threads != 1)}"
     processes = f", {plan['processes']} processes" if plan["processes"] > 1 else ""
