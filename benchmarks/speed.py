@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -92,6 +93,10 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The `mlxrnn` command keeps freed activation memory in the heap between steps (see
+    # mlxrnn.backend.numpy_backend); measure what its users get, as `mlxrnn bench` does. The
+    # workers inherit it. MLXRNN_MALLOC=default measures the library without it.
+    os.environ.setdefault("MLXRNN_MALLOC", "tuned")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="size ref only, 3 repeats")
     parser.add_argument("--repeats", type=int, default=None)
