@@ -10,11 +10,10 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from mlxrnn.io.checkpoint import load_checkpoint, save_run_checkpoint
 from mlxrnn.lm.evaluation import UNKNOWN_IN_TRAINING, evaluate_ids, evaluate_text, evaluate_windows, perplexity
 from mlxrnn.run.carried_state import carried_state_tensors
+from mlxrnn.run.data import count_unknown
 from mlxrnn.run.state import schedule_log_line
 
 
@@ -130,11 +129,12 @@ class RunRecords:
         try:  # every process alike: the same number on each
             if test is not None:
                 result = evaluate_text(self.lm, test[0])
+                bits_per_char = result.bits_per_char
             else:  # a prepared corpus's test part: its ids, and its tokens per character
                 ids, tokens_per_char = self.prepared_test
                 result = evaluate_ids(self.lm, ids)
-                result.num_unknown = int(np.count_nonzero(np.asarray(ids) == self.lm.vocab.unk_id))
-                result.num_chars = round(len(ids) / tokens_per_char) if tokens_per_char else None
+                result.num_unknown = count_unknown(ids, self.lm.vocab)
+                bits_per_char = result.loss * tokens_per_char / math.log(2)  # as val_bpc is
         finally:
             self.lm.model.load_parameters(last)  # the run's model stays the last one, as without a test file
         record = {
@@ -146,7 +146,7 @@ class RunRecords:
             "num_tokens": result.num_tokens,
             "oov_rate": result.oov_rate,
             "tokenizer": self.lm.tokenizer.kind,
-            "test_bpc": result.bits_per_char,  # total nats over the text's characters, / ln 2
+            "test_bpc": bits_per_char,  # total nats over the text's characters, / ln 2
         }
         self._metrics(record)
         return record
