@@ -44,20 +44,13 @@ class LMBatcher:
     def __init__(
         self, ids: np.ndarray, batch_size: int, seq_len: int, *, name: str = "corpus"
     ) -> None:
-        for setting, v in (("batch_size", batch_size), ("seq_len", seq_len)):
-            if not is_integer(v) or v < 1:
-                raise ConfigError(f"must be a positive integer, got {v!r}", field=setting)
+        _check_settings(batch_size, seq_len)
         arr = as_int_array(ids, "token ids")
         if arr.ndim != 1:
             raise ShapeError(f"LMBatcher expects a 1-D token stream, got shape {arr.shape}")
         n = len(arr)
         B, T = int(batch_size), int(seq_len)
-        L = (n - 1) // B if n > 0 else 0
-        if L < 1:
-            raise DataError(
-                f"the {name} has {n} tokens, too few for `batch_size` {B} (each of the {B} "
-                f"rows needs 2 tokens, so at least {B + 1}); lower `batch_size`"
-            )
+        L = _stream_length(n, B, name)
         if arr.min() < 0 or arr.max() > np.iinfo(np.int32).max:
             raise ConfigError("token ids must be non-negative and fit in int32")
         self.batch_size: int = B
@@ -110,6 +103,21 @@ class LMBatcher:
         )
 
 
+def _check_settings(batch_size: int, seq_len: int) -> None:
+    for setting, v in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if not is_integer(v) or v < 1:
+            raise ConfigError(f"must be a positive integer, got {v!r}", field=setting)
+
+
+def _stream_length(n: int, batch_size: int, name: str) -> int:
+    """L = (n - 1) // B, the steps of each of the B streams; refused in one line when below 1."""
+    L = (n - 1) // batch_size if n > 0 else 0
+    if L < 1:
+        raise DataError(
+            f"the {name} has {n} tokens, too few for `batch_size` {batch_size} (each of the "
+            f"{batch_size} rows needs 2 tokens, so at least {batch_size + 1}); lower `batch_size`"
+        )
+    return L
 
 
 class MappedLMBatcher(LMBatcher):
@@ -120,18 +128,11 @@ class MappedLMBatcher(LMBatcher):
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, *, name: str = "corpus") -> None:
-        for setting, v in (("batch_size", batch_size), ("seq_len", seq_len)):
-            if not is_integer(v) or v < 1:
-                raise ConfigError(f"must be a positive integer, got {v!r}", field=setting)
+        _check_settings(batch_size, seq_len)
         if ids.ndim != 1 or ids.dtype.kind != "u":
             raise ShapeError(f"MappedLMBatcher expects a 1-D unsigned id map, got {ids.dtype} {ids.shape}")
         n, B = len(ids), int(batch_size)
-        L = (n - 1) // B if n > 0 else 0
-        if L < 1:
-            raise DataError(
-                f"the {name} has {n} tokens, too few for `batch_size` {B} (each of the {B} "
-                f"rows needs 2 tokens, so at least {B + 1}); lower `batch_size`"
-            )
+        L = _stream_length(n, B, name)
         self.batch_size, self.seq_len, self.stream_len, self.num_tokens = B, int(seq_len), L, n
         self.ids = ids
 
