@@ -42,20 +42,8 @@ def tanh_array(x, out):
 @njit(**_JIT)
 def lstm_forward_kernel(rec, x_proj, c_prev, h, c, tanh_c):
     """rec (4H, B) -> gates in place; h, c, tanh_c (H, B) written."""
-    H, B = c_prev.shape
-    half = rec.dtype.type(0.5)
-    for j in range(H):
-        for b in range(B):
-            u = half + half * _tanh(half * (rec[j, b] + x_proj[j, b]))
-            f = half + half * _tanh(half * (rec[H + j, b] + x_proj[H + j, b]))
-            g = _tanh(rec[2 * H + j, b] + x_proj[2 * H + j, b])
-            o = half + half * _tanh(half * (rec[3 * H + j, b] + x_proj[3 * H + j, b]))
-            cell = f * c_prev[j, b] + u * g
-            squashed = _tanh(cell)
-            rec[j, b], rec[H + j, b], rec[2 * H + j, b], rec[3 * H + j, b] = u, f, g, o
-            c[j, b] = cell
-            tanh_c[j, b] = squashed
-            h[j, b] = o * squashed
+    rec += x_proj
+    _lstm_cached_gates(rec, c_prev, h, c, tanh_c)
 
 
 @njit(**_JIT)
@@ -63,6 +51,13 @@ def lstm_forward_rows_kernel(rec, table, ids, c_prev, h, c, tanh_c):
     """:func:`lstm_forward_kernel` with x_proj[k, b] = table[ids[b], k] (table (V, 4H), ids (B,)):
     the rows are added to rec first (the same sums), then the same gate arithmetic."""
     _add_rows(rec, table, ids)
+    _lstm_cached_gates(rec, c_prev, h, c, tanh_c)
+
+
+@njit(**_JIT)
+def _lstm_cached_gates(rec, c_prev, h, c, tanh_c):
+    """rec (4H, B) the gates' pre-activations -> the gates (u, f, g, o) in place, with what the
+    backward needs: c and tanh(c) (H, B), and h = o tanh(c)."""
     H, B = c_prev.shape
     half = rec.dtype.type(0.5)
     for j in range(H):
